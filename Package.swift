@@ -1,0 +1,36 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "BaldurCache",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "BaldurCache", targets: ["BaldurCache"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CHiredis",
+            providers: [.apt(["libhiredis-dev"])]
+        ),
+        .target(
+            name: "BaldurCache",
+            dependencies: [
+                "CHiredis",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "baldur-workload",
+            dependencies: ["BaldurCache", .product(name: "Logging", package: "swift-log")],
+            path: "Sources/BaldurWorkload"
+        ),
+        .testTarget(
+            name: "BaldurCacheTests",
+            dependencies: ["BaldurCache"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,169 @@
+import Logging
+
+/// A thread-safe, pooled Redis client: send any command, pipelines, scripts.
+///
+/// `RedisClient` is `Sendable`; share one per process. Connections are opened
+/// lazily up to ``RedisConfiguration/maxConnections`` and reused.
+///
+/// ```swift
+/// let client = try RedisClient(url: "redis://127.0.0.1:6379/0")
+/// try client.send("SET", "greeting", "hello")
+/// let value = try client.send("GET", "greeting").string   // "hello"
+/// ```
+///
+/// ## Retries
+/// With ``RedisConfiguration/retryOnTimeout`` (the default), a command that
+/// fails with a read timeout, EOF or I/O error is sent once more on a fresh
+/// connection **only if it is read-only**, so a retry can never apply a write
+/// twice. The commands that retry are exactly those in
+/// ``RedisClient/retryableCommands``: `GET`, `MGET`, `EXISTS`, `TTL`, `PTTL`,
+/// `TYPE`, `STRLEN`, `GETRANGE`, `HGET`, `HMGET`, `HGETALL`, `HEXISTS`,
+/// `HLEN`, `HKEYS`, `HVALS`, `LRANGE`, `LLEN`, `LINDEX`, `SCARD`, `SMEMBERS`,
+/// `SISMEMBER`, `ZCARD`, `ZSCORE`, `ZRANGE`, `SCAN`, `KEYS`, `DBSIZE`, `PING`,
+/// `ECHO`, `TIME`, `INFO`. A pipeline retries only when every command in it
+/// is one of those. Writes (`SET`, `INCRBY`, `DEL`, `EVALSHA`, ...) never retry:
+/// their error reaches the caller, who knows whether a second try is safe.
+public final class RedisClient: Sendable {
+    /// The configuration this client was made with.
+    public let configuration: RedisConfiguration
+    let router: any ConnectionRouter
+    let logger: Logger
+
+    /// The read-only commands that are retried once after a timeout or a dropped connection.
+    public static let retryableCommands: Set<String> = [
+        "GET", "MGET", "EXISTS", "TTL", "PTTL", "TYPE", "STRLEN", "GETRANGE",
+        "HGET", "HMGET", "HGETALL", "HEXISTS", "HLEN", "HKEYS", "HVALS",
+        "LRANGE", "LLEN", "LINDEX", "SCARD", "SMEMBERS", "SISMEMBER",
+        "ZCARD", "ZSCORE", "ZRANGE", "SCAN", "KEYS", "DBSIZE", "PING", "ECHO", "TIME", "INFO",
+    ]
+
+    /// Creates a client. No connection is opened until the first command.
+    ///
+    /// - Parameters:
+    ///   - configuration: Where Redis is and how the pool behaves.
+    ///   - logger: Receives debug and info messages (never values or passwords).
+    /// - Throws: ``RedisError/Code/invalidConfiguration`` for out-of-range
+    ///   values, ``RedisError/Code/unsupported`` for Sentinel and Cluster.
+    public init(configuration: RedisConfiguration, logger: Logger = Logger(label: "BaldurCache")) throws(RedisError) {
+        try configuration.validate()
+        self.configuration = configuration
+        self.logger = logger
+        self.router = try ConnectionRouters.make(configuration, logger: logger)
+        logger.debug("redis client created", metadata: ["redis.url": "\(configuration)"])
+    }
+
+    /// Creates a client from a URL (see ``RedisConfiguration/init(url:)``).
+    public convenience init(url: String, logger: Logger = Logger(label: "BaldurCache")) throws(RedisError) {
+        try self.init(configuration: try RedisConfiguration(url: url), logger: logger)
+    }
+
+    /// Sends one command and returns its reply. Sends exactly the arguments given.
+    ///
+    /// - Returns: The reply; a top-level error reply is thrown instead.
+    /// - Throws: ``RedisError``: `server` with the server's message verbatim,
+    ///   or a connection, timeout, pool or `closed` code.
+    @discardableResult
+    public func send(_ arguments: [RedisArgument]) throws(RedisError) -> RedisReply {
+        try sendAllowingErrorReply(arguments).throwingServerError()
+    }
+
+    /// Sends one command and returns its reply (variadic form of ``send(_:)-([RedisArgument])``).
+    @discardableResult
+    public func send(_ arguments: RedisArgument...) throws(RedisError) -> RedisReply {
+        try send(arguments)
+    }
+
+    /// Like ``send(_:)`` but returns an error reply as `.error` instead of throwing it.
+    func sendAllowingErrorReply(_ arguments: [RedisArgument]) throws(RedisError) -> RedisReply {
+        guard let first = arguments.first else {
+            throw RedisError(.invalidArgument, "a command needs at least one argument")
+        }
+        let retryable = Self.retryableCommands.contains(first.commandName)
+        return try withRetry(retryable) { connection throws(RedisError) in
+            try connection.sendAllowingErrorReply(arguments)
+        } pool: { () throws(RedisError) in
+            try self.router.pool(for: arguments)
+        }
+    }
+
+    /// Sends every command before reading any reply, on one connection.
+    ///
+    /// - Parameter commands: The commands, in order. An empty list sends nothing.
+    /// - Returns: One reply per command, in order; error replies are `.error` values.
+    /// - Throws: ``RedisError`` when the connection fails.
+    public func pipeline(_ commands: [[RedisArgument]]) throws(RedisError) -> [RedisReply] {
+        guard let first = commands.first else { return [] }
+        let retryable = commands.allSatisfy { $0.first.map { Self.retryableCommands.contains($0.commandName) } ?? false }
+        return try withRetry(retryable) { connection throws(RedisError) in
+            try connection.pipeline(commands)
+        } pool: { () throws(RedisError) in
+            try self.router.pool(for: first)
+        }
+    }
+
+    /// Runs `body` with one connection of its own, for `MULTI`/`EXEC`,
+    /// `WATCH` or a long pipeline; the connection goes back to the pool
+    /// afterwards, or is closed if it broke. Not retried.
+    ///
+    /// ```swift
+    /// let replies = try client.withConnection { connection in
+    ///     try connection.pipeline([["MULTI"], ["INCR", "a"], ["INCR", "b"], ["EXEC"]])
+    /// }
+    /// ```
+    public func withConnection<R>(_ body: (RedisConnection) throws -> R) throws -> R {
+        try router.pool(for: []).withConnection(body)
+    }
+
+    /// Sends `PING` and checks for `PONG`.
+    ///
+    /// - Throws: ``RedisError`` when the server cannot be reached.
+    public func ping() throws(RedisError) {
+        let reply = try send("PING")
+        guard reply.string == "PONG" else {
+            throw RedisError(.protocolError, "PING returned \(reply.kindName) instead of PONG")
+        }
+    }
+
+    /// Closes every pooled connection and proves the server is back with a `PING`
+    /// on a new one. Connections in use are closed when they are returned.
+    ///
+    /// - Throws: ``RedisError`` when the `PING` fails.
+    public func reconnect() throws(RedisError) {
+        for pool in router.pools { pool.drain() }
+        logger.info("redis connections dropped for reconnect", metadata: ["redis.url": "\(configuration)"])
+        try ping()
+    }
+
+    /// Closes every connection. Idempotent; later calls throw ``RedisError/Code/closed``.
+    public func close() {
+        for pool in router.pools { pool.close() }
+    }
+
+    /// The number of connections open now across all pools (idle or in use).
+    public var openConnections: Int { router.pools.reduce(0) { $0 + $1.openConnections } }
+
+    private func withRetry<R>(
+        _ retryable: Bool,
+        _ body: (RedisConnection) throws(RedisError) -> R,
+        pool choose: () throws(RedisError) -> ConnectionPool
+    ) throws(RedisError) -> R {
+        var attempt = 0
+        while true {
+            attempt += 1
+            let pool = try choose()
+            let pooled = try pool.checkout()
+            do {
+                let result = try body(pooled.connection)
+                pool.checkin(pooled)
+                return result
+            } catch {
+                pool.checkin(pooled)
+                let transient = error.code == .readTimeout || error.code == .connectionClosed || error.code == .io
+                guard retryable, configuration.retryOnTimeout, transient, attempt == 1 else { throw error }
+                logger.debug("redis read-only command retried on a fresh connection", metadata: [
+                    "redis.address": "\(pool.address)", "error": "\(error.code)",
+                ])
+            }
+        }
+    }
+}

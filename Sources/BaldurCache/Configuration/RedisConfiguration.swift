@@ -1,0 +1,342 @@
+import Foundation
+
+/// How to reach Redis and how the connection pool behaves.
+///
+/// Build one from a URL, from the `BALDUR_REDIS_*` environment, or field by
+/// field:
+/// ```swift
+/// var configuration = try RedisConfiguration(url: "redis://:secret@127.0.0.1:6379/2")
+/// configuration.maxConnections = 16
+/// let client = try RedisClient(configuration: configuration)
+/// ```
+///
+/// | URL form | meaning |
+/// |---|---|
+/// | `redis://[[user]:password@]host[:port][/db]` | TCP, port 6379 by default |
+/// | `unix:///path/to.sock?db=N[&password=P]` | unix socket |
+/// | `rediss://...` | rejected: hiredis 0.14 has no TLS |
+/// | `redis+sentinel://master@h1:p1,h2:p2/db` | Sentinel (parsed; not served yet) |
+/// | `redis+cluster://h1:p1,h2:p2` | Cluster (parsed; not served yet) |
+///
+/// ``description`` masks the password, so a configuration can be logged.
+public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
+    /// The servers to talk to. Default: `localhost:6379`.
+    public var topology: RedisTopology = .standalone(.tcp(host: "localhost", port: 6379))
+    /// The database index sent with `SELECT` at connect. Default 0.
+    public var database: Int = 0
+    /// The ACL user sent with `AUTH user password`. Default none.
+    public var username: String?
+    /// The password sent with `AUTH` at connect. Default none. Never printed.
+    public var password: String?
+    /// The password for the sentinels (Sentinel topology only). Never printed.
+    public var sentinelPassword: String?
+    /// How long a command may wait for its reply (`redisSetTimeout`); `nil`
+    /// waits forever. Default 5 s (`BALDUR_REDIS_SOCKET_TIMEOUT`).
+    public var socketTimeout: Duration? = .seconds(5)
+    /// How long connecting may take. Default 5 s (`BALDUR_REDIS_SOCKET_CONNECT_TIMEOUT`).
+    public var connectTimeout: Duration = .seconds(5)
+    /// Retry a read-only command once on a fresh connection after a timeout or
+    /// a dropped connection. Default `true` (`BALDUR_REDIS_RETRY_ON_TIMEOUT`).
+    /// See ``RedisClient`` for exactly which commands retry.
+    public var retryOnTimeout: Bool = true
+    /// The most connections the pool opens. Default 100 (`BALDUR_REDIS_MAX_CONNECTIONS`).
+    public var maxConnections: Int = 100
+    /// An idle connection older than this is checked with `PING` before reuse.
+    /// Default 30 s, allowed 5...300 s (`BALDUR_REDIS_HEALTH_CHECK_INTERVAL`).
+    public var healthCheckInterval: Duration = .seconds(30)
+    /// How long a caller waits for a connection when all `maxConnections` are
+    /// busy before failing with ``RedisError/Code/poolExhausted``. Default 5 s.
+    public var poolTimeout: Duration = .seconds(5)
+
+    /// A configuration for `localhost:6379`, database 0, with the documented defaults.
+    public init() {}
+
+    /// A configuration for one server with the documented defaults.
+    public init(address: RedisServerAddress, database: Int = 0, username: String? = nil, password: String? = nil) {
+        self.topology = .standalone(address)
+        self.database = database
+        self.username = username
+        self.password = password
+    }
+
+    /// Parses a Redis URL (see the table above).
+    ///
+    /// - Throws: ``RedisError/Code/invalidConfiguration`` naming the bad part,
+    ///   or ``RedisError/Code/unsupported`` for `rediss://`.
+    public init(url: String) throws(RedisError) {
+        self = try URLParser.parse(url)
+    }
+
+    /// Reads `BALDUR_REDIS_URL` (default `redis://localhost:6379/0`) and the
+    /// other `BALDUR_REDIS_*` variables.
+    ///
+    /// `BALDUR_REDIS_PASSWORD` and `BALDUR_REDIS_USERNAME` fill in credentials
+    /// the URL does not carry; the URL's own credentials win.
+    ///
+    /// - Parameter environment: The variables to read; the process environment by default.
+    /// - Throws: ``RedisError/Code/invalidConfiguration`` naming the variable and its bad value.
+    public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) throws(RedisError) -> RedisConfiguration {
+        func value(_ name: String) -> String? {
+            guard let raw = environment[name]?.trimmingCharacters(in: .whitespaces), !raw.isEmpty else { return nil }
+            return raw
+        }
+        var configuration = try RedisConfiguration(url: value("BALDUR_REDIS_URL") ?? "redis://localhost:6379/0")
+        if configuration.password == nil { configuration.password = environment["BALDUR_REDIS_PASSWORD"].flatMap { $0.isEmpty ? nil : $0 } }
+        if configuration.username == nil { configuration.username = value("BALDUR_REDIS_USERNAME") }
+        if let secret = environment["BALDUR_REDIS_SENTINEL_PASSWORD"], !secret.isEmpty { configuration.sentinelPassword = secret }
+        if let raw = value("BALDUR_REDIS_SOCKET_TIMEOUT") {
+            configuration.socketTimeout = try seconds(raw, name: "BALDUR_REDIS_SOCKET_TIMEOUT")
+        }
+        if let raw = value("BALDUR_REDIS_SOCKET_CONNECT_TIMEOUT") {
+            configuration.connectTimeout = try seconds(raw, name: "BALDUR_REDIS_SOCKET_CONNECT_TIMEOUT")
+        }
+        if let raw = value("BALDUR_REDIS_RETRY_ON_TIMEOUT") {
+            switch raw.lowercased() {
+            case "1", "true", "yes", "on": configuration.retryOnTimeout = true
+            case "0", "false", "no", "off": configuration.retryOnTimeout = false
+            default: throw RedisError(.invalidConfiguration, "BALDUR_REDIS_RETRY_ON_TIMEOUT must be true or false, not '\(raw)'")
+            }
+        }
+        if let raw = value("BALDUR_REDIS_MAX_CONNECTIONS") {
+            guard let count = Int(raw) else {
+                throw RedisError(.invalidConfiguration, "BALDUR_REDIS_MAX_CONNECTIONS must be a whole number, not '\(raw)'")
+            }
+            configuration.maxConnections = count
+        }
+        if let raw = value("BALDUR_REDIS_HEALTH_CHECK_INTERVAL") {
+            configuration.healthCheckInterval = try seconds(raw, name: "BALDUR_REDIS_HEALTH_CHECK_INTERVAL")
+        }
+        try configuration.validate()
+        return configuration
+    }
+
+    /// Checks every value's range.
+    ///
+    /// - Throws: ``RedisError/Code/invalidConfiguration`` naming the first bad field.
+    public func validate() throws(RedisError) {
+        guard maxConnections >= 1 else {
+            throw RedisError(.invalidConfiguration, "maxConnections must be at least 1, not \(maxConnections)")
+        }
+        guard healthCheckInterval >= .seconds(5), healthCheckInterval <= .seconds(300) else {
+            throw RedisError(.invalidConfiguration, "healthCheckInterval must be between 5 and 300 seconds, not \(healthCheckInterval)")
+        }
+        guard connectTimeout > .zero else {
+            throw RedisError(.invalidConfiguration, "connectTimeout must be positive, not \(connectTimeout)")
+        }
+        if let socketTimeout, socketTimeout <= .zero {
+            throw RedisError(.invalidConfiguration, "socketTimeout must be positive or nil, not \(socketTimeout)")
+        }
+        guard poolTimeout >= .zero else {
+            throw RedisError(.invalidConfiguration, "poolTimeout must not be negative, not \(poolTimeout)")
+        }
+        guard database >= 0 else {
+            throw RedisError(.invalidConfiguration, "database must not be negative, not \(database)")
+        }
+    }
+
+    /// The configuration as a URL with the password masked, for logs.
+    public var description: String {
+        var credentials = ""
+        if username != nil || password != nil {
+            credentials = "\(username ?? ""):\(password == nil ? "" : "***")@"
+        }
+        switch topology {
+        case .standalone(.tcp(let host, let port)):
+            let shown = host.contains(":") ? "[\(host)]" : host
+            return "redis://\(credentials)\(shown):\(port)/\(database)"
+        case .standalone(.unix(let path)):
+            return "unix://\(credentials)\(path)?db=\(database)"
+        case .sentinel(let master, let sentinels):
+            let hosts = sentinels.map(\.description).joined(separator: ",")
+            return "redis+sentinel://\(credentials)\(master)@\(hosts)/\(database)"
+        case .cluster(let seeds):
+            return "redis+cluster://\(credentials)\(seeds.map(\.description).joined(separator: ","))"
+        }
+    }
+
+    private static func seconds(_ raw: String, name: String) throws(RedisError) -> Duration {
+        guard let value = Double(raw), value.isFinite, value > 0 else {
+            throw RedisError(.invalidConfiguration, "\(name) must be a positive number of seconds, not '\(raw)'")
+        }
+        return .milliseconds(Int64((value * 1000).rounded()))
+    }
+}
+
+/// Parses the URL forms of ``RedisConfiguration``. Errors name the bad part
+/// and never repeat the password.
+private enum URLParser {
+    static func parse(_ url: String) throws(RedisError) -> RedisConfiguration {
+        guard let schemeEnd = url.range(of: "://") else {
+            // Without a scheme nothing tells a password from a host: do not echo the text.
+            throw RedisError(.invalidConfiguration, "Redis URL has no scheme (expected redis://, unix://, redis+sentinel:// or redis+cluster://)")
+        }
+        let scheme = url[..<schemeEnd.lowerBound].lowercased()
+        var rest = String(url[schemeEnd.upperBound...])
+        var query: [String: String] = [:]
+        if let mark = rest.firstIndex(of: "?") {
+            query = try parseQuery(String(rest[rest.index(after: mark)...]), url: url)
+            rest = String(rest[..<mark])
+        }
+        var configuration = RedisConfiguration()
+        switch scheme {
+        case "redis":
+            let (credentials, hostPart) = splitCredentials(rest)
+            try apply(credentials, to: &configuration, url: url)
+            let (authority, path) = splitPath(hostPart)
+            configuration.topology = .standalone(try parseHost(authority.isEmpty ? "localhost" : authority, url: url))
+            configuration.database = try parseDatabase(path, query: query, url: url)
+        case "rediss":
+            throw RedisError(.unsupported, "TLS is not available with hiredis 0.14: \(mask(url)) cannot be served; use redis:// through a TLS proxy such as stunnel")
+        case "unix":
+            let (credentials, path) = splitCredentials(rest)
+            try apply(credentials, to: &configuration, url: url)
+            guard path.hasPrefix("/") else { throw invalid(url, "needs an absolute socket path (unix:///path/to.sock)") }
+            configuration.topology = .standalone(.unix(path: path))
+            configuration.database = try parseDatabase("", query: query, url: url)
+        case "redis+sentinel":
+            guard let at = rest.lastIndex(of: "@") else {
+                throw invalid(url, "needs a master name before the sentinels (redis+sentinel://master@host:port,...)")
+            }
+            let (hosts, path) = splitPath(String(rest[rest.index(after: at)...]))
+            var master = String(rest[..<at])
+            if let inner = master.lastIndex(of: "@") {
+                try apply(String(master[..<inner]), to: &configuration, url: url)
+                master = String(master[master.index(after: inner)...])
+            }
+            guard !master.isEmpty, !master.contains(":") else {
+                throw invalid(url, "needs a master name before the sentinels (redis+sentinel://[[user]:password@]master@host:port,...)")
+            }
+            configuration.topology = .sentinel(masterName: master, sentinels: try parseHostList(hosts, defaultPort: 26379, url: url))
+            configuration.database = try parseDatabase(path, query: query, url: url)
+        case "redis+cluster":
+            let (credentials, hostPart) = splitCredentials(rest)
+            try apply(credentials, to: &configuration, url: url)
+            let (hosts, _) = splitPath(hostPart)
+            configuration.topology = .cluster(seeds: try parseHostList(hosts, defaultPort: 6379, url: url))
+        default:
+            throw invalid(url, "has an unknown scheme '\(scheme)' (expected redis://, unix://, redis+sentinel:// or redis+cluster://)")
+        }
+        if let password = query["password"] { configuration.password = password }
+        if let user = query["username"] ?? query["user"] { configuration.username = user }
+        try configuration.validate()
+        return configuration
+    }
+
+    /// Splits `user:password@rest` at the last `@`.
+    private static func splitCredentials(_ text: String) -> (String?, String) {
+        guard let at = text.lastIndex(of: "@") else { return (nil, text) }
+        return (String(text[..<at]), String(text[text.index(after: at)...]))
+    }
+
+    private static func splitPath(_ text: String) -> (String, String) {
+        guard let slash = text.firstIndex(of: "/") else { return (text, "") }
+        return (String(text[..<slash]), String(text[text.index(after: slash)...]))
+    }
+
+    private static func apply(_ credentials: String?, to configuration: inout RedisConfiguration, url: String) throws(RedisError) {
+        guard let credentials, !credentials.isEmpty else { return }
+        let user: Substring
+        let password: Substring?
+        if let colon = credentials.firstIndex(of: ":") {
+            user = credentials[..<colon]
+            password = credentials[credentials.index(after: colon)...]
+        } else {
+            // redis://secret@host is the password alone, as redis-py reads it.
+            user = ""
+            password = Substring(credentials)
+        }
+        guard let decodedUser = String(user).removingPercentEncoding,
+              let decodedPassword = password.map({ String($0).removingPercentEncoding }) ?? .some(nil)
+        else { throw invalid(url, "has badly percent-encoded credentials") }
+        configuration.username = decodedUser.isEmpty ? nil : decodedUser
+        configuration.password = (decodedPassword?.isEmpty ?? true) ? nil : decodedPassword
+    }
+
+    private static func parseHost(_ authority: String, url: String) throws(RedisError) -> RedisServerAddress {
+        try parseHost(authority, defaultPort: 6379, url: url)
+    }
+
+    private static func parseHost(_ authority: String, defaultPort: Int, url: String) throws(RedisError) -> RedisServerAddress {
+        var host = authority
+        var portText: String?
+        if authority.hasPrefix("[") {
+            guard let close = authority.firstIndex(of: "]") else { throw invalid(url, "has an unclosed IPv6 address '\(authority)'") }
+            host = String(authority[authority.index(after: authority.startIndex)..<close])
+            let after = authority[authority.index(after: close)...]
+            if after.hasPrefix(":") { portText = String(after.dropFirst()) } else if !after.isEmpty {
+                throw invalid(url, "has junk after the IPv6 address: '\(after)'")
+            }
+        } else if let colon = authority.lastIndex(of: ":") {
+            host = String(authority[..<colon])
+            portText = String(authority[authority.index(after: colon)...])
+        }
+        guard !host.isEmpty else { throw invalid(url, "has an empty host in '\(authority)'") }
+        var port = defaultPort
+        if let portText {
+            guard let parsed = Int(portText), (1...65535).contains(parsed) else {
+                throw invalid(url, "has a bad port '\(portText)' (expected 1-65535)")
+            }
+            port = parsed
+        }
+        return .tcp(host: host, port: port)
+    }
+
+    private static func parseHostList(_ text: String, defaultPort: Int, url: String) throws(RedisError) -> [RedisServerAddress] {
+        let parts = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        guard !text.isEmpty, !parts.contains(where: \.isEmpty) else { throw invalid(url, "needs a comma-separated list of host:port") }
+        var addresses: [RedisServerAddress] = []
+        for part in parts { addresses.append(try parseHost(part, defaultPort: defaultPort, url: url)) }
+        return addresses
+    }
+
+    private static func parseDatabase(_ path: String, query: [String: String], url: String) throws(RedisError) -> Int {
+        let text = path.isEmpty ? query["db"] : path
+        guard let text, !text.isEmpty else { return 0 }
+        guard let database = Int(text), database >= 0 else {
+            throw invalid(url, "has a bad database '\(text)' (expected a number 0 or above)")
+        }
+        return database
+    }
+
+    private static func parseQuery(_ text: String, url: String) throws(RedisError) -> [String: String] {
+        var result: [String: String] = [:]
+        for pair in text.split(separator: "&") where !pair.isEmpty {
+            let pieces = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard pieces.count == 2, let key = String(pieces[0]).removingPercentEncoding,
+                  let value = String(pieces[1]).removingPercentEncoding
+            else {
+                let name = pieces.first.map(String.init) ?? ""
+                throw invalid(url, "has a malformed query parameter '\(name)'")
+            }
+            result[key.lowercased()] = value
+        }
+        return result
+    }
+
+    private static func invalid(_ url: String, _ problem: String) -> RedisError {
+        RedisError(.invalidConfiguration, "Redis URL '\(mask(url))' \(problem)")
+    }
+
+    /// The URL with any password replaced by `***`.
+    static func mask(_ url: String) -> String {
+        var masked = url
+        if let schemeEnd = masked.range(of: "://"), let at = masked[schemeEnd.upperBound...].lastIndex(of: "@") {
+            let credentials = masked[schemeEnd.upperBound..<at]
+            if let colon = credentials.firstIndex(of: ":") {
+                masked.replaceSubrange(masked.index(after: colon)..<at, with: "***")
+            } else if !credentials.isEmpty, !masked.lowercased().hasPrefix("redis+sentinel") {
+                masked.replaceSubrange(credentials.startIndex..<at, with: "***")
+            }
+        }
+        if let range = masked.range(of: "password=") {
+            let end = masked[range.upperBound...].firstIndex(of: "&") ?? masked.endIndex
+            masked.replaceSubrange(range.upperBound..<end, with: "***")
+        }
+        return masked
+    }
+}
+
+extension RedisConfiguration {
+    /// `url` with its password masked, for logs and error messages.
+    public static func maskedURL(_ url: String) -> String { URLParser.mask(url) }
+}

@@ -1,0 +1,55 @@
+/// One argument of a Redis command: text or raw bytes, sent binary-safe.
+///
+/// String and integer literals convert implicitly:
+/// ```swift
+/// try client.send("SET", "greeting", .bytes([0, 13, 10, 255]))
+/// try client.send("EXPIRE", "greeting", 60)
+/// ```
+public struct RedisArgument: Sendable, Hashable, ExpressibleByStringLiteral, ExpressibleByIntegerLiteral {
+    enum Storage: Sendable, Hashable {
+        case text(String)
+        case bytes([UInt8])
+    }
+
+    let storage: Storage
+
+    /// An argument sent as the UTF-8 bytes of `text`.
+    public init(_ text: String) { storage = .text(text) }
+
+    /// An argument sent as the decimal digits of `value`.
+    public init<I: BinaryInteger>(_ value: I) { storage = .text(String(value)) }
+
+    /// An argument sent as these bytes, unchanged.
+    public init(bytes: [UInt8]) { storage = .bytes(bytes) }
+
+    /// An argument sent as these bytes, unchanged.
+    public static func bytes(_ bytes: [UInt8]) -> RedisArgument { RedisArgument(bytes: bytes) }
+
+    public init(stringLiteral value: String) { storage = .text(value) }
+
+    public init(integerLiteral value: Int) { storage = .text(String(value)) }
+
+    /// The number of bytes this argument puts on the wire.
+    var byteCount: Int {
+        switch storage {
+        case .text(let text): return text.utf8.count
+        case .bytes(let bytes): return bytes.count
+        }
+    }
+
+    /// Appends the argument's bytes to `buffer` without intermediate copies.
+    func append(to buffer: inout [UInt8]) {
+        switch storage {
+        case .text(let text): buffer.append(contentsOf: text.utf8)
+        case .bytes(let bytes): buffer.append(contentsOf: bytes)
+        }
+    }
+
+    /// The command name, upper-cased, when this argument is the first of a command.
+    var commandName: String {
+        switch storage {
+        case .text(let text): return text.uppercased()
+        case .bytes(let bytes): return String(decoding: bytes, as: UTF8.self).uppercased()
+        }
+    }
+}

@@ -1,0 +1,298 @@
+import CHiredis
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// One synchronous connection to one Redis server: the only code in
+/// BaldurCache that touches a hiredis context.
+///
+/// A connection is used by one caller at a time; ``RedisClient`` hands
+/// connections out of its pool so that this holds. Once any call fails with
+/// an error whose ``RedisError/isConnectionFatal`` is `true` (I/O error,
+/// EOF, protocol error, read timeout) the connection is broken for good:
+/// hiredis may have half a reply buffered, so every later call throws
+/// ``RedisError/Code/closed`` and the pool discards it.
+///
+/// ```swift
+/// let connection = try RedisConnection(configuration: try RedisConfiguration(url: "redis://127.0.0.1:6379/0"))
+/// let pong = try connection.send(["PING"])           // .status("PONG")
+/// let replies = try connection.pipeline([["INCR", "a"], ["INCR", "a"]])
+/// ```
+public final class RedisConnection: @unchecked Sendable {
+    // Why @unchecked Sendable is safe: a connection has exactly one user at a
+    // time. RedisClient's pool hands it out under its mutex and takes it back
+    // the same way, so the context is never touched by two threads at once;
+    // the mutex hand-off orders every access. Direct users of
+    // RedisConnection must keep to one thread at a time, as documented.
+    private var context: UnsafeMutablePointer<redisContext>?
+    /// Reused for every command: all argument bytes, back to back.
+    private var argumentBytes: [UInt8] = []
+    /// Reused for every command: argument lengths.
+    private var argumentLengths: [Int] = []
+
+    /// The server this connection talks to.
+    public let address: RedisServerAddress
+    /// When the connection was last used successfully (monotonic clock).
+    var lastUsed: ContinuousClock.Instant
+
+    private static let ignoreSIGPIPE: Void = {
+        // hiredis writes with write(2); a peer that closed the socket would
+        // otherwise raise SIGPIPE and kill the host process.
+        _ = signal(SIGPIPE, SIG_IGN)
+    }()
+
+    /// Connects to `address`, applies the socket timeout, then sends `AUTH`
+    /// and `SELECT` as the configuration asks.
+    ///
+    /// - Parameters:
+    ///   - address: A TCP or unix-socket address.
+    ///   - configuration: Timeouts, credentials and database.
+    /// - Throws: ``RedisError`` with code `connectionRefused`, `connectTimeout`,
+    ///   `io`, or `server` (for example `WRONGPASS` or a bad database index).
+    public init(address: RedisServerAddress, configuration: RedisConfiguration) throws(RedisError) {
+        _ = Self.ignoreSIGPIPE
+        self.address = address
+        self.lastUsed = .now
+        let connectTimeout = timeval(configuration.connectTimeout)
+        let raw: UnsafeMutablePointer<redisContext>?
+        switch address {
+        case .tcp(let host, let port):
+            raw = redisConnectWithTimeout(host, Int32(port), connectTimeout)
+        case .unix(let path):
+            raw = redisConnectUnixWithTimeout(path, connectTimeout)
+        }
+        guard let raw else {
+            throw RedisError(.io, "could not allocate a hiredis context for \(address)")
+        }
+        // The context is owned from here on, also when it reports an error:
+        // deinit frees it on every path.
+        context = raw
+        if raw.pointee.err != 0 {
+            let error = Self.connectError(raw, address: address)
+            close()
+            throw error
+        }
+        do throws(RedisError) {
+            if let timeout = configuration.socketTimeout {
+                guard redisSetTimeout(raw, timeval(timeout)) == REDIS_OK else {
+                    throw contextError()
+                }
+            }
+            if let password = configuration.password {
+                if let username = configuration.username {
+                    try send(["AUTH", RedisArgument(username), RedisArgument(password)])
+                } else {
+                    try send(["AUTH", RedisArgument(password)])
+                }
+            }
+            if configuration.database != 0 {
+                try send(["SELECT", RedisArgument(configuration.database)])
+            }
+        } catch {
+            close()
+            throw error
+        }
+    }
+
+    deinit {
+        if let context { redisFree(context) }
+    }
+
+    /// `false` once the connection was closed or broken by a fatal error.
+    public var isOpen: Bool { context != nil }
+
+    /// Closes the socket. Idempotent; later calls throw ``RedisError/Code/closed``.
+    public func close() {
+        if let context {
+            redisFree(context)
+            self.context = nil
+        }
+    }
+
+    /// Sends one command and waits for its reply, using `redisCommandArgv`.
+    ///
+    /// - Parameter arguments: The command and its arguments, binary-safe.
+    /// - Returns: The reply. A top-level error reply is thrown, not returned.
+    /// - Throws: ``RedisError``: `server` for an error reply (the connection
+    ///   stays usable); a connection-fatal code otherwise (the connection is
+    ///   closed).
+    @discardableResult
+    public func send(_ arguments: [RedisArgument]) throws(RedisError) -> RedisReply {
+        try sendAllowingErrorReply(arguments).throwingServerError()
+    }
+
+    /// Like ``send(_:)`` but returns an error reply as `.error` instead of throwing it.
+    func sendAllowingErrorReply(_ arguments: [RedisArgument]) throws(RedisError) -> RedisReply {
+        let context = try liveContext()
+        guard !arguments.isEmpty else { throw RedisError(.invalidArgument, "a command needs at least one argument") }
+        let raw = withArgv(arguments) { argc, argv, lengths in
+            redisCommandArgv(context, argc, argv, lengths)
+        }
+        return try takeReply(raw)
+    }
+
+    /// Sends every command before reading any reply (pipelining), with
+    /// `redisAppendCommandArgv` then one `redisGetReply` per command.
+    ///
+    /// - Parameter commands: The commands, in order.
+    /// - Returns: One reply per command, in order. Error replies are returned
+    ///   as `.error` values, so one failing command does not hide the others.
+    /// - Throws: ``RedisError`` with a connection-fatal code when the
+    ///   connection fails; the connection is then closed.
+    public func pipeline(_ commands: [[RedisArgument]]) throws(RedisError) -> [RedisReply] {
+        let context = try liveContext()
+        for command in commands where command.isEmpty {
+            throw RedisError(.invalidArgument, "a command needs at least one argument")
+        }
+        for command in commands {
+            let status = withArgv(command) { argc, argv, lengths in
+                redisAppendCommandArgv(context, argc, argv, lengths)
+            }
+            if status != REDIS_OK { throw fail() }
+        }
+        var replies: [RedisReply] = []
+        replies.reserveCapacity(commands.count)
+        for _ in commands {
+            var raw: UnsafeMutableRawPointer?
+            if redisGetReply(context, &raw) != REDIS_OK { throw fail() }
+            replies.append(try takeReply(raw))
+        }
+        return replies
+    }
+
+    // MARK: - Internals
+
+    private func liveContext() throws(RedisError) -> UnsafeMutablePointer<redisContext> {
+        guard let context else {
+            throw RedisError(.closed, "the connection to \(address) is closed")
+        }
+        return context
+    }
+
+    /// Lays the arguments out in the reusable buffers and calls `body` with
+    /// hiredis' `argc`, `argv` and `argvlen`.
+    private func withArgv<R>(
+        _ arguments: [RedisArgument],
+        _ body: (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>, UnsafePointer<Int>) -> R
+    ) -> R {
+        argumentBytes.removeAll(keepingCapacity: true)
+        argumentLengths.removeAll(keepingCapacity: true)
+        for argument in arguments {
+            let start = argumentBytes.count
+            argument.append(to: &argumentBytes)
+            argumentLengths.append(argumentBytes.count - start)
+        }
+        let count = arguments.count
+        return argumentBytes.withUnsafeBufferPointer { bytes in
+            argumentLengths.withUnsafeBufferPointer { lengths in
+                withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: count) { argv in
+                    // When every argument is empty the byte buffer may have no
+                    // address; any valid pointer does, hiredis reads 0 bytes.
+                    let base = UnsafeRawPointer(bytes.baseAddress) ?? UnsafeRawPointer(lengths.baseAddress!)
+                    var offset = 0
+                    for index in 0..<count {
+                        argv[index] = (base + offset).assumingMemoryBound(to: CChar.self)
+                        offset += lengths[index]
+                    }
+                    return body(Int32(count), argv.baseAddress!, lengths.baseAddress!)
+                }
+            }
+        }
+    }
+
+    /// Converts a hiredis reply into a ``RedisReply`` and frees it, or turns a
+    /// NULL reply into the context's error (closing the connection).
+    private func takeReply(_ raw: UnsafeMutableRawPointer?) throws(RedisError) -> RedisReply {
+        guard let raw else { throw fail() }
+        defer { freeReplyObject(raw) }
+        lastUsed = .now
+        return Self.convert(raw.assumingMemoryBound(to: redisReply.self))
+    }
+
+    private static func convert(_ reply: UnsafeMutablePointer<redisReply>) -> RedisReply {
+        let r = reply.pointee
+        switch r.type {
+        case REDIS_REPLY_STRING:
+            return .bulk(bytes(r.str, r.len))
+        case REDIS_REPLY_STATUS:
+            return .status(String(decoding: UnsafeRawBufferPointer(start: r.str, count: r.len), as: UTF8.self))
+        case REDIS_REPLY_ERROR:
+            return .error(String(decoding: UnsafeRawBufferPointer(start: r.str, count: r.len), as: UTF8.self))
+        case REDIS_REPLY_INTEGER:
+            return .integer(r.integer)
+        case REDIS_REPLY_ARRAY:
+            var elements: [RedisReply] = []
+            elements.reserveCapacity(r.elements)
+            for index in 0..<r.elements {
+                elements.append(convert(r.element[index]!))
+            }
+            return .array(elements)
+        default:
+            return .null
+        }
+    }
+
+    private static func bytes(_ pointer: UnsafeMutablePointer<CChar>?, _ count: Int) -> [UInt8] {
+        guard let pointer, count > 0 else { return [] }
+        return Array(UnsafeRawBufferPointer(start: pointer, count: count))
+    }
+
+    /// Reads the context's error, closes the connection, and returns the error.
+    private func fail() -> RedisError {
+        let error = contextError()
+        close()
+        return error
+    }
+
+    private func contextError() -> RedisError {
+        guard let context else { return RedisError(.closed, "the connection to \(address) is closed") }
+        return Self.classify(context, savedErrno: errno, address: address, connecting: false)
+    }
+
+    private static func connectError(_ context: UnsafeMutablePointer<redisContext>, address: RedisServerAddress) -> RedisError {
+        classify(context, savedErrno: errno, address: address, connecting: true)
+    }
+
+    private static func classify(
+        _ context: UnsafeMutablePointer<redisContext>,
+        savedErrno: Int32,
+        address: RedisServerAddress,
+        connecting: Bool
+    ) -> RedisError {
+        let text = withUnsafeBytes(of: context.pointee.errstr) { raw in
+            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+        }
+        let message = "\(text) (\(address))"
+        switch context.pointee.err {
+        case REDIS_ERR_EOF:
+            return RedisError(.connectionClosed, message)
+        case REDIS_ERR_PROTOCOL:
+            return RedisError(.protocolError, message)
+        case REDIS_ERR_IO:
+            if text.contains("Connection refused") || text.contains("No such file or directory") || savedErrno == ECONNREFUSED {
+                return RedisError(.connectionRefused, message)
+            }
+            if text.contains("timed out") || text.contains("Operation now in progress") || savedErrno == ETIMEDOUT {
+                return RedisError(connecting ? .connectTimeout : .readTimeout, message)
+            }
+            if text.contains("Resource temporarily unavailable") || savedErrno == EAGAIN || savedErrno == EWOULDBLOCK {
+                return RedisError(connecting ? .connectTimeout : .readTimeout, message)
+            }
+            if text.contains("Connection reset") || text.contains("Broken pipe") {
+                return RedisError(.connectionClosed, message)
+            }
+            return RedisError(.io, message)
+        default:
+            return RedisError(.io, message)
+        }
+    }
+}
+
+extension timeval {
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self.init(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
+    }
+}

@@ -1,0 +1,155 @@
+import Dispatch
+import Logging
+import Synchronization
+
+/// A bounded, thread-safe pool of connections to one server.
+///
+/// - At most `maxConnections` connections are in use at once; they are opened
+///   lazily, on demand, and reused last-in first-out so that the warmest
+///   connection serves the next caller.
+/// - A caller that finds every connection busy waits up to `poolTimeout`,
+///   then gets ``RedisError/Code/poolExhausted``.
+/// - An idle connection unused for longer than `healthCheckInterval` is
+///   checked with `PING` before it is handed out.
+/// - A connection that failed fatally is closed, never returned to the pool.
+final class ConnectionPool: Sendable {
+    let address: RedisServerAddress
+    private let configuration: RedisConfiguration
+    private let logger: Logger
+    /// One permit per connection that may be in use.
+    private let permits: DispatchSemaphore
+    private let state = Mutex(State())
+
+    private struct State {
+        var idle: [PooledConnection] = []
+        var open = 0
+        var closed = false
+        /// Bumped by `drain()`: connections from an older generation are closed on return.
+        var generation = 0
+    }
+
+    /// A connection and the pool generation it was opened in.
+    struct PooledConnection: Sendable {
+        let connection: RedisConnection
+        let generation: Int
+    }
+
+    init(address: RedisServerAddress, configuration: RedisConfiguration, logger: Logger) {
+        self.address = address
+        self.configuration = configuration
+        self.logger = logger
+        self.permits = DispatchSemaphore(value: configuration.maxConnections)
+    }
+
+    /// The number of connections open now, idle or in use.
+    var openConnections: Int { state.withLock { $0.open } }
+
+    /// The number of idle connections waiting in the pool.
+    var idleConnections: Int { state.withLock { $0.idle.count } }
+
+    /// Runs `body` with a connection of its own and returns the connection to
+    /// the pool afterwards (or closes it if it broke).
+    func withConnection<R>(_ body: (RedisConnection) throws -> R) throws -> R {
+        let pooled = try checkout()
+        defer { checkin(pooled) }
+        return try body(pooled.connection)
+    }
+
+    func checkout() throws(RedisError) -> PooledConnection {
+        if state.withLock({ $0.closed }) { throw closedError() }
+        let waitUntil = DispatchTime.now() + .nanoseconds(Int(configuration.poolTimeout.nanoseconds))
+        guard permits.wait(timeout: waitUntil) == .success else {
+            logger.debug("redis pool exhausted", metadata: ["redis.address": "\(address)"])
+            throw RedisError(
+                .poolExhausted,
+                "all \(configuration.maxConnections) connections to \(address) stayed busy for \(configuration.poolTimeout)"
+            )
+        }
+        // From here on the permit is ours: give it back on every failure path.
+        while true {
+            let taken: (PooledConnection?, Int)? = state.withLock { state in
+                if state.closed { return nil }
+                return (state.idle.popLast(), state.generation)
+            }
+            guard let (idle, generation) = taken else {
+                permits.signal()
+                throw closedError()
+            }
+            guard let idle else {
+                return try open(generation: generation)
+            }
+            if ContinuousClock.now - idle.connection.lastUsed < configuration.healthCheckInterval {
+                return idle
+            }
+            do {
+                try idle.connection.send(["PING"])
+                return idle
+            } catch {
+                logger.debug("redis idle connection failed its health check", metadata: [
+                    "redis.address": "\(address)", "error": "\(error)",
+                ])
+                discard(idle.connection)
+            }
+        }
+    }
+
+    func checkin(_ pooled: PooledConnection) {
+        let keep = state.withLock { state in
+            guard !state.closed, pooled.connection.isOpen, pooled.generation == state.generation else { return false }
+            state.idle.append(pooled)
+            return true
+        }
+        if !keep { discard(pooled.connection) }
+        permits.signal()
+    }
+
+    /// Closes every idle connection and marks connections in use to be
+    /// closed when they come back. The pool stays usable.
+    func drain() {
+        let idle = state.withLock { state in
+            state.generation += 1
+            defer { state.idle.removeAll() }
+            return state.idle
+        }
+        for pooled in idle { discard(pooled.connection) }
+    }
+
+    /// Closes every connection; later checkouts throw ``RedisError/Code/closed``. Idempotent.
+    func close() {
+        let idle = state.withLock { state in
+            state.closed = true
+            defer { state.idle.removeAll() }
+            return state.idle
+        }
+        for pooled in idle { discard(pooled.connection) }
+    }
+
+    private func open(generation: Int) throws(RedisError) -> PooledConnection {
+        do {
+            let connection = try RedisConnection(address: address, configuration: configuration)
+            state.withLock { $0.open += 1 }
+            logger.debug("redis connection opened", metadata: ["redis.address": "\(address)"])
+            return PooledConnection(connection: connection, generation: generation)
+        } catch {
+            permits.signal()
+            logger.debug("redis connect failed", metadata: ["redis.address": "\(address)", "error": "\(error)"])
+            throw error
+        }
+    }
+
+    private func discard(_ connection: RedisConnection) {
+        connection.close()
+        state.withLock { $0.open -= 1 }
+    }
+
+    private func closedError() -> RedisError {
+        RedisError(.closed, "the Redis client for \(address) was closed")
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}

@@ -1,0 +1,131 @@
+import BaldurCache
+import Testing
+
+@Suite("Configuration")
+struct ConfigurationTests {
+    @Test("redis:// URLs parse host, port, credentials and database")
+    func redisURL() throws {
+        let full = try RedisConfiguration(url: "redis://alice:s%40cret@cache.internal:6380/4")
+        #expect(full.topology == .standalone(.tcp(host: "cache.internal", port: 6380)))
+        #expect(full.username == "alice")
+        #expect(full.password == "s@cret")
+        #expect(full.database == 4)
+
+        let passwordOnly = try RedisConfiguration(url: "redis://:pw@127.0.0.1")
+        #expect(passwordOnly.username == nil)
+        #expect(passwordOnly.password == "pw")
+        #expect(passwordOnly.topology == .standalone(.tcp(host: "127.0.0.1", port: 6379)))
+        #expect(passwordOnly.database == 0)
+
+        let ipv6 = try RedisConfiguration(url: "redis://[::1]:7000/1")
+        #expect(ipv6.topology == .standalone(.tcp(host: "::1", port: 7000)))
+    }
+
+    @Test("unix:// URLs take the socket path and ?db= / ?password=")
+    func unixURL() throws {
+        let configuration = try RedisConfiguration(url: "unix:///run/redis/redis.sock?db=2&password=pw")
+        #expect(configuration.topology == .standalone(.unix(path: "/run/redis/redis.sock")))
+        #expect(configuration.database == 2)
+        #expect(configuration.password == "pw")
+        #expect(!configuration.description.contains("pw&") && configuration.description.contains("***"))
+    }
+
+    @Test("sentinel and cluster URLs parse into their own kinds and are refused clearly by the client")
+    func sentinelAndCluster() throws {
+        let sentinel = try RedisConfiguration(url: "redis+sentinel://mymaster@10.0.0.1:26379,10.0.0.2:26380/1")
+        #expect(sentinel.topology == .sentinel(masterName: "mymaster", sentinels: [
+            .tcp(host: "10.0.0.1", port: 26379), .tcp(host: "10.0.0.2", port: 26380),
+        ]))
+        #expect(sentinel.database == 1)
+        let cluster = try RedisConfiguration(url: "redis+cluster://h1:7000,h2:7001")
+        #expect(cluster.topology == .cluster(seeds: [.tcp(host: "h1", port: 7000), .tcp(host: "h2", port: 7001)]))
+
+        let sentinelError = #expect(throws: RedisError.self) { try RedisClient(configuration: sentinel) }
+        #expect(sentinelError?.code == .unsupported)
+        #expect(sentinelError?.message.contains("not yet supported") == true)
+        let clusterError = #expect(throws: RedisError.self) { try RedisClient(configuration: cluster) }
+        #expect(clusterError?.code == .unsupported)
+    }
+
+    @Test("rediss:// is refused: hiredis 0.14 has no TLS")
+    func tlsRefused() {
+        let error = #expect(throws: RedisError.self) { try RedisConfiguration(url: "rediss://:topsecret@host:6380") }
+        #expect(error?.code == .unsupported)
+        #expect(error?.message.contains("TLS is not available with hiredis 0.14") == true)
+        #expect(error?.message.contains("topsecret") == false)
+    }
+
+    @Test("malformed URLs name the bad part and never show the password", arguments: [
+        ("redis://:hunter2@host:99999/0", "bad port '99999'"),
+        ("redis://:hunter2@host:6379/x", "bad database 'x'"),
+        ("redis://:hunter2@host:abc", "bad port 'abc'"),
+        ("ftp://:hunter2@host", "unknown scheme 'ftp'"),
+        ("hunter2-host:6379", "has no scheme"),
+        ("unix://relative.sock", "absolute socket path"),
+        ("redis+sentinel://:hunter2@host:1", "needs a master name"),
+        ("redis+cluster://h1:1,,h2:2", "comma-separated list"),
+        ("redis://:hunter2@[::1:6379", "unclosed IPv6"),
+    ])
+    func malformedURLs(url: String, expected: String) {
+        let error = #expect(throws: RedisError.self) { try RedisConfiguration(url: url) }
+        #expect(error?.code == .invalidConfiguration)
+        #expect(error?.message.contains(expected) == true, "\(error?.message ?? "")")
+        #expect(error?.message.contains("hunter2") == false)
+    }
+
+    @Test("description masks the password")
+    func descriptionMasksPassword() throws {
+        let configuration = try RedisConfiguration(url: "redis://bob:hunter2@127.0.0.1:6379/0")
+        #expect(configuration.description == "redis://bob:***@127.0.0.1:6379/0")
+        #expect(RedisConfiguration.maskedURL("redis://:hunter2@h/0") == "redis://:***@h/0")
+        #expect(RedisConfiguration.maskedURL("redis://hunter2@h/0") == "redis://***@h/0")
+    }
+
+    @Test("BALDUR_REDIS_* variables apply, with their defaults")
+    func environment() throws {
+        let defaults = try RedisConfiguration.fromEnvironment([:])
+        #expect(defaults.topology == .standalone(.tcp(host: "localhost", port: 6379)))
+        #expect(defaults.maxConnections == 100)
+        #expect(defaults.healthCheckInterval == .seconds(30))
+        #expect(defaults.socketTimeout == .seconds(5))
+        #expect(defaults.connectTimeout == .seconds(5))
+        #expect(defaults.retryOnTimeout)
+
+        let set = try RedisConfiguration.fromEnvironment([
+            "BALDUR_REDIS_URL": "redis://127.0.0.1:7001/3",
+            "BALDUR_REDIS_PASSWORD": "envpw",
+            "BALDUR_REDIS_USERNAME": "envuser",
+            "BALDUR_REDIS_SOCKET_TIMEOUT": "0.25",
+            "BALDUR_REDIS_SOCKET_CONNECT_TIMEOUT": "2",
+            "BALDUR_REDIS_RETRY_ON_TIMEOUT": "false",
+            "BALDUR_REDIS_MAX_CONNECTIONS": "7",
+            "BALDUR_REDIS_HEALTH_CHECK_INTERVAL": "60",
+        ])
+        #expect(set.database == 3)
+        #expect(set.password == "envpw")
+        #expect(set.username == "envuser")
+        #expect(set.socketTimeout == .milliseconds(250))
+        #expect(set.connectTimeout == .seconds(2))
+        #expect(!set.retryOnTimeout)
+        #expect(set.maxConnections == 7)
+        #expect(set.healthCheckInterval == .seconds(60))
+
+        let urlWins = try RedisConfiguration.fromEnvironment(["BALDUR_REDIS_URL": "redis://:urlpw@h", "BALDUR_REDIS_PASSWORD": "envpw"])
+        #expect(urlWins.password == "urlpw")
+    }
+
+    @Test("bad environment values name the variable", arguments: [
+        ("BALDUR_REDIS_MAX_CONNECTIONS", "lots", "BALDUR_REDIS_MAX_CONNECTIONS"),
+        ("BALDUR_REDIS_MAX_CONNECTIONS", "0", "maxConnections must be at least 1"),
+        ("BALDUR_REDIS_HEALTH_CHECK_INTERVAL", "1", "between 5 and 300"),
+        ("BALDUR_REDIS_HEALTH_CHECK_INTERVAL", "301", "between 5 and 300"),
+        ("BALDUR_REDIS_SOCKET_TIMEOUT", "-1", "BALDUR_REDIS_SOCKET_TIMEOUT"),
+        ("BALDUR_REDIS_RETRY_ON_TIMEOUT", "maybe", "BALDUR_REDIS_RETRY_ON_TIMEOUT"),
+        ("BALDUR_REDIS_URL", "redis://h:0", "bad port '0'"),
+    ])
+    func badEnvironment(name: String, value: String, expected: String) {
+        let error = #expect(throws: RedisError.self) { try RedisConfiguration.fromEnvironment([name: value]) }
+        #expect(error?.code == .invalidConfiguration)
+        #expect(error?.message.contains(expected) == true, "\(error?.message ?? "")")
+    }
+}

@@ -1,0 +1,71 @@
+import BaldurCache
+import Foundation
+
+/// A redis-server of one test's own, for tests that kill, pause or restart
+/// their server and so must not share one. Binds 127.0.0.1 only; stopped by
+/// PID when the test calls `stop()` or when the value is released.
+final class TestRedisServer: @unchecked Sendable {
+    // Used by one test at a time; the process handle is not shared across threads.
+    let port: Int
+    private let directory: URL
+    private var process: Process?
+
+    init(extraArguments: [String] = []) throws {
+        port = try freeLoopbackPort()
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("bctest-redis-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        self.extraArguments = extraArguments
+        try start()
+    }
+
+    private let extraArguments: [String]
+
+    var url: String { "redis://127.0.0.1:\(port)/0" }
+
+    func configuration(socketTimeout: Duration? = .seconds(5)) throws -> RedisConfiguration {
+        var configuration = try RedisConfiguration(url: url)
+        configuration.socketTimeout = socketTimeout
+        configuration.connectTimeout = .seconds(2)
+        return configuration
+    }
+
+    /// Starts the server on `port` and waits until it answers PING.
+    func start() throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try TestEnvironment.redisServerBinary())
+        process.arguments = [
+            "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", directory.path, "--enable-debug-command", "local",
+        ] + extraArguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        self.process = process
+        let deadline = ContinuousClock.now + .seconds(10)
+        var configuration = try RedisConfiguration(url: url)
+        configuration.connectTimeout = .milliseconds(200)
+        while ContinuousClock.now < deadline {
+            if let connection = try? RedisConnection(address: .tcp(host: "127.0.0.1", port: port), configuration: configuration),
+               (try? connection.send(["PING"])) != nil {
+                return
+            }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        throw RedisError(.connectTimeout, "test redis-server on port \(port) did not start")
+    }
+
+    /// Kills the server with SIGKILL (a crash, not a shutdown) and waits for it to exit.
+    func kill() {
+        guard let process else { return }
+        Foundation.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        self.process = nil
+    }
+
+    func stop() {
+        kill()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    deinit { stop() }
+}

@@ -1,0 +1,80 @@
+# Shared helpers for the scripts in this folder. Source it; do not run it.
+# Every server started here binds to 127.0.0.1 (or a unix socket) and is
+# stopped by PID through stop_servers, which the caller traps on EXIT.
+
+BALDUR_PIDS=()
+BALDUR_TMP=""
+
+log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
+
+# ensure_packages PKG... : apt-get install the Debian packages that are missing.
+ensure_packages() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    log "installing ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# ensure_python_reference : a virtualenv with the Python reference adapter, for interop tests and baselines.
+ensure_python_reference() {
+    local venv="${BALDUR_PYTHON_VENV:-$HOME/.cache/baldur-cache/pyref}"
+    if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import baldur.adapters.cache.redis_adapter, redis' 2>/dev/null; then
+        log "installing baldur-framework[redis] into $venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check 'baldur-framework[redis]'
+    fi
+    export BALDUR_TEST_PYTHON="$venv/bin/python"
+}
+
+# make_tmp : a private temp dir for sockets, configs and logs.
+make_tmp() {
+    BALDUR_TMP=$(mktemp -d "${TMPDIR:-/tmp}/baldur-cache.XXXXXX")
+}
+
+# free_port : prints a TCP port on 127.0.0.1 that nothing listens on now.
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# start_redis NAME ARGS... : starts redis-server with ARGS in $BALDUR_TMP/NAME,
+# records its PID, and waits until it answers PING. Prints nothing.
+start_redis() {
+    local name=$1; shift
+    local dir="$BALDUR_TMP/$name"
+    mkdir -p "$dir"
+    redis-server --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
+        --logfile "$dir/redis.log" --enable-debug-command local "$@" &
+    BALDUR_PIDS+=($!)
+    local pid=$!
+    for _ in $(seq 1 100); do
+        if [ -f "$dir/ready" ]; then return 0; fi
+        if ! kill -0 "$pid" 2>/dev/null; then
+            log "redis-server $name exited at start:"; cat "$dir/redis.log" >&2; return 1
+        fi
+        if grep -qiE 'ready to accept connections' "$dir/redis.log" 2>/dev/null; then
+            touch "$dir/ready"; return 0
+        fi
+        sleep 0.1
+    done
+    log "redis-server $name did not start in 10 s"; return 1
+}
+
+# stop_servers : stops every server this script started, by PID, and removes the temp dir.
+stop_servers() {
+    local pid
+    for pid in "${BALDUR_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${BALDUR_PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    BALDUR_PIDS=()
+    [ -n "$BALDUR_TMP" ] && rm -rf "$BALDUR_TMP"
+    BALDUR_TMP=""
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs the whole test suite against throwaway Redis servers.
+#
+# Installs what is missing (libhiredis-dev, redis-server, redis-tools, and the
+# Python reference adapter in a virtualenv), starts three redis-server
+# processes on free loopback ports in a temp dir:
+#   plain   - no auth
+#   auth    - requirepass plus an ACL user
+#   unix    - a unix socket only
+# exports their addresses to the tests, runs `swift test`, and stops the
+# servers by PID on every exit path. Extra arguments go to `swift test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+ensure_packages libhiredis-dev redis-server redis-tools
+ensure_python_reference
+
+make_tmp
+trap stop_servers EXIT
+trap 'exit 130' INT TERM
+
+plain_port=$(free_port)
+start_redis plain --port "$plain_port"
+
+auth_port=$(free_port)
+auth_password="pw-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+start_redis auth --port "$auth_port" --requirepass "$auth_password"
+REDISCLI_AUTH="$auth_password" redis-cli -h 127.0.0.1 -p "$auth_port" \
+    ACL SETUSER baldur-acl on ">acl-$auth_password" '~*' '&*' '+@all' >/dev/null
+
+unix_socket="$BALDUR_TMP/unix/redis.sock"
+start_redis unix --port 0 --unixsocket "$unix_socket" --unixsocketperm 700
+
+export BALDUR_TEST_REDIS_URL="redis://127.0.0.1:$plain_port/0"
+export BALDUR_TEST_REDIS_AUTH_HOST=127.0.0.1
+export BALDUR_TEST_REDIS_AUTH_PORT="$auth_port"
+export BALDUR_TEST_REDIS_AUTH_PASSWORD="$auth_password"
+export BALDUR_TEST_REDIS_ACL_USER=baldur-acl
+export BALDUR_TEST_REDIS_ACL_PASSWORD="acl-$auth_password"
+export BALDUR_TEST_REDIS_UNIX_SOCKET="$unix_socket"
+export BALDUR_TEST_REDIS_SERVER="$(command -v redis-server)"
+export BALDUR_TEST_TMPDIR="$BALDUR_TMP"
+
+log "servers: plain :$plain_port, auth :$auth_port, unix $unix_socket"
+swift build --build-tests
+swift test --skip-build "$@"
