@@ -1,0 +1,410 @@
+import Foundation
+import Logging
+
+/// The production ``CacheProvider``: Baldur's cache contract on Redis,
+/// wire-compatible with Python Baldur's `RedisCacheAdapter` (same keys, same
+/// JSON bytes, same lock protocol), so Swift and Python services can share
+/// one Redis.
+///
+/// ```swift
+/// let cache = try RedisCacheAdapter(url: "redis://127.0.0.1:6379/0")
+/// try cache.set("user:42", ["name": "Ada"] as JSONValue, ttl: .seconds(300))
+/// let user = try cache.get("user:42")                 // JSONValue?
+/// try cache.getLock("user:42:update").withLock {
+///     _ = try cache.incr("user:42:version")
+/// }
+/// ```
+///
+/// Thread-safe and `Sendable`; share one per process. See ``CacheProvider``
+/// for the error and TTL rules.
+public final class RedisCacheAdapter: CacheProvider {
+    /// `"redis"`.
+    public let providerName = "redis"
+    /// The pooled client underneath, for any command, `EVAL`/`EVALSHA` and pipelines.
+    public let rawClient: RedisClient
+    /// How keys become storage keys.
+    public let keyPrefix: KeyPrefix
+    /// The TTL ``set(_:_:ttl:)`` uses when given none.
+    public let defaultTTL: Duration?
+    private let logger: Logger
+
+    /// Creates an adapter.
+    ///
+    /// - Parameters:
+    ///   - url: A Redis URL; `nil` reads `BALDUR_REDIS_URL` (default `redis://localhost:6379/0`).
+    ///     The other `BALDUR_REDIS_*` variables apply either way.
+    ///   - client: A client to use instead of making one; it wins over `url`.
+    ///   - keyPrefix: `nil` dynamic (`baldur:`, namespaced, synthetic-aware), `""` none,
+    ///     anything else used literally. See ``KeyPrefix``.
+    ///   - defaultTTL: The TTL of `set` calls that pass none.
+    ///   - socketTimeout: Overrides the reply timeout.
+    ///   - socketConnectTimeout: Overrides the connect timeout.
+    ///   - retryOnTimeout: Overrides whether read-only commands retry once.
+    ///   - logger: Receives debug and info messages with keys and operations, never values.
+    /// - Throws: ``RedisError/Code/invalidConfiguration`` for a bad URL or variable.
+    public init(
+        url: String? = nil,
+        client: RedisClient? = nil,
+        keyPrefix: String? = nil,
+        defaultTTL: Duration? = nil,
+        socketTimeout: Duration? = nil,
+        socketConnectTimeout: Duration? = nil,
+        retryOnTimeout: Bool? = nil,
+        logger: Logger = Logger(label: "BaldurCache")
+    ) throws(RedisError) {
+        if let defaultTTL { _ = try CacheArguments.validTTL(defaultTTL) }
+        if let client {
+            rawClient = client
+        } else {
+            var environment = ProcessInfo.processInfo.environment
+            if let url { environment["BALDUR_REDIS_URL"] = url }
+            var configuration = try RedisConfiguration.fromEnvironment(environment)
+            if let socketTimeout { configuration.socketTimeout = socketTimeout }
+            if let socketConnectTimeout { configuration.connectTimeout = socketConnectTimeout }
+            if let retryOnTimeout { configuration.retryOnTimeout = retryOnTimeout }
+            rawClient = try RedisClient(configuration: configuration, logger: logger)
+        }
+        self.keyPrefix = KeyPrefix(keyPrefix)
+        self.defaultTTL = defaultTTL
+        self.logger = logger
+    }
+
+    // MARK: - Values
+
+    public func get<T: Decodable>(_ key: String, as type: T.Type) throws(RedisError) -> T? {
+        try logged("get", key) { () throws(RedisError) in
+            let reply = try rawClient.send("GET", storageKey(key))
+            guard case .bulk(let bytes) = reply else { return nil }
+            return try JSONCodec.decode(bytes, as: T.self, key: key)
+        }
+    }
+
+    public func set<T: Encodable>(_ key: String, _ value: T, ttl: Duration?) throws(RedisError) {
+        try logged("set", key) { () throws(RedisError) in
+            var command: [RedisArgument] = ["SET", storageKey(key), .bytes(try JSONCodec.encode(value))]
+            if let ttl = ttl ?? defaultTTL { command += try CacheArguments.ttlArguments(ttl) }
+            try rawClient.send(command)
+        }
+    }
+
+    @discardableResult
+    public func delete(_ key: String) throws(RedisError) -> Bool {
+        try logged("delete", key) { () throws(RedisError) in
+            try rawClient.send("DEL", storageKey(key)).expectInteger("DEL") > 0
+        }
+    }
+
+    public func exists(_ key: String) throws(RedisError) -> Bool {
+        try logged("exists", key) { () throws(RedisError) in
+            try rawClient.send("EXISTS", storageKey(key)).expectInteger("EXISTS") > 0
+        }
+    }
+
+    // MARK: - Counters and TTLs
+
+    @discardableResult
+    public func incr(_ key: String, by amount: Int64) throws(RedisError) -> Int64 {
+        try logged("incr", key) { () throws(RedisError) in
+            try rawClient.send("INCRBY", storageKey(key), RedisArgument(amount)).expectInteger("INCRBY")
+        }
+    }
+
+    @discardableResult
+    public func decr(_ key: String, by amount: Int64) throws(RedisError) -> Int64 {
+        try logged("decr", key) { () throws(RedisError) in
+            try rawClient.send("DECRBY", storageKey(key), RedisArgument(amount)).expectInteger("DECRBY")
+        }
+    }
+
+    @discardableResult
+    public func expire(_ key: String, ttl: Duration) throws(RedisError) -> Bool {
+        try logged("expire", key) { () throws(RedisError) in
+            let arguments = try CacheArguments.ttlArguments(ttl)
+            let command: RedisArgument = arguments[0] == "EX" ? "EXPIRE" : "PEXPIRE"
+            return try rawClient.send(command, storageKey(key), arguments[1]).expectInteger("EXPIRE") == 1
+        }
+    }
+
+    public func ttl(_ key: String) throws(RedisError) -> Int? {
+        try logged("ttl", key) { () throws(RedisError) in
+            let seconds = try rawClient.send("TTL", storageKey(key)).expectInteger("TTL")
+            return seconds == -1 ? nil : Int(seconds)
+        }
+    }
+
+    public func setnx<T: Encodable>(_ key: String, _ value: T, ttl: Duration?) throws(RedisError) -> Bool {
+        try logged("setnx", key) { () throws(RedisError) in
+            var command: [RedisArgument] = ["SET", storageKey(key), .bytes(try JSONCodec.encode(value)), "NX"]
+            if let ttl { command += try CacheArguments.ttlArguments(ttl) }
+            return try rawClient.send(command) == .status("OK")
+        }
+    }
+
+    // MARK: - Compare-and-set
+
+    public func casDictField<T: Encodable>(
+        _ key: String, field: String, expected: JSONValue, newValue: T, ttl: Duration?
+    ) throws(RedisError) -> Bool {
+        try logged("casDictField", key) { () throws(RedisError) in
+            let expectedJSON = try JSONCodec.encode(CacheArguments.validExpected(expected))
+            let reply = try BaldurScripts.casDictField.run(
+                on: rawClient,
+                keys: [storageKey(key)],
+                arguments: [RedisArgument(field), .bytes(expectedJSON), .bytes(try JSONCodec.encode(newValue)),
+                            RedisArgument(try CacheArguments.ttlMilliseconds(ttl))]
+            )
+            return try reply.expectInteger("casDictField script") == 1
+        }
+    }
+
+    public func casTakeover<T: Encodable>(
+        _ key: String, newRecord: T, staleBefore: Double, ttl: Duration?
+    ) throws(RedisError) -> Bool {
+        try logged("casTakeover", key) { () throws(RedisError) in
+            let reply = try BaldurScripts.casTakeover.run(
+                on: rawClient,
+                keys: [storageKey(key)],
+                arguments: [.bytes(try JSONCodec.encode(newRecord)), RedisArgument(try CacheArguments.number(staleBefore)),
+                             RedisArgument(try CacheArguments.ttlMilliseconds(ttl))]
+            )
+            return try reply.expectInteger("casTakeover script") == 1
+        }
+    }
+
+    // MARK: - Locks
+
+    public func getLock(_ name: String, timeout: Duration, blockingTimeout: Duration?) -> DistributedLock {
+        DistributedLock(key: keyPrefix.resolve() + name, store: RedisLockStore(client: rawClient), timeout: timeout, blockingTimeout: blockingTimeout)
+    }
+
+    // MARK: - Bulk
+
+    public func mget<T: Decodable>(_ keys: [String], as type: T.Type) throws(RedisError) -> [String: T] {
+        guard !keys.isEmpty else { return [:] }
+        return try logged("mget", "\(keys.count) keys") { () throws(RedisError) in
+            let prefix = keyPrefix.resolve()
+            let replies = try rawClient.send(["MGET"] + keys.map { RedisArgument(prefix + $0) }).expectArray("MGET")
+            var result: [String: T] = [:]
+            result.reserveCapacity(keys.count)
+            for (key, reply) in zip(keys, replies) {
+                if case .bulk(let bytes) = reply { result[key] = try JSONCodec.decode(bytes, as: T.self, key: key) }
+            }
+            return result
+        }
+    }
+
+    public func mset<T: Encodable>(_ values: [String: T], ttl: Duration?) throws(RedisError) {
+        guard !values.isEmpty else { return }
+        try logged("mset", "\(values.count) keys") { () throws(RedisError) in
+            let prefix = keyPrefix.resolve()
+            if let ttl {
+                let expiry = try CacheArguments.ttlArguments(ttl)
+                var commands: [[RedisArgument]] = []
+                commands.reserveCapacity(values.count)
+                for (key, value) in values {
+                    commands.append(["SET", RedisArgument(prefix + key), .bytes(try JSONCodec.encode(value))] + expiry)
+                }
+                for reply in try rawClient.pipeline(commands) { try reply.throwingServerError() }
+            } else {
+                var command: [RedisArgument] = ["MSET"]
+                command.reserveCapacity(1 + values.count * 2)
+                for (key, value) in values {
+                    command.append(RedisArgument(prefix + key))
+                    command.append(.bytes(try JSONCodec.encode(value)))
+                }
+                try rawClient.send(command)
+            }
+        }
+    }
+
+    @discardableResult
+    public func mdelete(_ keys: [String]) throws(RedisError) -> Int {
+        guard !keys.isEmpty else { return 0 }
+        return try logged("mdelete", "\(keys.count) keys") { () throws(RedisError) in
+            let prefix = keyPrefix.resolve()
+            return Int(try rawClient.send(["DEL"] + keys.map { RedisArgument(prefix + $0) }).expectInteger("DEL"))
+        }
+    }
+
+    // MARK: - Hashes
+
+    public func hget<T: Decodable>(_ name: String, field: String, as type: T.Type) throws(RedisError) -> T? {
+        try logged("hget", name) { () throws(RedisError) in
+            guard case .bulk(let bytes) = try rawClient.send("HGET", storageKey(name), RedisArgument(field)) else { return nil }
+            return try JSONCodec.decode(bytes, as: T.self, key: "\(name)[\(field)]")
+        }
+    }
+
+    public func hset<T: Encodable>(_ name: String, field: String, _ value: T) throws(RedisError) {
+        try logged("hset", name) { () throws(RedisError) in
+            try rawClient.send("HSET", storageKey(name), RedisArgument(field), .bytes(try JSONCodec.encode(value)))
+        }
+    }
+
+    public func hgetall<T: Decodable>(_ name: String, as type: T.Type) throws(RedisError) -> [String: T] {
+        try logged("hgetall", name) { () throws(RedisError) in
+            let flat = try rawClient.send("HGETALL", storageKey(name)).expectArray("HGETALL")
+            var result: [String: T] = [:]
+            var index = 0
+            while index + 1 < flat.count {
+                let field = flat[index].string ?? String(decoding: flat[index].bytes ?? [], as: UTF8.self)
+                if let bytes = flat[index + 1].bytes {
+                    result[field] = try JSONCodec.decode(bytes, as: T.self, key: "\(name)[\(field)]")
+                }
+                index += 2
+            }
+            return result
+        }
+    }
+
+    // MARK: - Lists
+
+    @discardableResult
+    public func pushLimit<T: Encodable>(_ key: String, _ value: T, maxLength: Int, ttl: Duration?) throws(RedisError) -> Int {
+        try logged("pushLimit", key) { () throws(RedisError) in
+            let reply = try BaldurScripts.pushLimit.run(
+                on: rawClient,
+                keys: [storageKey(key)],
+                arguments: [.bytes(try JSONCodec.encode(value)), RedisArgument(try CacheArguments.validMaxLength(maxLength)),
+                            RedisArgument(try CacheArguments.ttlMilliseconds(ttl))]
+            )
+            return Int(try reply.expectInteger("pushLimit script"))
+        }
+    }
+
+    public func listRange<T: Decodable>(_ key: String, start: Int, end: Int, as type: T.Type) throws(RedisError) -> [T] {
+        try logged("listRange", key) { () throws(RedisError) in
+            let items = try rawClient.send("LRANGE", storageKey(key), RedisArgument(start), RedisArgument(end)).expectArray("LRANGE")
+            var result: [T] = []
+            result.reserveCapacity(items.count)
+            for (index, item) in items.enumerated() {
+                result.append(try JSONCodec.decode(item.bytes ?? [], as: T.self, key: "\(key)[\(start + index)]"))
+            }
+            return result
+        }
+    }
+
+    // MARK: - Health and keys
+
+    public func healthCheck() -> Bool {
+        do {
+            try rawClient.ping()
+            return true
+        } catch {
+            logger.info("redis health check failed", metadata: ["error": "\(error)"])
+            return false
+        }
+    }
+
+    @discardableResult
+    public func flushAll() throws(RedisError) -> Int {
+        let prefix = keyPrefix.resolve()
+        return try logged("flushAll", prefix) { () throws(RedisError) in
+            var deleted = 0
+            var cursor: UInt64 = 0
+            repeat {
+                let page = try scanPage(match: Self.globEscaped(prefix) + "*", count: 500, cursor: cursor)
+                if !page.keys.isEmpty {
+                    deleted += Int(try rawClient.send(["DEL"] + page.keys.map { RedisArgument(bytes: $0) }).expectInteger("DEL"))
+                }
+                cursor = page.cursor
+            } while cursor != 0
+            logger.info("redis cache flushed its prefix", metadata: ["prefix": "\(prefix)", "deleted": "\(deleted)"])
+            return deleted
+        }
+    }
+
+    public func keys(_ pattern: String) throws(RedisError) -> [String] {
+        let prefix = keyPrefix.resolve()
+        return try logged("keys", pattern) { () throws(RedisError) in
+            var found: [String] = []
+            var cursor: UInt64 = 0
+            repeat {
+                let page = try scanPage(match: Self.globEscaped(prefix) + pattern, count: 1000, cursor: cursor)
+                found += page.keys.map { Self.strip(prefix, from: $0) }
+                cursor = page.cursor
+            } while cursor != 0
+            // SCAN may return a key more than once while the keyspace is rehashed.
+            var seen = Set<String>()
+            return found.filter { seen.insert($0).inserted }
+        }
+    }
+
+    public func scan(_ pattern: String, count: Int, cursor: UInt64) throws(RedisError) -> (cursor: UInt64, keys: [String]) {
+        guard count > 0 else { throw RedisError(.invalidArgument, "scan count must be at least 1, not \(count)") }
+        let prefix = keyPrefix.resolve()
+        return try logged("scan", pattern) { () throws(RedisError) in
+            let page = try scanPage(match: Self.globEscaped(prefix) + pattern, count: count, cursor: cursor)
+            return (page.cursor, page.keys.map { Self.strip(prefix, from: $0) })
+        }
+    }
+
+    public func close() { rawClient.close() }
+
+    public func reconnect() throws(RedisError) { try rawClient.reconnect() }
+
+    // MARK: - Internals
+
+    private func storageKey(_ key: String) -> RedisArgument { RedisArgument(keyPrefix.resolve() + key) }
+
+    private func scanPage(match: String, count: Int, cursor: UInt64) throws(RedisError) -> (cursor: UInt64, keys: [[UInt8]]) {
+        let reply = try rawClient.send("SCAN", RedisArgument(cursor), "MATCH", RedisArgument(match), "COUNT", RedisArgument(count)).expectArray("SCAN")
+        guard reply.count == 2, let next = reply[0].string.flatMap({ UInt64($0) }), let keys = reply[1].array else {
+            throw RedisError(.protocolError, "SCAN returned an unexpected reply shape")
+        }
+        return (next, keys.compactMap(\.bytes))
+    }
+
+    private static func strip(_ prefix: String, from key: [UInt8]) -> String {
+        let prefixCount = prefix.utf8.count
+        return String(decoding: key.count >= prefixCount ? key[prefixCount...] : key[...], as: UTF8.self)
+    }
+
+    /// The prefix with glob metacharacters escaped, so `SCAN MATCH` reads it literally.
+    static func globEscaped(_ text: String) -> String {
+        var escaped = ""
+        for character in text {
+            if "*?[]\\".contains(character) { escaped.append("\\") }
+            escaped.append(character)
+        }
+        return escaped
+    }
+
+    /// Runs one operation; logs a failure at debug level with the operation and key, never the value.
+    @discardableResult
+    private func logged<R>(_ operation: String, _ key: String, _ body: () throws(RedisError) -> R) throws(RedisError) -> R {
+        do {
+            return try body()
+        } catch {
+            logger.debug("redis cache operation failed", metadata: [
+                "operation": "\(operation)", "key": "\(key)", "error.code": "\(error.code)", "error": "\(error.message)",
+            ])
+            throw error
+        }
+    }
+}
+
+/// The lock protocol on Redis, as Python Baldur speaks it.
+struct RedisLockStore: LockStore {
+    let client: RedisClient
+
+    func tryAcquire(key: String, owner: String, ttl: Duration) throws(RedisError) -> Bool {
+        try client.send("SET", RedisArgument(key), RedisArgument(owner), "NX", "PX", RedisArgument(ttl.wholeMillisecondsRoundedUp)) == .status("OK")
+    }
+
+    func release(key: String, owner: String) throws(RedisError) -> Bool {
+        try BaldurScripts.releaseLock.run(on: client, keys: [RedisArgument(key)], arguments: [RedisArgument(owner)])
+            .expectInteger("lock release script") == 1
+    }
+
+    func extend(key: String, owner: String, by duration: Duration, adding: Bool) throws(RedisError) -> Bool {
+        try BaldurScripts.extendLock.run(
+            on: client, keys: [RedisArgument(key)],
+            arguments: [RedisArgument(owner), RedisArgument(duration.wholeMillisecondsRoundedUp), adding ? "add" : "replace"]
+        ).expectInteger("lock extend script") > 0
+    }
+
+    func owner(key: String) throws(RedisError) -> String? {
+        try client.send("GET", RedisArgument(key)).string
+    }
+}

@@ -1,0 +1,346 @@
+import Foundation
+
+/// Turns values into the bytes Baldur stores and back: compact UTF-8 JSON,
+/// `,` and `:` without spaces, non-ASCII unescaped, `/` unescaped — the
+/// bytes Python Baldur writes (`../shared/WIRE.md`).
+///
+/// ``JSONValue`` takes a hand-written path that needs no Foundation; any
+/// other `Codable` type goes through `JSONEncoder` / `JSONDecoder`.
+enum JSONCodec {
+    static func encode<T: Encodable>(_ value: T) throws(RedisError) -> [UInt8] {
+        if let json = value as? JSONValue {
+            var output: [UInt8] = []
+            try JSONWriter.write(json, into: &output)
+            return output
+        }
+        do {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.withoutEscapingSlashes]
+            encoder.dateEncodingStrategy = .iso8601
+            return Array(try encoder.encode(value))
+        } catch {
+            throw RedisError(.invalidArgument, "\(T.self) cannot be encoded as JSON: \(Self.summary(error))")
+        }
+    }
+
+    static func decode<T: Decodable>(_ bytes: [UInt8], as type: T.Type, key: String) throws(RedisError) -> T {
+        if T.self == JSONValue.self {
+            return try parse(bytes, key: key) as! T
+        }
+        do {
+            let decoder = JSONDecoder()
+            decoder.dateDecodingStrategy = .custom(Self.decodeDate)
+            return try decoder.decode(T.self, from: Data(bytes))
+        } catch {
+            // Tell a value that is not JSON at all from JSON of another shape.
+            _ = try parse(bytes, key: key)
+            throw RedisError(.decoding, "the value at key '\(key)' is not a \(T.self): \(Self.summary(error))")
+        }
+    }
+
+    static func parse(_ bytes: [UInt8], key: String) throws(RedisError) -> JSONValue {
+        do {
+            return try JSONReader.parse(bytes)
+        } catch {
+            throw RedisError(.decoding, "the value at key '\(key)' is not valid JSON: \(error.reason)")
+        }
+    }
+
+    /// Dates as Python writes them: ISO 8601 (with or without fraction and
+    /// zone), `YYYY-MM-DD HH:MM:SS`, or seconds since 1970.
+    private static func decodeDate(_ decoder: any Decoder) throws -> Date {
+        let container = try decoder.singleValueContainer()
+        if let seconds = try? container.decode(Double.self) { return Date(timeIntervalSince1970: seconds) }
+        let text = try container.decode(String.self)
+        for style in dateStyles {
+            if let date = try? Date(text, strategy: style) { return date }
+        }
+        let pythonStyle = DateFormatter()
+        pythonStyle.locale = Locale(identifier: "en_US_POSIX")
+        pythonStyle.timeZone = TimeZone(identifier: "UTC")
+        for format in ["yyyy-MM-dd HH:mm:ss.SSSSSS", "yyyy-MM-dd HH:mm:ss", "yyyy-MM-dd'T'HH:mm:ss.SSSSSS", "yyyy-MM-dd'T'HH:mm:ss"] {
+            pythonStyle.dateFormat = format
+            if let date = pythonStyle.date(from: text) { return date }
+        }
+        throw DecodingError.dataCorruptedError(in: container, debugDescription: "not a date in a format Baldur writes")
+    }
+
+    private static let dateStyles: [Date.ISO8601FormatStyle] = [
+        .iso8601,
+        Date.ISO8601FormatStyle(includingFractionalSeconds: true),
+    ]
+
+    /// A decoding error's path and explanation, without any of the value's content.
+    private static func summary(_ error: any Error) -> String {
+        func path(_ codingPath: [any CodingKey]) -> String {
+            codingPath.isEmpty ? "top level" : codingPath.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: ".")
+        }
+        switch error {
+        case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context),
+             DecodingError.dataCorrupted(let context):
+            return "\(path(context.codingPath)): \(context.debugDescription)"
+        case DecodingError.keyNotFound(let key, let context):
+            return "\(path(context.codingPath)): missing member '\(key.stringValue)'"
+        case EncodingError.invalidValue(_, let context):
+            return "\(path(context.codingPath)): \(context.debugDescription)"
+        default:
+            return "\(type(of: error))"
+        }
+    }
+}
+
+/// Compact JSON output for ``JSONValue``.
+enum JSONWriter {
+    static func write(_ value: JSONValue, into output: inout [UInt8]) throws(RedisError) {
+        switch value {
+        case .null: output.append(contentsOf: "null".utf8)
+        case .bool(let flag): output.append(contentsOf: (flag ? "true" : "false").utf8)
+        case .int(let integer): output.append(contentsOf: String(integer).utf8)
+        case .double(let number):
+            guard number.isFinite else {
+                throw RedisError(.invalidArgument, "JSON has no representation for \(number)")
+            }
+            // Swift's shortest round-trip form matches Python's repr: 1.0, 0.1, 1e+100.
+            output.append(contentsOf: number.description.utf8)
+        case .string(let text): writeString(text, into: &output)
+        case .array(let elements):
+            output.append(UInt8(ascii: "["))
+            for (index, element) in elements.enumerated() {
+                if index > 0 { output.append(UInt8(ascii: ",")) }
+                try write(element, into: &output)
+            }
+            output.append(UInt8(ascii: "]"))
+        case .object(let members):
+            output.append(UInt8(ascii: "{"))
+            // Sorted, so equal records serialize to equal bytes.
+            for (index, key) in members.keys.sorted().enumerated() {
+                if index > 0 { output.append(UInt8(ascii: ",")) }
+                writeString(key, into: &output)
+                output.append(UInt8(ascii: ":"))
+                try write(members[key]!, into: &output)
+            }
+            output.append(UInt8(ascii: "}"))
+        }
+    }
+
+    static func writeString(_ text: String, into output: inout [UInt8]) {
+        output.append(UInt8(ascii: "\""))
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): output.append(contentsOf: [92, 34])
+            case UInt8(ascii: "\\"): output.append(contentsOf: [92, 92])
+            case 0x0A: output.append(contentsOf: [92, UInt8(ascii: "n")])
+            case 0x0D: output.append(contentsOf: [92, UInt8(ascii: "r")])
+            case 0x09: output.append(contentsOf: [92, UInt8(ascii: "t")])
+            case 0x08: output.append(contentsOf: [92, UInt8(ascii: "b")])
+            case 0x0C: output.append(contentsOf: [92, UInt8(ascii: "f")])
+            case 0..<0x20:
+                let hex = Array("0123456789abcdef".utf8)
+                output.append(contentsOf: [92, UInt8(ascii: "u"), 48, 48, hex[Int(byte >> 4)], hex[Int(byte & 15)]])
+            default: output.append(byte)
+            }
+        }
+        output.append(UInt8(ascii: "\""))
+    }
+}
+
+/// A strict RFC 8259 parser producing ``JSONValue``.
+struct JSONReader {
+    struct Failure: Error { let reason: String }
+
+    private let bytes: [UInt8]
+    private var index = 0
+    private var depth = 0
+    private static let maxDepth = 512
+
+    static func parse(_ bytes: [UInt8]) throws(Failure) -> JSONValue {
+        var reader = JSONReader(bytes: bytes)
+        reader.skipWhitespace()
+        let value = try reader.value()
+        reader.skipWhitespace()
+        guard reader.index == bytes.count else { throw reader.failure("unexpected data after the value") }
+        return value
+    }
+
+    private init(bytes: [UInt8]) { self.bytes = bytes }
+
+    private func failure(_ reason: String) -> Failure { Failure(reason: "\(reason) at byte \(index)") }
+
+    private mutating func skipWhitespace() {
+        while index < bytes.count, [0x20, 0x0A, 0x0D, 0x09].contains(bytes[index]) { index += 1 }
+    }
+
+    private mutating func value() throws(Failure) -> JSONValue {
+        guard index < bytes.count else { throw failure(bytes.isEmpty ? "empty value" : "unexpected end") }
+        switch bytes[index] {
+        case UInt8(ascii: "{"): return try object()
+        case UInt8(ascii: "["): return try array()
+        case UInt8(ascii: "\""): return .string(try string())
+        case UInt8(ascii: "t"): try literal("true"); return .bool(true)
+        case UInt8(ascii: "f"): try literal("false"); return .bool(false)
+        case UInt8(ascii: "n"): try literal("null"); return .null
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try number()
+        default: throw failure("unexpected character")
+        }
+    }
+
+    private mutating func literal(_ word: StaticString) throws(Failure) {
+        let count = word.utf8CodeUnitCount
+        guard index + count <= bytes.count,
+              bytes[index..<index + count].elementsEqual(UnsafeBufferPointer(start: word.utf8Start, count: count))
+        else { throw failure("invalid literal") }
+        index += count
+    }
+
+    private mutating func nest() throws(Failure) {
+        depth += 1
+        guard depth <= Self.maxDepth else { throw failure("nested deeper than \(Self.maxDepth) levels") }
+    }
+
+    private mutating func object() throws(Failure) -> JSONValue {
+        try nest()
+        index += 1
+        var members: [String: JSONValue] = [:]
+        skipWhitespace()
+        if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; depth -= 1; return .object(members) }
+        while true {
+            skipWhitespace()
+            guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw failure("expected a member name") }
+            let key = try string()
+            skipWhitespace()
+            guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw failure("expected ':'") }
+            index += 1
+            skipWhitespace()
+            members[key] = try value()
+            skipWhitespace()
+            guard index < bytes.count else { throw failure("unterminated object") }
+            if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
+            if bytes[index] == UInt8(ascii: "}") { index += 1; depth -= 1; return .object(members) }
+            throw failure("expected ',' or '}'")
+        }
+    }
+
+    private mutating func array() throws(Failure) -> JSONValue {
+        try nest()
+        index += 1
+        var elements: [JSONValue] = []
+        skipWhitespace()
+        if index < bytes.count, bytes[index] == UInt8(ascii: "]") { index += 1; depth -= 1; return .array(elements) }
+        while true {
+            skipWhitespace()
+            elements.append(try value())
+            skipWhitespace()
+            guard index < bytes.count else { throw failure("unterminated array") }
+            if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
+            if bytes[index] == UInt8(ascii: "]") { index += 1; depth -= 1; return .array(elements) }
+            throw failure("expected ',' or ']'")
+        }
+    }
+
+    private mutating func string() throws(Failure) -> String {
+        index += 1
+        var scalars: [UInt8] = []
+        let start = index
+        // Fast path: no escapes.
+        while index < bytes.count {
+            let byte = bytes[index]
+            if byte == UInt8(ascii: "\"") {
+                guard let text = String(validating: bytes[start..<index], as: UTF8.self) else { throw failure("invalid UTF-8 in a string") }
+                index += 1
+                return text
+            }
+            if byte == UInt8(ascii: "\\") { break }
+            if byte < 0x20 { throw failure("unescaped control character in a string") }
+            index += 1
+        }
+        scalars.append(contentsOf: bytes[start..<index])
+        while index < bytes.count {
+            let byte = bytes[index]
+            index += 1
+            switch byte {
+            case UInt8(ascii: "\""):
+                guard let text = String(validating: scalars, as: UTF8.self) else { throw failure("invalid UTF-8 in a string") }
+                return text
+            case UInt8(ascii: "\\"):
+                guard index < bytes.count else { throw failure("unterminated escape") }
+                let escape = bytes[index]
+                index += 1
+                switch escape {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): scalars.append(escape)
+                case UInt8(ascii: "n"): scalars.append(0x0A)
+                case UInt8(ascii: "r"): scalars.append(0x0D)
+                case UInt8(ascii: "t"): scalars.append(0x09)
+                case UInt8(ascii: "b"): scalars.append(0x08)
+                case UInt8(ascii: "f"): scalars.append(0x0C)
+                case UInt8(ascii: "u"):
+                    var code = try hex4()
+                    if (0xD800..<0xDC00).contains(code) {
+                        guard index + 1 < bytes.count, bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u") else {
+                            throw failure("unpaired surrogate")
+                        }
+                        index += 2
+                        let low = try hex4()
+                        guard (0xDC00..<0xE000).contains(low) else { throw failure("unpaired surrogate") }
+                        code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
+                    } else if (0xDC00..<0xE000).contains(code) {
+                        throw failure("unpaired surrogate")
+                    }
+                    guard let scalar = Unicode.Scalar(code) else { throw failure("invalid \\u escape") }
+                    scalars.append(contentsOf: String(Character(scalar)).utf8)
+                default: throw failure("invalid escape")
+                }
+            default:
+                if byte < 0x20 { throw failure("unescaped control character in a string") }
+                scalars.append(byte)
+            }
+        }
+        throw failure("unterminated string")
+    }
+
+    private mutating func hex4() throws(Failure) -> UInt32 {
+        guard index + 4 <= bytes.count else { throw failure("short \\u escape") }
+        var code: UInt32 = 0
+        for byte in bytes[index..<index + 4] {
+            code <<= 4
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): code |= UInt32(byte - UInt8(ascii: "0"))
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): code |= UInt32(byte - UInt8(ascii: "a") + 10)
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): code |= UInt32(byte - UInt8(ascii: "A") + 10)
+            default: throw failure("invalid \\u escape")
+            }
+        }
+        index += 4
+        return code
+    }
+
+    private mutating func number() throws(Failure) -> JSONValue {
+        let start = index
+        var isInteger = true
+        if bytes[index] == UInt8(ascii: "-") { index += 1 }
+        guard index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) else { throw failure("invalid number") }
+        if bytes[index] == UInt8(ascii: "0") {
+            index += 1
+        } else {
+            while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) { index += 1 }
+        }
+        if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
+            isInteger = false
+            index += 1
+            let digits = index
+            while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) { index += 1 }
+            guard index > digits else { throw failure("invalid number") }
+        }
+        if index < bytes.count, bytes[index] == UInt8(ascii: "e") || bytes[index] == UInt8(ascii: "E") {
+            isInteger = false
+            index += 1
+            if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") { index += 1 }
+            let digits = index
+            while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) { index += 1 }
+            guard index > digits else { throw failure("invalid number") }
+        }
+        let text = String(decoding: bytes[start..<index], as: UTF8.self)
+        if isInteger, let integer = Int64(text) { return .int(integer) }
+        guard let number = Double(text), number.isFinite else { throw failure("number out of range") }
+        return .double(number)
+    }
+}
