@@ -8,7 +8,7 @@ let package = Package(
         .library(name: "BaldurCache", targets: ["BaldurCache"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0"),
     ],
     targets: [
         .systemLibrary(

@@ -33,6 +33,7 @@ unix_socket="$BALDUR_TMP/unix/redis.sock"
 start_redis unix --port 0 --unixsocket "$unix_socket" --unixsocketperm 700
 
 export BALDUR_TEST_REDIS_URL="redis://127.0.0.1:$plain_port/0"
+export BALDUR_REDIS_URL="$BALDUR_TEST_REDIS_URL"
 export BALDUR_TEST_REDIS_AUTH_HOST=127.0.0.1
 export BALDUR_TEST_REDIS_AUTH_PORT="$auth_port"
 export BALDUR_TEST_REDIS_AUTH_PASSWORD="$auth_password"

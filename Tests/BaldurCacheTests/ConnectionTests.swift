@@ -171,29 +171,52 @@ struct ConnectionTests {
         #expect(try client.send("ECHO", "fresh").string == "fresh")
     }
 
-    @Test("a read-only command retries once on a fresh connection after its connection dropped; a write does not")
-    func retryOnlyReadOnly() throws {
+    @Test("a pooled connection the server closed while idle is replaced before the next command, writes included")
+    func staleIdleConnectionReplaced() throws {
         let client = try TestEnvironment.client(maxConnections: 1)
         defer { client.close() }
-        let keys = TestKeys()
-        let key = RedisArgument(keys("retry"))
-        try client.send("SET", key, "v")
         let killer = try TestEnvironment.client()
         defer { killer.close() }
-
-        func killPooledConnection() throws {
+        let keys = TestKeys()
+        let key = RedisArgument(keys("stale"))
+        for _ in 0..<3 {
             let id = try client.send("CLIENT", "ID").integer!
             #expect(try killer.send("CLIENT", "KILL", "ID", RedisArgument(id)) == .integer(1))
+            Thread.sleep(forTimeInterval: 0.05)
+            try client.send("SET", key, "written")
+            #expect(try client.send("CLIENT", "ID").integer != id)
         }
-
-        try killPooledConnection()
-        #expect(try client.send("GET", key).string == "v")
-
-        try killPooledConnection()
-        let error = #expect(throws: RedisError.self) { try client.send("SET", key, "w") }
-        #expect(error?.code == .connectionClosed)
-        #expect(try client.send("GET", key).string == "v")
+        #expect(try client.send("GET", key).string == "written")
         try client.send("DEL", key)
+    }
+
+    @Test("a read-only command that times out is retried once on a fresh connection; a write is not")
+    func retryOnlyReadOnly() throws {
+        let server = try TestRedisServer()
+        defer { server.stop() }
+        let client = try RedisClient(configuration: server.configuration(socketTimeout: .milliseconds(300)))
+        defer { client.close() }
+        let admin = try RedisClient(configuration: server.configuration())
+        defer { admin.close() }
+        try client.send("SET", "k", "v")
+
+        // Paused for 450 ms: the first GET times out at 300 ms, the retry is
+        // answered when the pause ends, well inside its own 300 ms.
+        try admin.send("CLIENT", "PAUSE", "450", "ALL")
+        #expect(try client.send("GET", "k").string == "v")
+
+        try admin.send("CLIENT", "PAUSE", "450", "ALL")
+        let error = #expect(throws: RedisError.self) { try client.send("SET", "k", "w") }
+        #expect(error?.code == .readTimeout)
+
+        var noRetry = try server.configuration(socketTimeout: .milliseconds(300))
+        noRetry.retryOnTimeout = false
+        let strict = try RedisClient(configuration: noRetry)
+        defer { strict.close() }
+        try strict.ping()
+        try admin.send("CLIENT", "PAUSE", "450", "ALL")
+        let readError = #expect(throws: RedisError.self) { try strict.send("GET", "k") }
+        #expect(readError?.code == .readTimeout)
     }
 }
 

@@ -103,6 +103,16 @@ public final class RedisConnection: @unchecked Sendable {
     /// `false` once the connection was closed or broken by a fatal error.
     public var isOpen: Bool { context != nil }
 
+    /// `true` when the socket has input although no reply is awaited: the
+    /// server closed it (EOF, reset) or sent something unasked. Such a
+    /// connection must not carry another command. One `poll(2)` with a zero
+    /// timeout, as redis-py's pool checks `can_read()` before reuse.
+    var hasUnexpectedInput: Bool {
+        guard let context else { return true }
+        var descriptor = pollfd(fd: context.pointee.fd, events: Int16(POLLIN), revents: 0)
+        return poll(&descriptor, 1, 0) != 0
+    }
+
     /// Closes the socket. Idempotent; later calls throw ``RedisError/Code/closed``.
     public func close() {
         if let context {

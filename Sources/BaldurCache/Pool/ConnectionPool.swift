@@ -9,8 +9,10 @@ import Synchronization
 ///   connection serves the next caller.
 /// - A caller that finds every connection busy waits up to `poolTimeout`,
 ///   then gets ``RedisError/Code/poolExhausted``.
-/// - An idle connection unused for longer than `healthCheckInterval` is
-///   checked with `PING` before it is handed out.
+/// - An idle connection the server closed (its socket reads EOF) is
+///   discarded before it is handed out, so a server restart costs no failed
+///   command; one unused for longer than `healthCheckInterval` is also
+///   checked with `PING`.
 /// - A connection that failed fatally is closed, never returned to the pool.
 final class ConnectionPool: Sendable {
     let address: RedisServerAddress
@@ -77,6 +79,12 @@ final class ConnectionPool: Sendable {
             }
             guard let idle else {
                 return try open(generation: generation)
+            }
+            if idle.connection.hasUnexpectedInput {
+                // Closed by the server while idle (restart, CLIENT KILL, idle timeout).
+                logger.debug("redis idle connection was closed by the server", metadata: ["redis.address": "\(address)"])
+                discard(idle.connection)
+                continue
             }
             if ContinuousClock.now - idle.connection.lastUsed < configuration.healthCheckInterval {
                 return idle

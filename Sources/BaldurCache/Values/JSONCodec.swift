@@ -46,6 +46,14 @@ enum JSONCodec {
         }
     }
 
+    static func parse(_ bytes: [UInt8]) throws(RedisError) -> JSONValue {
+        do {
+            return try JSONReader.parse(bytes)
+        } catch {
+            throw RedisError(.decoding, "not valid JSON: \(error.reason)")
+        }
+    }
+
     /// Dates as Python writes them: ISO 8601 (with or without fraction and
     /// zone), `YYYY-MM-DD HH:MM:SS`, or seconds since 1970.
     private static func decodeDate(_ decoder: any Decoder) throws -> Date {

@@ -126,3 +126,28 @@ extension JSONValue: Codable {
         }
     }
 }
+
+extension JSONValue {
+    /// Parses JSON text (RFC 8259, strict) into a value.
+    ///
+    /// - Throws: ``RedisError/Code/decoding`` saying what is wrong and where.
+    public init(parsing text: String) throws(RedisError) {
+        self = try JSONCodec.parse(Array(text.utf8))
+    }
+
+    /// Parses JSON bytes (RFC 8259, strict) into a value.
+    ///
+    /// - Throws: ``RedisError/Code/decoding`` saying what is wrong and where.
+    public init(parsing bytes: [UInt8]) throws(RedisError) {
+        self = try JSONCodec.parse(bytes)
+    }
+
+    /// The compact JSON text BaldurCache stores for this value (object members sorted).
+    ///
+    /// - Throws: ``RedisError/Code/invalidArgument`` for a NaN or infinite number.
+    public func jsonString() throws(RedisError) -> String {
+        var output: [UInt8] = []
+        try JSONWriter.write(self, into: &output)
+        return String(decoding: output, as: UTF8.self)
+    }
+}
