@@ -27,6 +27,11 @@ let package = Package(
             dependencies: ["BaldurCache", .product(name: "Logging", package: "swift-log")],
             path: "Sources/BaldurWorkload"
         ),
+        .executableTarget(
+            name: "baldur-test-peer",
+            dependencies: ["BaldurCache"],
+            path: "Sources/BaldurTestPeer"
+        ),
         .testTarget(
             name: "BaldurCacheTests",
             dependencies: ["BaldurCache"]

@@ -42,6 +42,7 @@ export BALDUR_TEST_REDIS_ACL_PASSWORD="acl-$auth_password"
 export BALDUR_TEST_REDIS_UNIX_SOCKET="$unix_socket"
 export BALDUR_TEST_REDIS_SERVER="$(command -v redis-server)"
 export BALDUR_TEST_TMPDIR="$BALDUR_TMP"
+export BALDUR_TEST_PEER="$(swift build --show-bin-path)/baldur-test-peer"
 
 log "servers: plain :$plain_port, auth :$auth_port, unix $unix_socket"
 swift build --build-tests

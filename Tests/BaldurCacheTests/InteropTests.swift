@@ -1,5 +1,6 @@
 @testable import BaldurCache
 import Foundation
+import Synchronization
 import Testing
 
 /// Swift and Python Baldur sharing one Redis: each reads what the other
@@ -200,9 +201,20 @@ struct InteropTests {
         #expect(try swiftLock.locked() && !swiftLock.owned())
         #expect(throws: RedisError.self) { try swiftLock.release() }
         #expect(try swiftLock.locked())
-        // Only Python's owner token releases it.
+        // Only Python's owner token releases it; a Swift waiter blocked meanwhile gets it
+        // through its fallback poll (Python's release sends no signal).
         #expect(try PythonPeer.run([["op": "lock_release_as", "prefix": p, "name": "job", "owner": "someone-else"]]) == [false])
+        let waiter = cache.getLock("job", timeout: .seconds(10))
+        let waited = DispatchSemaphore(value: 0)
+        let gotIt = Mutex(false)
+        DispatchQueue.global().async {
+            gotIt.withLock { $0 = (try? waiter.acquire(blocking: true, timeout: .seconds(5))) ?? false }
+            waited.signal()
+        }
         #expect(try PythonPeer.run([["op": "lock_release_as", "prefix": p, "name": "job", "owner": held["owner"]!]]) == [true])
+        waited.wait()
+        #expect(gotIt.withLock { $0 })
+        try waiter.release()
 
         // Swift holds it.
         #expect(try swiftLock.acquire(blocking: false))

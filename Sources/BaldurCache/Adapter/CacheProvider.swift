@@ -19,7 +19,7 @@
 /// TTLs are `Duration`s of at least one second. Whole seconds go out as `EX`,
 /// fractional ones as `PX` (exact); zero, negative and sub-second TTLs throw
 /// ``RedisError/Code/invalidArgument``.
-public protocol CacheProvider: Sendable {
+public protocol CacheProvider: AnyObject, Sendable {
     /// The provider's name: `"redis"` or `"memory"`.
     var providerName: String { get }
 
@@ -75,6 +75,19 @@ public protocol CacheProvider: Sendable {
     /// `"failed"`, or `"executing"` with `started_at < staleBefore` (one Lua
     /// script; `PX` TTL). The reference lets this fail loudly: do not `try?` it.
     func casTakeover<T: Encodable>(_ key: String, newRecord: T, staleBefore: Double, ttl: Duration?) throws(RedisError) -> Bool
+
+    /// Stores `value` at `key` iff `fencingToken` is not lower than any token
+    /// used on `key` before (one Lua script; the highest token is kept at
+    /// `key:fence-seen`). A holder that paused past its lease and comes back
+    /// with an old token is refused: `false`.
+    ///
+    /// ```swift
+    /// let lock = cache.getLock("report")
+    /// if let token = try lock.acquireWithFencingToken() {
+    ///     let accepted = try cache.setIfFenced("report:latest", report, fencingToken: token)
+    /// }
+    /// ```
+    func setIfFenced<T: Encodable>(_ key: String, _ value: T, fencingToken: Int64) throws(RedisError) -> Bool
 
     /// A lock on `name`; the storage key (prefix + name) is resolved now and never shifts.
     func getLock(_ name: String, timeout: Duration, blockingTimeout: Duration?) -> DistributedLock

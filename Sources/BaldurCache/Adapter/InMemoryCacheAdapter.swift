@@ -1,3 +1,4 @@
+import Dispatch
 import Synchronization
 
 /// A ``CacheProvider`` in process memory with the same contract as
@@ -21,6 +22,8 @@ public final class InMemoryCacheAdapter: CacheProvider {
 
     private struct State {
         var entries: [String: Entry] = [:]
+        /// Lock waiters per key, longest-waiting first.
+        var lockWaiters: [String: [DispatchSemaphore]] = [:]
         var closed = false
     }
 
@@ -159,6 +162,19 @@ public final class InMemoryCacheAdapter: CacheProvider {
                 return startedAt.map { $0 < staleBefore } ?? false
             default: return false
             }
+        }
+    }
+
+    public func setIfFenced<T: Encodable>(_ key: String, _ value: T, fencingToken: Int64) throws(RedisError) -> Bool {
+        let bytes = try JSONCodec.encode(value)
+        let full = storageKey(key)
+        return try withEntries { entries throws(RedisError) in
+            let seenKey = full + ":fence-seen"
+            let highest = try Self.string(&entries, seenKey).flatMap { Int64(String(decoding: $0, as: UTF8.self)) } ?? 0
+            guard fencingToken >= highest else { return false }
+            entries[seenKey] = Entry(value: .string(Array(String(fencingToken).utf8)), expiresAt: nil)
+            entries[full] = Entry(value: .string(bytes), expiresAt: nil)
+            return true
         }
     }
 
@@ -369,8 +385,13 @@ public final class InMemoryCacheAdapter: CacheProvider {
         }
     }
 
-    fileprivate func lockOperation<R>(_ body: (inout [String: Entry]) throws(RedisError) -> R) throws(RedisError) -> R {
-        try withEntries(body)
+    fileprivate func lockOperation<R>(
+        _ body: (inout [String: Entry], inout [String: [DispatchSemaphore]]) throws(RedisError) -> R
+    ) throws(RedisError) -> R {
+        try state.withLock { state throws(RedisError) -> R in
+            guard !state.closed else { throw RedisError(.closed, "the in-memory cache was closed") }
+            return try body(&state.entries, &state.lockWaiters)
+        }
     }
 
     fileprivate static func lockOwner(_ entries: inout [String: Entry], _ key: String) -> String? {
@@ -378,7 +399,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
         return String(decoding: bytes, as: UTF8.self)
     }
 
-    fileprivate static func setLock(_ entries: inout [String: Entry], _ key: String, owner: String, expiresAt: ContinuousClock.Instant) {
+    fileprivate static func setLock(_ entries: inout [String: Entry], _ key: String, owner: String, expiresAt: ContinuousClock.Instant?) {
         entries[key] = Entry(value: .string(Array(owner.utf8)), expiresAt: expiresAt)
     }
 }
@@ -388,23 +409,40 @@ private struct MemoryLockStore: LockStore {
     let cache: InMemoryCacheAdapter
 
     func tryAcquire(key: String, owner: String, ttl: Duration) throws(RedisError) -> Bool {
-        try cache.lockOperation { entries in
-            guard InMemoryCacheAdapter.lockOwner(&entries, key) == nil else { return false }
+        try tryAcquireFenced(key: key, owner: owner, ttl: ttl, fenced: false) != nil
+    }
+
+    func tryAcquireFenced(key: String, owner: String, ttl: Duration) throws(RedisError) -> Int64? {
+        try tryAcquireFenced(key: key, owner: owner, ttl: ttl, fenced: true)
+    }
+
+    private func tryAcquireFenced(key: String, owner: String, ttl: Duration, fenced: Bool) throws(RedisError) -> Int64? {
+        try cache.lockOperation { entries, _ in
+            guard InMemoryCacheAdapter.lockOwner(&entries, key) == nil else { return nil }
             InMemoryCacheAdapter.setLock(&entries, key, owner: owner, expiresAt: .now + ttl)
-            return true
+            guard fenced else { return 0 }
+            let fenceKey = key + ":fence"
+            let current = InMemoryCacheAdapter.lockOwner(&entries, fenceKey).flatMap { Int64($0) } ?? 0
+            InMemoryCacheAdapter.setLock(&entries, fenceKey, owner: String(current + 1), expiresAt: nil)
+            return current + 1
         }
     }
 
     func release(key: String, owner: String) throws(RedisError) -> Bool {
-        try cache.lockOperation { entries in
+        try cache.lockOperation { entries, waiters in
             guard InMemoryCacheAdapter.lockOwner(&entries, key) == owner else { return false }
             entries.removeValue(forKey: key)
+            // Wake the longest waiter, as the Redis signal list does.
+            if var queue = waiters[key], !queue.isEmpty {
+                queue.removeFirst().signal()
+                waiters[key] = queue.isEmpty ? nil : queue
+            }
             return true
         }
     }
 
     func extend(key: String, owner: String, by duration: Duration, adding: Bool) throws(RedisError) -> Bool {
-        try cache.lockOperation { entries in
+        try cache.lockOperation { entries, _ in
             guard InMemoryCacheAdapter.lockOwner(&entries, key) == owner, let entry = entries[key] else { return false }
             let now = ContinuousClock.now
             let base = adding ? max(entry.expiresAt ?? now, now) : now
@@ -414,7 +452,19 @@ private struct MemoryLockStore: LockStore {
     }
 
     func owner(key: String) throws(RedisError) -> String? {
-        try cache.lockOperation { entries in InMemoryCacheAdapter.lockOwner(&entries, key) }
+        try cache.lockOperation { entries, _ in InMemoryCacheAdapter.lockOwner(&entries, key) }
+    }
+
+    func waitForRelease(key: String, timeout: Duration) throws(RedisError) {
+        let signal = DispatchSemaphore(value: 0)
+        try cache.lockOperation { _, waiters in waiters[key, default: []].append(signal) }
+        if signal.wait(timeout: .now() + .nanoseconds(Int(max(timeout, .zero).nanoseconds))) == .timedOut {
+            // Leave the queue; a release that picked this semaphore meanwhile has already signalled it.
+            try cache.lockOperation { _, waiters in
+                waiters[key]?.removeAll { $0 === signal }
+                if waiters[key]?.isEmpty == true { waiters[key] = nil }
+            }
+        }
     }
 }
 

@@ -171,6 +171,16 @@ public final class RedisCacheAdapter: CacheProvider {
         }
     }
 
+    public func setIfFenced<T: Encodable>(_ key: String, _ value: T, fencingToken: Int64) throws(RedisError) -> Bool {
+        try logged("setIfFenced", key) { () throws(RedisError) in
+            let full = keyPrefix.resolve() + key
+            return try BaldurScripts.fencedSet.run(
+                on: rawClient, keys: [RedisArgument(full), RedisArgument(full + ":fence-seen")],
+                arguments: [.bytes(try JSONCodec.encode(value)), RedisArgument(fencingToken)]
+            ).expectInteger("fenced set script") == 1
+        }
+    }
+
     // MARK: - Locks
 
     public func getLock(_ name: String, timeout: Duration, blockingTimeout: Duration?) -> DistributedLock {
@@ -381,30 +391,5 @@ public final class RedisCacheAdapter: CacheProvider {
             ])
             throw error
         }
-    }
-}
-
-/// The lock protocol on Redis, as Python Baldur speaks it.
-struct RedisLockStore: LockStore {
-    let client: RedisClient
-
-    func tryAcquire(key: String, owner: String, ttl: Duration) throws(RedisError) -> Bool {
-        try client.send("SET", RedisArgument(key), RedisArgument(owner), "NX", "PX", RedisArgument(ttl.wholeMillisecondsRoundedUp)) == .status("OK")
-    }
-
-    func release(key: String, owner: String) throws(RedisError) -> Bool {
-        try BaldurScripts.releaseLock.run(on: client, keys: [RedisArgument(key)], arguments: [RedisArgument(owner)])
-            .expectInteger("lock release script") == 1
-    }
-
-    func extend(key: String, owner: String, by duration: Duration, adding: Bool) throws(RedisError) -> Bool {
-        try BaldurScripts.extendLock.run(
-            on: client, keys: [RedisArgument(key)],
-            arguments: [RedisArgument(owner), RedisArgument(duration.wholeMillisecondsRoundedUp), adding ? "add" : "replace"]
-        ).expectInteger("lock extend script") > 0
-    }
-
-    func owner(key: String) throws(RedisError) -> String? {
-        try client.send("GET", RedisArgument(key)).string
     }
 }

@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import Synchronization
 
@@ -6,32 +7,48 @@ import Synchronization
 protocol LockStore: Sendable {
     /// `SET key owner NX PX ttl`: `true` when this owner now holds the lock.
     func tryAcquire(key: String, owner: String, ttl: Duration) throws(RedisError) -> Bool
-    /// Deletes the key iff it holds `owner`: `true` when deleted.
+    /// Like ``tryAcquire(key:owner:ttl:)`` and, on success, increments the
+    /// lock's fencing counter in the same atomic step: the new token, or `nil`.
+    func tryAcquireFenced(key: String, owner: String, ttl: Duration) throws(RedisError) -> Int64?
+    /// Deletes the key iff it holds `owner` and wakes one waiter: `true` when deleted.
     func release(key: String, owner: String) throws(RedisError) -> Bool
     /// Sets (or adds to) the key's time to live iff it holds `owner`: `true` when done.
     func extend(key: String, owner: String, by duration: Duration, adding: Bool) throws(RedisError) -> Bool
     /// The owner stored at `key`, or `nil` when nobody holds it.
     func owner(key: String) throws(RedisError) -> String?
+    /// Waits until a release of `key` is signalled or `timeout` passes, whichever is first.
+    func waitForRelease(key: String, timeout: Duration) throws(RedisError)
 }
 
-/// A lock shared by every process that uses the same key: Python Baldur
-/// services included (same key, same `SET NX PX` protocol).
+/// A lock shared by every process that uses the same key, Python Baldur
+/// services included (same key, same `SET NX PX` protocol, same release script
+/// semantics).
 ///
 /// Get one from ``CacheProvider/getLock(_:timeout:blockingTimeout:)``; the
 /// storage key is resolved once, there, and never shifts afterwards.
 ///
 /// ```swift
 /// let lock = cache.getLock("payments:settle", timeout: .seconds(30))
-/// try lock.withLock {
+/// try lock.withLock(autoRenew: true) {
 ///     try settlePayments()
 /// }
 /// ```
 ///
-/// The lock expires after `timeout` even if its holder dies; a holder that
-/// runs longer must ``extend(by:)`` or ``extend(to:)`` in time. Release and
-/// extend check ownership atomically (one Lua script), so a holder whose lock
-/// expired and was taken by someone else never deletes the other owner's key:
-/// it gets ``RedisError/Code/lockNotOwned`` instead.
+/// - **Safety.** The lock expires after `timeout` even if its holder dies.
+///   Release and extend check ownership atomically (one Lua script), so a
+///   holder whose lock expired and was taken over never deletes the new
+///   owner's key: it gets ``RedisError/Code/lockNotOwned``.
+/// - **Fast handoff.** Uncontended, acquire + release is two round trips
+///   (`SET NX PX`, `EVALSHA`). A waiter blocks on the lock's signal list
+///   (`BLPOP key:signal`), which a release by this library pushes to, so the
+///   longest waiter gets the lock within a round trip of its release. It
+///   re-checks every ~100 ms (with jitter) anyway, so a release that sends no
+///   signal (Python's, or an expiry) costs at most one interval.
+/// - **Fencing.** ``acquireWithFencingToken(blocking:timeout:)`` also returns
+///   a strictly increasing token from the same atomic script; pass it to a
+///   resource that refuses stale tokens (``RedisCacheAdapter/setIfFenced(_:_:fencingToken:)``).
+/// - **Renewal.** ``startAutoRenewal(every:onLost:)`` (or `withLock(autoRenew: true)`)
+///   extends the lock while it is held and reports its loss.
 public final class DistributedLock: Sendable {
     /// The storage key, prefix included.
     public let key: String
@@ -42,17 +59,43 @@ public final class DistributedLock: Sendable {
     public let timeout: Duration
     /// How long ``acquire(blocking:timeout:)`` waits by default; `nil` waits forever.
     public let blockingTimeout: Duration?
+    /// The longest a waiter sleeps between checks when no release signal arrives: 100 ms.
+    public static let fallbackPollInterval: Duration = .milliseconds(100)
+    /// This handle's fallback poll interval (tests lengthen it to prove the signal path).
+    let pollInterval: Duration
 
-    private let store: any LockStore
-    private let held = Atomic<Bool>(false)
+    let store: any LockStore
+    private let state = Mutex(State())
 
-    init(key: String, store: any LockStore, timeout: Duration, blockingTimeout: Duration?) {
+    private struct State {
+        var held = false
+        var fencingToken: Int64?
+        var lost: RedisError?
+        /// Bumped on every start and stop of auto-renewal, so a stale timer stops itself.
+        var renewalGeneration = 0
+        var renewing = false
+    }
+
+    init(key: String, store: any LockStore, timeout: Duration, blockingTimeout: Duration?, pollInterval: Duration = fallbackPollInterval) {
+        self.pollInterval = pollInterval
         self.key = key
         self.store = store
         self.timeout = timeout
         self.blockingTimeout = blockingTimeout
         self.owner = Self.makeOwner()
     }
+
+    deinit {
+        // The renewal timer holds this handle weakly and stops on its own; this only marks it stale.
+        state.withLock { $0.renewalGeneration += 1 }
+    }
+
+    /// The fencing token of the current hold, when it was taken with
+    /// ``acquireWithFencingToken(blocking:timeout:)``.
+    public var fencingToken: Int64? { state.withLock { $0.fencingToken } }
+
+    /// The error auto-renewal met when it found the lock lost, or `nil`.
+    public var lostError: RedisError? { state.withLock { $0.lost } }
 
     /// Takes the lock: `SET key owner NX PX timeout`, retried while blocking.
     ///
@@ -64,35 +107,66 @@ public final class DistributedLock: Sendable {
     /// - Throws: ``RedisError`` when the store cannot be reached.
     @discardableResult
     public func acquire(blocking: Bool = true, timeout: Duration? = nil) throws(RedisError) -> Bool {
+        try acquire(blocking: blocking, timeout: timeout, fenced: false) != nil
+    }
+
+    /// Takes the lock and returns a fencing token: one script does `SET key
+    /// owner NX PX timeout` and `INCR key:fence`, so tokens grow strictly with
+    /// every acquisition of this lock, by any holder.
+    ///
+    /// - Returns: The token, or `nil` when the lock was not acquired.
+    public func acquireWithFencingToken(blocking: Bool = true, timeout: Duration? = nil) throws(RedisError) -> Int64? {
+        try acquire(blocking: blocking, timeout: timeout, fenced: true)
+    }
+
+    private func acquire(blocking: Bool, timeout: Duration?, fenced: Bool) throws(RedisError) -> Int64? {
         guard self.timeout >= .milliseconds(1) else {
             throw RedisError(.invalidArgument, "a lock timeout must be at least 1 ms, not \(self.timeout)")
         }
         let wait = timeout ?? blockingTimeout
         let deadline = wait.map { ContinuousClock.now + $0 }
-        var pause = Duration.milliseconds(2)
         while true {
-            if try store.tryAcquire(key: key, owner: owner, ttl: self.timeout) {
-                held.store(true, ordering: .releasing)
-                return true
+            let token: Int64?
+            if fenced {
+                token = try store.tryAcquireFenced(key: key, owner: owner, ttl: self.timeout)
+            } else {
+                token = try store.tryAcquire(key: key, owner: owner, ttl: self.timeout) ? 0 : nil
             }
-            guard blocking else { return false }
-            let now = ContinuousClock.now
-            if let deadline, now >= deadline { return false }
-            // Back off from 2 ms to 100 ms with jitter, never past the deadline.
-            var sleep = pause * Double.random(in: 0.8...1.2)
-            if let deadline, now + sleep > deadline { sleep = deadline - now }
-            Thread.sleep(forTimeInterval: Double(sleep.components.seconds) + Double(sleep.components.attoseconds) / 1e18)
-            pause = min(pause * 2, .milliseconds(100))
+            if let token {
+                state.withLock { state in
+                    state.held = true
+                    state.lost = nil
+                    state.fencingToken = fenced ? token : nil
+                }
+                return token
+            }
+            guard blocking else { return nil }
+            var pause = pollInterval * Double.random(in: 0.8...1.2)
+            if let deadline {
+                let left = ContinuousClock.now.duration(to: deadline)
+                if left <= .zero { return nil }
+                pause = min(pause, left)
+            }
+            try store.waitForRelease(key: key, timeout: pause)
         }
     }
 
-    /// Releases the lock: one script deletes the key only if it still holds this owner.
+    /// Releases the lock: one script deletes the key only if it still holds
+    /// this owner, and signals one waiter. Stops auto-renewal.
     ///
     /// - Throws: ``RedisError/Code/lockNotOwned`` when this handle does not
     ///   hold the lock (never acquired, already released, or expired and
     ///   perhaps taken by someone else, whose key is left alone).
     public func release() throws(RedisError) {
-        let wasHeld = held.exchange(false, ordering: .acquiringAndReleasing)
+        let wasHeld = state.withLock { state in
+            defer {
+                state.held = false
+                state.fencingToken = nil
+                state.renewalGeneration += 1
+                state.renewing = false
+            }
+            return state.held
+        }
         guard wasHeld else {
             throw RedisError(.lockNotOwned, "lock '\(key)' is not held by this handle")
         }
@@ -101,12 +175,12 @@ public final class DistributedLock: Sendable {
         }
     }
 
-    /// `true` when anyone holds the lock (`EXISTS`-like).
+    /// `true` when anyone holds the lock (`GET`).
     public func locked() throws(RedisError) -> Bool {
         try store.owner(key: key) != nil
     }
 
-    /// `true` when this handle holds the lock now (the stored owner is this handle's token).
+    /// `true` when this handle holds the lock now: the stored owner is this handle's token (`GET`).
     public func owned() throws(RedisError) -> Bool {
         try store.owner(key: key) == owner
     }
@@ -118,8 +192,8 @@ public final class DistributedLock: Sendable {
         try extend(duration, adding: true)
     }
 
-    /// Sets the lock's remaining time to `duration` (`PEXPIRE`, in one script),
-    /// as Python's `extend` does.
+    /// Sets the lock's remaining time to `duration` (`PEXPIRE`, in one
+    /// script), as Python's `extend` does.
     ///
     /// - Throws: ``RedisError/Code/lockNotOwned`` when this handle does not hold the lock.
     public func extend(to duration: Duration) throws(RedisError) {
@@ -128,14 +202,18 @@ public final class DistributedLock: Sendable {
 
     /// Runs `body` while holding the lock and releases it on every path, throws included.
     ///
+    /// - Parameters:
+    ///   - autoRenew: Keep the lock alive while `body` runs (see ``startAutoRenewal(every:onLost:)``).
+    ///   - body: The critical section.
     /// - Throws: ``RedisError/Code/lockNotAcquired`` when the lock could not be
     ///   had within `blockingTimeout`; whatever `body` throws; and
     ///   ``RedisError/Code/lockNotOwned`` when `body` succeeded but the lock
-    ///   had expired before the release (the critical section was not exclusive to the end).
-    public func withLock<R>(_ body: () throws -> R) throws -> R {
+    ///   had been lost before the release (the section was not exclusive to the end).
+    public func withLock<R>(autoRenew: Bool = false, _ body: () throws -> R) throws -> R {
         guard try acquire() else {
             throw RedisError(.lockNotAcquired, "lock '\(key)' was not acquired within \(blockingTimeout.map { "\($0)" } ?? "the wait")")
         }
+        if autoRenew { startAutoRenewal() }
         let result: R
         do {
             result = try body()
@@ -147,20 +225,78 @@ public final class DistributedLock: Sendable {
         return result
     }
 
+    /// Extends the held lock back to its full `timeout` every `interval`
+    /// (default a third of the timeout) on a background timer, until
+    /// ``release()``, ``stopAutoRenewal()`` or the handle is deallocated.
+    ///
+    /// When an extension finds the lock owned by someone else (it expired
+    /// anyway: the process stalled longer than the timeout), renewal stops,
+    /// ``lostError`` is set and `onLost` is called once: the holder must stop
+    /// acting as the owner. A transient error (Redis unreachable) is retried
+    /// at the next tick; if it lasts past the timeout, the next successful
+    /// call reports the loss.
+    public func startAutoRenewal(every interval: Duration? = nil, onLost: (@Sendable (RedisError) -> Void)? = nil) {
+        let interval = interval ?? max(timeout / 3, .milliseconds(1))
+        let generation: Int? = state.withLock { state in
+            guard state.held else { return nil }
+            state.renewalGeneration += 1
+            state.renewing = true
+            return state.renewalGeneration
+        }
+        guard let generation else { return }
+        Self.scheduleRenewal(of: self, generation: generation, interval: interval, onLost: onLost)
+    }
+
+    /// Stops auto-renewal; the lock stays held until it expires or is released.
+    public func stopAutoRenewal() {
+        state.withLock { state in
+            state.renewalGeneration += 1
+            state.renewing = false
+        }
+    }
+
+    private static let renewalQueue = DispatchQueue(label: "BaldurCache.lock-renewal")
+
+    private static func scheduleRenewal(
+        of lock: DistributedLock, generation: Int, interval: Duration, onLost: (@Sendable (RedisError) -> Void)?
+    ) {
+        renewalQueue.asyncAfter(deadline: .now() + .nanoseconds(Int(interval.nanoseconds))) { [weak lock] in
+            guard let lock, lock.state.withLock({ $0.renewing && $0.renewalGeneration == generation }) else { return }
+            do {
+                guard try lock.store.extend(key: lock.key, owner: lock.owner, by: lock.timeout, adding: false) else {
+                    throw RedisError(.lockNotOwned, "lock '\(lock.key)' was lost: it expired or another owner holds it")
+                }
+            } catch let error as RedisError where error.code == .lockNotOwned {
+                let report = lock.state.withLock { state -> Bool in
+                    guard state.renewalGeneration == generation else { return false }
+                    state.lost = error
+                    state.held = false
+                    state.renewing = false
+                    return true
+                }
+                if report { onLost?(error) }
+                return
+            } catch {
+                // Transient: try again at the next tick.
+            }
+            scheduleRenewal(of: lock, generation: generation, interval: interval, onLost: onLost)
+        }
+    }
+
     private func extend(_ duration: Duration, adding: Bool) throws(RedisError) {
         guard duration >= .milliseconds(1) else {
             throw RedisError(.invalidArgument, "a lock extension must be at least 1 ms, not \(duration)")
         }
-        guard held.load(ordering: .acquiring) else {
+        guard state.withLock({ $0.held }) else {
             throw RedisError(.lockNotOwned, "lock '\(key)' is not held by this handle")
         }
         guard try store.extend(key: key, owner: owner, by: duration, adding: adding) else {
-            held.store(false, ordering: .releasing)
+            state.withLock { $0.held = false }
             throw RedisError(.lockNotOwned, "lock '\(key)' expired before it was extended; another owner may hold it")
         }
     }
 
-    private static func makeOwner() -> String {
+    static func makeOwner() -> String {
         var generator = SystemRandomNumberGenerator()
         let random = (0..<2).map { _ in String(generator.next() as UInt64, radix: 16).leftPadded(to: 16) }.joined()
         return "\(ProcessInfo.processInfo.hostName):\(getpid()):swift:\(random)"

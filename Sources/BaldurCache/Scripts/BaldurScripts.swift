@@ -70,13 +70,39 @@ enum BaldurScripts {
         return length
         """)
 
-    /// Lock release. KEYS = [lock key]; ARGV = [owner]. Deletes only if the
-    /// value still equals the owner; returns 1 when deleted.
+    /// Lock release. KEYS = [lock key, signal list]; ARGV = [owner]. Deletes
+    /// only if the value still equals the owner, then leaves one token on the
+    /// signal list (at most one, expiring) to wake the longest waiter.
+    /// Returns 1 when deleted.
     static let releaseLock = LuaScript("""
         if redis.call('GET', KEYS[1]) == ARGV[1] then
-            return redis.call('DEL', KEYS[1])
+            redis.call('DEL', KEYS[1])
+            redis.call('LPUSH', KEYS[2], '1')
+            redis.call('LTRIM', KEYS[2], 0, 0)
+            redis.call('PEXPIRE', KEYS[2], 10000)
+            return 1
         end
         return 0
+        """)
+
+    /// Fenced acquire. KEYS = [lock key, fence counter]; ARGV = [owner, ttl_ms].
+    /// Takes the lock and increments the counter in one step: the new token, or 0.
+    static let acquireFenced = LuaScript("""
+        if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+            return redis.call('INCR', KEYS[2])
+        end
+        return 0
+        """)
+
+    /// Fenced write. KEYS = [key, highest token seen]; ARGV = [JSON value, token].
+    /// Stores the value iff the token is not lower than any token seen before.
+    static let fencedSet = LuaScript("""
+        local token = tonumber(ARGV[2])
+        local highest = tonumber(redis.call('GET', KEYS[2]) or '0')
+        if token < highest then return 0 end
+        redis.call('SET', KEYS[2], ARGV[2])
+        redis.call('SET', KEYS[1], ARGV[1])
+        return 1
         """)
 
     /// Lock extension. KEYS = [lock key]; ARGV = [owner, milliseconds, mode]

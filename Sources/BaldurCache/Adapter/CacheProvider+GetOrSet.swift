@@ -1,0 +1,123 @@
+import Foundation
+import Synchronization
+
+extension CacheProvider {
+    /// Returns the cached value of `key`, or computes it with `factory`,
+    /// stores it and returns it — stampede-safe: on a miss, many concurrent
+    /// callers run `factory` once, not once each.
+    ///
+    /// - In this process, callers of the same key on the same provider share
+    ///   one miss (single-flight): one caller does the work, the others get its
+    ///   result or its error.
+    /// - Across processes, a non-blocking lock (`singleflight:lock:<key>`)
+    ///   elects one winner, which re-reads the key, runs `factory` and stores
+    ///   the value. Losers poll the *value* (every ~50 ms, with jitter), retrying
+    ///   the lock so that a crashed winner is replaced.
+    /// - Fail-open: when the backend fails at any step, or `waitTimeout`
+    ///   passes, the caller computes the value itself and stores it best-effort,
+    ///   as Python Baldur does. `factory` may then run more than once; guard
+    ///   side effects that must never repeat yourself.
+    ///
+    /// ```swift
+    /// let profile = try cache.getOrSet("profile:42", ttl: .seconds(300)) {
+    ///     try database.loadProfile(42)
+    /// }
+    /// ```
+    ///
+    /// - Parameters:
+    ///   - key: The cache key.
+    ///   - ttl: The TTL of a computed value (`nil`: the provider's default).
+    ///   - lockTimeout: How long the winner's lock lives, bounding how long a crashed winner blocks takeover.
+    ///   - waitTimeout: How long a loser waits for the winner's value before computing it itself.
+    ///   - factory: Computes the value; its errors reach the caller (and this process's waiters).
+    /// - Returns: The cached or computed value.
+    public func getOrSet<T: Codable & Sendable>(
+        _ key: String,
+        as type: T.Type = T.self,
+        ttl: Duration? = nil,
+        lockTimeout: Duration = .seconds(10),
+        waitTimeout: Duration = .seconds(10),
+        factory: () throws -> T
+    ) throws -> T {
+        if let cached = try? get(key, as: T.self) { return cached }
+        let flight = "\(ObjectIdentifier(self))|\(SyntheticMode.isActive)|\(key)"
+        return try SingleFlight.shared.run(flight) {
+            try missPath(key, ttl: ttl, lockTimeout: lockTimeout, waitTimeout: waitTimeout, factory: factory)
+        }
+    }
+
+    private func missPath<T: Codable & Sendable>(
+        _ key: String, ttl: Duration?, lockTimeout: Duration, waitTimeout: Duration, factory: () throws -> T
+    ) throws -> T {
+        let lock = getLock("singleflight:lock:\(key)", timeout: lockTimeout, blockingTimeout: nil)
+        // Backend errors while electing or polling fail open; factory errors propagate
+        // (they are thrown outside these do/catch blocks, so the factory never runs twice for them).
+        let acquired: Bool
+        do { acquired = try lock.acquire(blocking: false) } catch { return try computeAndStore(key, ttl: ttl, factory: factory) }
+        if acquired { return try computeAsWinner(key, ttl: ttl, lock: lock, factory: factory) }
+        let deadline = ContinuousClock.now + waitTimeout
+        while ContinuousClock.now < deadline {
+            Thread.sleep(forTimeInterval: 0.05 * Double.random(in: 0.8...1.2))
+            let value: T?
+            let won: Bool
+            do {
+                value = try get(key, as: T.self)
+                won = value == nil ? try lock.acquire(blocking: false) : false
+            } catch {
+                return try computeAndStore(key, ttl: ttl, factory: factory)
+            }
+            if let value { return value }
+            if won { return try computeAsWinner(key, ttl: ttl, lock: lock, factory: factory) }
+        }
+        if let value = try? get(key, as: T.self) { return value }
+        return try computeAndStore(key, ttl: ttl, factory: factory)
+    }
+
+    private func computeAsWinner<T: Codable & Sendable>(
+        _ key: String, ttl: Duration?, lock: DistributedLock, factory: () throws -> T
+    ) throws -> T {
+        defer { try? lock.release() }  // a failed release expires with the lock's timeout
+        if let value = try? get(key, as: T.self) { return value }
+        return try computeAndStore(key, ttl: ttl, factory: factory)
+    }
+
+    private func computeAndStore<T: Codable & Sendable>(_ key: String, ttl: Duration?, factory: () throws -> T) throws -> T {
+        let value = try factory()
+        try? set(key, value, ttl: ttl)  // a value already computed is returned even if storing it fails
+        return value
+    }
+}
+
+/// In-process single-flight: concurrent calls with the same key share one execution.
+final class SingleFlight: Sendable {
+    static let shared = SingleFlight()
+
+    private final class Call: Sendable {
+        let done = DispatchSemaphore(value: 0)
+        let outcome = Mutex<Result<any Sendable, any Error>?>(nil)
+    }
+
+    private let calls = Mutex<[String: (call: Call, waiters: Int)]>([:])
+
+    func run<T: Sendable>(_ key: String, _ body: () throws -> T) throws -> T {
+        let (call, leader) = calls.withLock { calls -> (Call, Bool) in
+            if let entry = calls[key] {
+                calls[key]!.waiters += 1
+                return (entry.call, false)
+            }
+            let call = Call()
+            calls[key] = (call, 0)
+            return (call, true)
+        }
+        if leader {
+            let outcome: Result<any Sendable, any Error>
+            do { outcome = .success(try body()) } catch { outcome = .failure(error) }
+            call.outcome.withLock { $0 = outcome }
+            let waiters = calls.withLock { $0.removeValue(forKey: key)?.waiters ?? 0 }
+            for _ in 0..<waiters { call.done.signal() }
+            return try outcome.get() as! T
+        }
+        call.done.wait()
+        return try call.outcome.withLock { $0! }.get() as! T
+    }
+}
