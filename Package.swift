@@ -6,9 +6,11 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "BaldurCache", targets: ["BaldurCache"]),
+        .executable(name: "baldur-cache", targets: ["baldur-cache"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
     ],
     targets: [
         .systemLibrary(
@@ -23,6 +25,15 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "baldur-cache",
+            dependencies: [
+                "BaldurCache",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/BaldurCacheCLI"
+        ),
+        .executableTarget(
             name: "baldur-workload",
             dependencies: ["BaldurCache", .product(name: "Logging", package: "swift-log")],
             path: "Sources/BaldurWorkload"
@@ -31,6 +42,11 @@ let package = Package(
             name: "baldur-test-peer",
             dependencies: ["BaldurCache"],
             path: "Sources/BaldurTestPeer"
+        ),
+        .executableTarget(
+            name: "baldur-bench",
+            dependencies: ["BaldurCache", .product(name: "Logging", package: "swift-log")],
+            path: "Sources/BaldurBench"
         ),
         .testTarget(
             name: "BaldurCacheTests",

@@ -42,7 +42,9 @@ export BALDUR_TEST_REDIS_ACL_PASSWORD="acl-$auth_password"
 export BALDUR_TEST_REDIS_UNIX_SOCKET="$unix_socket"
 export BALDUR_TEST_REDIS_SERVER="$(command -v redis-server)"
 export BALDUR_TEST_TMPDIR="$BALDUR_TMP"
-export BALDUR_TEST_PEER="$(swift build --show-bin-path)/baldur-test-peer"
+bin_path="$(swift build --show-bin-path)"
+export BALDUR_TEST_PEER="$bin_path/baldur-test-peer"
+export BALDUR_TEST_CLI="$bin_path/baldur-cache"
 
 log "servers: plain :$plain_port, auth :$auth_port, unix $unix_socket"
 swift build --build-tests

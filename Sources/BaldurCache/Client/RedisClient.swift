@@ -78,7 +78,7 @@ public final class RedisClient: Sendable {
         guard let first = arguments.first else {
             throw RedisError(.invalidArgument, "a command needs at least one argument")
         }
-        let retryable = Self.retryableCommands.contains(first.commandName)
+        let retryable = first.isCommand(in: Self.retryableCommands)
         return try withRetry(retryable) { connection throws(RedisError) in
             try connection.sendAllowingErrorReply(arguments)
         } pool: { () throws(RedisError) in
@@ -93,7 +93,7 @@ public final class RedisClient: Sendable {
     /// - Throws: ``RedisError`` when the connection fails.
     public func pipeline(_ commands: [[RedisArgument]]) throws(RedisError) -> [RedisReply] {
         guard let first = commands.first else { return [] }
-        let retryable = commands.allSatisfy { $0.first.map { Self.retryableCommands.contains($0.commandName) } ?? false }
+        let retryable = commands.allSatisfy { $0.first?.isCommand(in: Self.retryableCommands) ?? false }
         return try withRetry(retryable) { connection throws(RedisError) in
             try connection.pipeline(commands)
         } pool: { () throws(RedisError) in

@@ -45,11 +45,12 @@ public struct RedisArgument: Sendable, Hashable, ExpressibleByStringLiteral, Exp
         }
     }
 
-    /// The command name, upper-cased, when this argument is the first of a command.
-    var commandName: String {
+    /// `true` when this argument, as a command name in any letter case, is in `names` (upper-case).
+    /// Upper-case names, the common spelling, are found without allocating.
+    func isCommand(in names: Set<String>) -> Bool {
         switch storage {
-        case .text(let text): return text.uppercased()
-        case .bytes(let bytes): return String(decoding: bytes, as: UTF8.self).uppercased()
+        case .text(let text): return names.contains(text) || names.contains(text.uppercased())
+        case .bytes(let bytes): return names.contains(String(decoding: bytes, as: UTF8.self).uppercased())
         }
     }
 }

@@ -156,26 +156,33 @@ enum JSONWriter {
 struct JSONReader {
     struct Failure: Error { let reason: String }
 
-    private let bytes: [UInt8]
+    private let bytes: UnsafeBufferPointer<UInt8>
     private var index = 0
     private var depth = 0
     private static let maxDepth = 512
 
     static func parse(_ bytes: [UInt8]) throws(Failure) -> JSONValue {
-        var reader = JSONReader(bytes: bytes)
-        reader.skipWhitespace()
-        let value = try reader.value()
-        reader.skipWhitespace()
-        guard reader.index == bytes.count else { throw reader.failure("unexpected data after the value") }
-        return value
+        try bytes.withUnsafeBufferPointer { buffer throws(Failure) in
+            var reader = JSONReader(bytes: buffer)
+            reader.skipWhitespace()
+            let value = try reader.value()
+            reader.skipWhitespace()
+            guard reader.index == buffer.count else { throw reader.failure("unexpected data after the value") }
+            return value
+        }
     }
 
-    private init(bytes: [UInt8]) { self.bytes = bytes }
+    private init(bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
 
     private func failure(_ reason: String) -> Failure { Failure(reason: "\(reason) at byte \(index)") }
 
     private mutating func skipWhitespace() {
-        while index < bytes.count, [0x20, 0x0A, 0x0D, 0x09].contains(bytes[index]) { index += 1 }
+        while index < bytes.count {
+            switch bytes[index] {
+            case 0x20, 0x0A, 0x0D, 0x09: index += 1
+            default: return
+            }
+        }
     }
 
     private mutating func value() throws(Failure) -> JSONValue {
@@ -209,6 +216,7 @@ struct JSONReader {
         try nest()
         index += 1
         var members: [String: JSONValue] = [:]
+        members.reserveCapacity(8)
         skipWhitespace()
         if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; depth -= 1; return .object(members) }
         while true {
@@ -249,16 +257,20 @@ struct JSONReader {
         index += 1
         var scalars: [UInt8] = []
         let start = index
-        // Fast path: no escapes.
+        var ascii = true
+        // Fast path: no escapes; ASCII needs no UTF-8 validation.
         while index < bytes.count {
             let byte = bytes[index]
             if byte == UInt8(ascii: "\"") {
-                guard let text = String(validating: bytes[start..<index], as: UTF8.self) else { throw failure("invalid UTF-8 in a string") }
+                let raw = UnsafeBufferPointer(rebasing: bytes[start..<index])
+                let text = ascii ? String(decoding: raw, as: UTF8.self) : String(validating: raw, as: UTF8.self)
+                guard let text else { throw failure("invalid UTF-8 in a string") }
                 index += 1
                 return text
             }
             if byte == UInt8(ascii: "\\") { break }
             if byte < 0x20 { throw failure("unescaped control character in a string") }
+            if byte >= 0x80 { ascii = false }
             index += 1
         }
         scalars.append(contentsOf: bytes[start..<index])
@@ -346,9 +358,24 @@ struct JSONReader {
             while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) { index += 1 }
             guard index > digits else { throw failure("invalid number") }
         }
-        let text = String(decoding: bytes[start..<index], as: UTF8.self)
-        if isInteger, let integer = Int64(text) { return .int(integer) }
+        if isInteger, let integer = Self.integer(UnsafeBufferPointer(rebasing: bytes[start..<index])) { return .int(integer) }
+        let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
         guard let number = Double(text), number.isFinite else { throw failure("number out of range") }
         return .double(number)
+    }
+
+    /// The value of validated integer digits (with an optional leading `-`), or `nil` past `Int64`.
+    private static func integer(_ digits: UnsafeBufferPointer<UInt8>) -> Int64? {
+        let negative = digits.first == UInt8(ascii: "-")
+        var value: Int64 = 0
+        for digit in digits.dropFirst(negative ? 1 : 0) {
+            let (shifted, overflowShift) = value.multipliedReportingOverflow(by: 10)
+            let (next, overflowAdd) = negative
+                ? shifted.subtractingReportingOverflow(Int64(digit &- 48))
+                : shifted.addingReportingOverflow(Int64(digit &- 48))
+            if overflowShift || overflowAdd { return nil }
+            value = next
+        }
+        return value
     }
 }

@@ -1,0 +1,323 @@
+// baldur-bench: BaldurCache against the wire's limit and its peers, measured
+// in the same run against the same server. Run it through scripts/bench.sh,
+// which builds it in release mode, starts a private redis-server, builds the
+// raw hiredis loop and installs the Python reference.
+//
+//   baldur-bench --url URL --hiredis-loop PATH --python PATH --python-script PATH
+//                [--rounds 3] [--seconds 1] [--rss-ops 1000000]
+//
+// Every figure is the median of the rounds; each round measures a workload
+// and its baselines back to back. Ratios compare like with like:
+//   - raw hiredis C loop: the same command, one connection, no pipelining;
+//   - redis-benchmark: same connection count, no pipelining (or -P 100 for
+//     100-key bulk calls and pipelines, compared per key);
+//   - Python baldur-framework: the same adapter call.
+
+import BaldurCache
+import Dispatch
+import Foundation
+import Logging
+import Synchronization
+
+// MARK: - Options
+
+func option(_ name: String) -> String? {
+    let arguments = CommandLine.arguments
+    guard let index = arguments.firstIndex(of: name), index + 1 < arguments.count else { return nil }
+    return arguments[index + 1]
+}
+
+func die(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("baldur-bench: \(message)\n".utf8))
+    exit(1)
+}
+
+guard let url = option("--url") else { die("--url is required") }
+let rounds = Int(option("--rounds") ?? "3") ?? 3
+let seconds = Double(option("--seconds") ?? "1") ?? 1
+let rssOps = Int(option("--rss-ops") ?? "1000000") ?? 1_000_000
+let hiredisLoop = option("--hiredis-loop")
+let python = option("--python")
+let pythonScript = option("--python-script")
+guard case .standalone(.tcp(let host, let port)) = (try? RedisConfiguration(url: url))?.topology else {
+    die("--url must be a redis:// TCP URL")
+}
+
+let record: JSONValue = ["id": 42, "status": "executing", "started_at": 1732640000.5, "attempt": 3, "tags": ["a", "b"]]
+let recordSize = (try? record.jsonString().utf8.count) ?? 87
+
+func log(_ text: String) { FileHandle.standardError.write(Data("\(text)\n".utf8)) }
+
+// MARK: - Measuring
+
+/// Runs `body` (one call = `unit` operations) on `threads` threads for `seconds`; returns operations per second.
+func measure(threads: Int = 1, unit: Int = 1, _ body: @Sendable @escaping () throws -> Void) -> Double {
+    for _ in 0..<50 { try? body() }
+    let total = Atomic<Int>(0)
+    let failures = Atomic<Int>(0)
+    let start = ContinuousClock.now
+    let deadline = start + .milliseconds(Int(seconds * 1000))
+    DispatchQueue.concurrentPerform(iterations: threads) { _ in
+        var count = 0
+        while ContinuousClock.now < deadline {
+            for _ in 0..<20 {
+                do { try body() } catch { failures.add(1, ordering: .relaxed) }
+                count += 1
+            }
+        }
+        total.add(count, ordering: .relaxed)
+    }
+    let elapsed = ContinuousClock.now - start
+    if failures.load(ordering: .relaxed) > 0 { die("\(failures.load(ordering: .relaxed)) calls failed") }
+    let secondsElapsed = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    return Double(total.load(ordering: .relaxed) * unit) / secondsElapsed
+}
+
+func run(_ executable: String, _ arguments: [String]) -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = FileHandle.standardError
+    do { try process.run() } catch { die("cannot run \(executable): \(error)") }
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else { die("\(executable) \(arguments.joined(separator: " ")) exited \(process.terminationStatus)") }
+    return String(decoding: data, as: UTF8.self)
+}
+
+/// redis-benchmark's requests per second for `test` with `clients` connections and pipeline `depth`.
+func redisBenchmark(_ test: String, clients: Int, depth: Int = 1) -> Double {
+    let requests = depth > 1 ? 400_000 : 8_000 * clients
+    let csv = run("/usr/bin/env", ["redis-benchmark", "-h", host, "-p", String(port), "-c", String(clients), "-n", String(requests),
+                                   "-P", String(depth), "-d", String(recordSize), "-t", test, "--csv", "-q"])
+    for line in csv.split(whereSeparator: \.isNewline) where line.hasPrefix("\"\(test.uppercased())\"") {
+        let fields = line.split(separator: ",").map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
+        if fields.count > 1, let rps = Double(fields[1]) { return rps }
+    }
+    die("could not read redis-benchmark output: \(csv)")
+}
+
+func hiredisC(_ mode: String, depth: Int = 100) -> Double? {
+    guard let hiredisLoop else { return nil }
+    return Double(run(hiredisLoop, [host, String(port), mode, String(seconds), String(depth)]).trimmingCharacters(in: .whitespacesAndNewlines))
+}
+
+func pythonBaseline(_ workloads: [String]) -> [String: Double] {
+    guard let python, let pythonScript else { return [:] }
+    let text = run(python, [pythonScript, url, String(seconds)] + workloads)
+    guard let value = try? JSONValue(parsing: text), case .object(let members) = value else { die("python baseline printed \(text)") }
+    return members.compactMapValues(\.doubleValue)
+}
+
+func median(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    return sorted.isEmpty ? .nan : sorted[sorted.count / 2]
+}
+
+// MARK: - The adapter under test
+
+let quiet: Logger = {
+    var logger = Logger(label: "baldur-bench")
+    logger.logLevel = .critical
+    return logger
+}()
+
+func makeCache(connections: Int) -> RedisCacheAdapter {
+    do {
+        var configuration = try RedisConfiguration(url: url)
+        configuration.maxConnections = connections
+        return try RedisCacheAdapter(client: RedisClient(configuration: configuration, logger: quiet), keyPrefix: "bench:swift:", logger: quiet)
+    } catch { die("\(error)") }
+}
+
+let single = makeCache(connections: 1)
+let pooled4 = makeCache(connections: 4)
+let pooled16 = makeCache(connections: 16)
+let bulkKeys = (0..<100).map { "k\($0)" }
+let bulkValues = Dictionary(uniqueKeysWithValues: bulkKeys.map { ($0, record) })
+let pipelineCommands: [[RedisArgument]] = (0..<100).map { _ in ["GET", "bench:swift:record"] }
+do {
+    try single.set("record", record)
+    try single.mset(bulkValues)
+    try single.set("cas", ["status": "a"] as JSONValue)
+} catch { die("setup: \(error)") }
+
+let casFlip = Atomic<Int>(0)
+
+// --profile WORKLOAD --ops N: run one workload N times and exit, for valgrind --tool=callgrind.
+if let profile = option("--profile") {
+    let count = Int(option("--ops") ?? "20000") ?? 20000
+    do {
+        for _ in 0..<count {
+            switch profile {
+            case "get": _ = try single.get("record")
+            case "set": try single.set("record", record)
+            case "mget100": _ = try single.mget(bulkKeys)
+            case "pipeline": _ = try single.rawClient.pipeline(pipelineCommands)
+            default: die("unknown profile \(profile)")
+            }
+        }
+    } catch { die("\(error)") }
+    exit(0)
+}
+
+struct Row {
+    let name: String
+    let unit: String
+    let ours: () -> Double
+    var cBaseline: (() -> Double?)? = nil
+    var benchmarkBaseline: (() -> Double)? = nil
+    var pythonName: String? = nil
+    /// Ours and redis-benchmark's rates are per key for bulk rows.
+    var perKeyFactor: Double = 1
+}
+
+let rows: [Row] = [
+    Row(name: "get, 1 connection", unit: "calls", ours: { measure { _ = try single.get("record") } },
+        cBaseline: { hiredisC("get") }, benchmarkBaseline: { redisBenchmark("get", clients: 1) }, pythonName: "get"),
+    Row(name: "set, 1 connection", unit: "calls", ours: { measure { try single.set("record", record) } },
+        cBaseline: { hiredisC("set") }, benchmarkBaseline: { redisBenchmark("set", clients: 1) }, pythonName: "set"),
+    Row(name: "get, 4 threads", unit: "calls", ours: { measure(threads: 4) { _ = try pooled4.get("record") } },
+        benchmarkBaseline: { redisBenchmark("get", clients: 4) }),
+    Row(name: "set, 4 threads", unit: "calls", ours: { measure(threads: 4) { try pooled4.set("record", record) } },
+        benchmarkBaseline: { redisBenchmark("set", clients: 4) }),
+    Row(name: "get, 16 threads", unit: "calls", ours: { measure(threads: 16) { _ = try pooled16.get("record") } },
+        benchmarkBaseline: { redisBenchmark("get", clients: 16) }),
+    Row(name: "set, 16 threads", unit: "calls", ours: { measure(threads: 16) { try pooled16.set("record", record) } },
+        benchmarkBaseline: { redisBenchmark("set", clients: 16) }),
+    Row(name: "mget 100 keys", unit: "keys", ours: { measure(unit: 100) { _ = try single.mget(bulkKeys) } },
+        benchmarkBaseline: { redisBenchmark("get", clients: 1, depth: 100) }, pythonName: "mget100", perKeyFactor: 100),
+    Row(name: "mset 100 keys", unit: "keys", ours: { measure(unit: 100) { try single.mset(bulkValues) } },
+        benchmarkBaseline: { redisBenchmark("set", clients: 1, depth: 100) }, pythonName: "mset100", perKeyFactor: 100),
+    Row(name: "mset 100 keys + TTL", unit: "keys", ours: { measure(unit: 100) { try single.mset(bulkValues, ttl: .seconds(60)) } },
+        benchmarkBaseline: { redisBenchmark("set", clients: 1, depth: 100) }, pythonName: "mset100-ttl", perKeyFactor: 100),
+    Row(name: "pipeline of 100 GET", unit: "commands", ours: { measure(unit: 100) { _ = try single.rawClient.pipeline(pipelineCommands) } },
+        cBaseline: { hiredisC("pipeline", depth: 100) }, benchmarkBaseline: { redisBenchmark("get", clients: 1, depth: 100) }),
+    Row(name: "pushLimit", unit: "calls", ours: { measure { try single.pushLimit("list", record, maxLength: 100, ttl: .seconds(60)) } },
+        pythonName: "pushLimit"),
+    Row(name: "casDictField", unit: "calls", ours: {
+        measure {
+            let flip = casFlip.add(1, ordering: .relaxed).newValue % 2 == 1
+            _ = try single.casDictField("cas", field: "status", expected: flip ? "a" : "b", newValue: ["status": flip ? "b" : "a"] as JSONValue)
+        }
+    }, pythonName: "casDictField"),
+    Row(name: "incr", unit: "calls", ours: { measure { try single.incr("counter") } },
+        benchmarkBaseline: { redisBenchmark("incr", clients: 1) }, pythonName: "incr"),
+    Row(name: "lock acquire + release", unit: "pairs", ours: {
+        measure {
+            let lock = single.getLock("lock", timeout: .seconds(10))
+            guard try lock.acquire(blocking: false) else { throw RedisError(.lockNotAcquired, "contended") }
+            try lock.release()
+        }
+    }, pythonName: "lock"),
+]
+
+// MARK: - Rounds
+
+var ours: [String: [Double]] = [:]
+var cRates: [String: [Double]] = [:]
+var benchmarkRates: [String: [Double]] = [:]
+var pythonRates: [String: [Double]] = [:]
+let pythonNames = rows.compactMap(\.pythonName)
+
+for round in 1...rounds {
+    log("round \(round)/\(rounds)")
+    for (name, rate) in pythonBaseline(pythonNames) { pythonRates[name, default: []].append(rate) }
+    for row in rows {
+        ours[row.name, default: []].append(row.ours())
+        if let c = row.cBaseline?() { cRates[row.name, default: []].append(c) }
+        if let benchmark = row.benchmarkBaseline?() { benchmarkRates[row.name, default: []].append(benchmark) }
+    }
+}
+
+// MARK: - Lock handoff latency
+
+/// Latency from a release to the next waiter's acquisition, with `waiters` threads contending.
+func handoffLatencies(waiters: Int, handoffs: Int) -> (p50: Double, p99: Double) {
+    let cache = makeCache(connections: waiters + 2)
+    let name = "handoff:\(waiters)"
+    let releasedAt = Mutex<ContinuousClock.Instant?>(nil)
+    let samples = Mutex<[Double]>([])
+    let remaining = Atomic<Int>(handoffs)
+    DispatchQueue.concurrentPerform(iterations: waiters) { _ in
+        let lock = cache.getLock(name, timeout: .seconds(10))
+        while remaining.load(ordering: .relaxed) > 0 {
+            guard (try? lock.acquire(blocking: true, timeout: .seconds(5))) == true else { continue }
+            let now = ContinuousClock.now
+            if let released = releasedAt.withLock({ $0 }) {
+                let gap = released.duration(to: now)
+                samples.withLock { $0.append(Double(gap.components.attoseconds) / 1e12 + Double(gap.components.seconds) * 1e6) }
+            }
+            remaining.subtract(1, ordering: .relaxed)
+            Thread.sleep(forTimeInterval: 0.0005)
+            releasedAt.withLock { $0 = ContinuousClock.now }
+            try? lock.release()
+        }
+    }
+    cache.close()
+    let sorted = samples.withLock { $0 }.sorted()
+    guard !sorted.isEmpty else { return (.nan, .nan) }
+    return (sorted[sorted.count / 2], sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.99))])
+}
+
+log("lock handoff latency")
+let handoff = [1, 8, 32].map { waiters in (waiters, handoffLatencies(waiters: max(waiters, 2), handoffs: 300)) }
+
+// MARK: - Resident memory
+
+func residentKiB() -> Int {
+    guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return -1 }
+    for line in text.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        return Int(line.split(separator: " ").dropFirst().first ?? "") ?? -1
+    }
+    return -1
+}
+
+log("resident memory over \(rssOps) operations")
+let rssCache = pooled4
+let perThread = rssOps / 4
+func churn(_ count: Int) {
+    DispatchQueue.concurrentPerform(iterations: 4) { thread in
+        for index in 0..<count {
+            if index % 2 == 0 { try? rssCache.set("rss:\(thread)", record) } else { _ = try? rssCache.get("rss:\(thread)") }
+        }
+    }
+}
+churn(20_000)
+let rssBefore = residentKiB()
+churn(perThread)
+let rssAfter = residentKiB()
+
+// MARK: - Report
+
+func format(_ value: Double) -> String {
+    guard value.isFinite else { return "-" }
+    return value >= 100 ? String(Int(value.rounded())) : String(format: "%.1f", value)
+}
+
+func ratio(_ ours: Double, _ baseline: Double?) -> String {
+    guard let baseline, baseline.isFinite, baseline > 0 else { return "-" }
+    return String(format: "%.2fx", ours / baseline)
+}
+
+print("| workload | BaldurCache | unit/s | vs raw hiredis C | vs redis-benchmark | vs Python baldur |")
+print("|---|---:|---|---:|---:|---:|")
+for row in rows {
+    let mine = median(ours[row.name] ?? [])
+    let c = cRates[row.name].map(median)
+    let benchmark = benchmarkRates[row.name].map(median)
+    let py = row.pythonName.flatMap { pythonRates[$0] }.map(median)
+    // Python's rates are per call; compare calls with calls.
+    print("| \(row.name) | \(format(mine)) | \(row.unit) | \(ratio(mine, c)) | \(ratio(mine, benchmark)) | \(ratio(mine / row.perKeyFactor, py)) |")
+}
+print("")
+print("| lock handoff | p50 | p99 |")
+print("|---|---:|---:|")
+for (waiters, latency) in handoff {
+    print("| \(waiters) waiter\(waiters == 1 ? "" : "s") | \(format(latency.p50)) µs | \(format(latency.p99)) µs |")
+}
+print("")
+print("Resident memory across \(rssOps) get/set operations after warm-up: \(rssBefore) KiB -> \(rssAfter) KiB (\(rssAfter - rssBefore >= 0 ? "+" : "")\(rssAfter - rssBefore) KiB).")
+print("Medians of \(rounds) rounds of \(seconds) s; redis-benchmark with -d \(recordSize); server \(host):\(port).")

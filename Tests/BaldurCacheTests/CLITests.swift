@@ -1,0 +1,208 @@
+import BaldurCache
+import Foundation
+import Testing
+
+/// Runs the `baldur-cache` executable that `scripts/run-tests.sh` built.
+struct CLI {
+    struct Outcome {
+        let status: Int32
+        let stdout: String
+        let stderr: String
+        var json: JSONValue? { try? JSONValue(parsing: stdout.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+
+    let url: String
+    let prefix: String?
+
+    init(url: String? = nil, prefix: String? = "bctest:\(UUID().uuidString):") throws {
+        self.url = try url ?? TestEnvironment.url()
+        self.prefix = prefix
+    }
+
+    /// Starts `baldur-cache ARGUMENTS --url URL [--prefix P]` (options go before a `--`).
+    func start(_ arguments: [String]) throws -> (Process, Pipe, Pipe) {
+        var full = arguments
+        var options = ["--url", url]
+        if let prefix { options += ["--prefix", prefix] }
+        if let separator = full.firstIndex(of: "--") { full.insert(contentsOf: options, at: separator) } else { full += options }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try TestEnvironment.value("BALDUR_TEST_CLI"))
+        process.arguments = full
+        var environment = ProcessInfo.processInfo.environment
+        environment.removeValue(forKey: "BALDUR_REDIS_URL")
+        process.environment = environment
+        let output = Pipe(), errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+        return (process, output, errors)
+    }
+
+    func run(_ arguments: String...) throws -> Outcome { try run(arguments) }
+
+    func run(_ arguments: [String]) throws -> Outcome {
+        let (process, output, errors) = try start(arguments)
+        return Self.finish(process, output, errors)
+    }
+
+    static func finish(_ process: Process, _ output: Pipe, _ errors: Pipe) -> Outcome {
+        let stdout = output.fileHandleForReading.readDataToEndOfFile()
+        let stderr = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let status = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
+        return Outcome(status: status, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
+    }
+}
+
+@Suite("baldur-cache command")
+struct CLITests {
+    @Test("set, get, ttl, incr, keys, scan, del and flush against a real server")
+    func dataCommands() throws {
+        let cli = try CLI()
+        defer { _ = try? cli.run("flush", "--yes") }
+        #expect(try cli.run("set", "order", #"{"id":7,"status":"pending","note":"héllo"}"#, "--ttl", "5m").status == 0)
+        let got = try cli.run("get", "order")
+        #expect(got.status == 0)
+        #expect(got.json == ["id": 7, "status": "pending", "note": "héllo"])
+        let ttl = try cli.run("ttl", "order")
+        #expect((295...300).contains(ttl.json?.intValue ?? 0))
+        #expect(try cli.run("set", "forever", "1").status == 0)
+        #expect(try cli.run("ttl", "forever").json == .null)
+        #expect(try cli.run("incr", "hits").json == 1)
+        #expect(try cli.run("incr", "hits", "--by", "41").json == 42)
+        #expect(try cli.run("incr", "hits", "--by=-2").json == 40)
+        #expect(try cli.run("keys").json == ["forever", "hits", "order"])
+        #expect(try cli.run("keys", "h*").json == ["hits"])
+        let scan = try cli.run("scan", "--count", "1000")
+        #expect(scan.json?["cursor"] == 0)
+        #expect(Set(scan.json?["keys"]?.arrayValue ?? []) == ["forever", "hits", "order"])
+        #expect(try cli.run("del", "order", "missing").json == 1)
+        #expect(try cli.run("health").json == ["healthy": true])
+        let flushed = try cli.run("flush", "--yes")
+        #expect(flushed.json == ["deleted": 2])
+        #expect(try cli.run("keys").json == [])
+    }
+
+    @Test("without --prefix the CLI sees what a default adapter wrote")
+    func defaultPrefix() throws {
+        let name = "bctest:cli:\(UUID().uuidString)"
+        let cache = try RedisCacheAdapter(url: TestEnvironment.url())
+        defer { _ = try? cache.delete(name); cache.close() }
+        try cache.set(name, ["from": "swift"] as JSONValue)
+        let cli = try CLI(prefix: nil)
+        #expect(try cli.run("get", name).json == ["from": "swift"])
+    }
+
+    @Test("missing keys, bad input and an unreachable server each give one clear line and a documented status")
+    func failures() throws {
+        let cli = try CLI()
+        let missing = try cli.run("get", "nope")
+        #expect(missing.status == 1)
+        #expect(missing.stderr == "baldur-cache: key 'nope' does not exist\n")
+        #expect(try cli.run("ttl", "nope").status == 1)
+
+        let notJSON = try cli.run("set", "k", "plain words")
+        #expect(notJSON.status == 3)
+        #expect(notJSON.stderr.hasPrefix("baldur-cache: the value is not JSON"))
+        #expect(notJSON.stderr.split(separator: "\n").count == 1)
+
+        let badTTL = try cli.run("set", "k", "1", "--ttl", "soon")
+        #expect(badTTL.status == 3)
+        #expect(badTTL.stderr.contains("--ttl must be a positive duration"))
+
+        let noYes = try cli.run("flush")
+        #expect(noYes.status == 3)
+        #expect(noYes.stderr.contains("--yes"))
+
+        let badURL = try CLI(url: "redis://:hunter2@localhost:99999").run("get", "k")
+        #expect(badURL.status == 3)
+        #expect(badURL.stderr.contains("bad port '99999'"))
+        #expect(!badURL.stderr.contains("hunter2"))
+        #expect(badURL.stderr.split(separator: "\n").count == 1)
+
+        let port = try freeLoopbackPort()
+        let down = try CLI(url: "redis://127.0.0.1:\(port)").run("get", "k")
+        #expect(down.status == 2)
+        #expect(down.stderr.contains("Connection refused"))
+        #expect(down.stderr.split(separator: "\n").count == 1)
+        let unhealthy = try CLI(url: "redis://127.0.0.1:\(port)").run("health")
+        #expect(unhealthy.status == 2)
+
+        // A value a third party stored that is not JSON.
+        let cache = try RedisCacheAdapter(url: TestEnvironment.url(), keyPrefix: cli.prefix)
+        defer { _ = try? cache.flushAll(); cache.close() }
+        try cache.rawClient.send("SET", RedisArgument(cli.prefix! + "raw"), "not json")
+        let raw = try cli.run("get", "raw")
+        #expect(raw.status == 3)
+        #expect(raw.stderr.contains("is not valid JSON"))
+
+        let usage = try cli.run("incr")
+        #expect(usage.status == 64)
+    }
+
+    @Test("--help works on every subcommand")
+    func help() throws {
+        let cli = try CLI()
+        for command in ["get", "set", "del", "ttl", "incr", "keys", "scan", "health", "flush", "lock", "demo"] {
+            let outcome = try cli.run(command, "--help")
+            #expect(outcome.status == 0, "\(command)")
+            #expect(outcome.stdout.contains("USAGE"), "\(command)")
+        }
+        #expect(try cli.run("--help").stdout.contains("75   lock: not acquired within --wait"))
+    }
+
+    @Test("lock runs the command under the lock and exits with its status; fencing tokens grow")
+    func lockRunsCommand() throws {
+        let cli = try CLI()
+        defer { _ = try? cli.run("flush", "--yes") }
+        #expect(try cli.run("lock", "job", "--", "sh", "-c", "exit 7").status == 7)
+        let first = try cli.run("lock", "job", "--fencing", "--", "sh", "-c", "echo $BALDUR_FENCING_TOKEN")
+        let second = try cli.run("lock", "job", "--fencing", "--", "sh", "-c", "echo $BALDUR_FENCING_TOKEN")
+        #expect(first.status == 0 && second.status == 0)
+        let tokens = [first, second].compactMap { Int($0.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        #expect(tokens.count == 2 && tokens[1] > tokens[0])
+        #expect(try cli.run("lock", "job", "--", "no-such-command-baldur").status == 127)
+        #expect(try cli.run("lock", "job").status == 64)
+    }
+
+    @Test("two concurrent lock invocations: the second fails at once with --wait 0s, or waits its turn")
+    func lockContention() throws {
+        let cli = try CLI()
+        defer { _ = try? cli.run("flush", "--yes") }
+        let (holder, holderOut, holderErr) = try cli.start(["lock", "shared", "--ttl", "5s", "--", "sh", "-c", "echo holding; sleep 1; echo done"])
+        // Wait until the first invocation holds the lock.
+        let cache = try RedisCacheAdapter(url: TestEnvironment.url(), keyPrefix: cli.prefix)
+        defer { cache.close() }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while try !cache.getLock("shared").locked(), ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.01) }
+
+        let refused = try cli.run("lock", "shared", "--wait", "0s", "--", "true")
+        #expect(refused.status == 75)
+        #expect(refused.stderr == "baldur-cache: lock 'shared' was not acquired within 0s\n")
+
+        let waited = try cli.run("lock", "shared", "--wait", "10s", "--", "sh", "-c", "echo second")
+        #expect(waited.status == 0)
+        #expect(waited.stdout == "second\n")
+        let first = CLI.finish(holder, holderOut, holderErr)
+        #expect(first.status == 0)
+        #expect(first.stdout == "holding\ndone\n")
+        #expect(try !cache.getLock("shared").locked())
+    }
+
+    @Test("a signal sent to lock is forwarded to the command, and the lock is released")
+    func lockForwardsSignals() throws {
+        let cli = try CLI()
+        defer { _ = try? cli.run("flush", "--yes") }
+        let (process, output, errors) = try cli.start(["lock", "signalled", "--", "sh", "-c", "trap 'echo got TERM; kill $! ; exit 3' TERM; echo ready; sleep 30 & wait"])
+        let cache = try RedisCacheAdapter(url: TestEnvironment.url(), keyPrefix: cli.prefix)
+        defer { cache.close() }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while try !cache.getLock("signalled").locked(), ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        Thread.sleep(forTimeInterval: 0.3)
+        kill(process.processIdentifier, SIGTERM)
+        let outcome = CLI.finish(process, output, errors)
+        #expect(outcome.status == 3)
+        #expect(outcome.stdout == "ready\ngot TERM\n")
+        #expect(try !cache.getLock("signalled").locked())
+    }
+}
