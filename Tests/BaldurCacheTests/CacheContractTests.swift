@@ -1,5 +1,6 @@
 import BaldurCache
 import Foundation
+import Synchronization
 import Testing
 
 /// The two providers the contract is run against.
@@ -372,5 +373,38 @@ struct CacheContractTests {
         #expect(!cache.healthCheck())
         let error = #expect(throws: RedisError.self) { try cache.get("k") }
         #expect(error?.code == .closed)
+    }
+}
+
+@Suite("Async offload")
+struct AsyncOffloadTests {
+    @Test("offload runs calls off the cooperative pool and returns their results and errors", arguments: Provider.allCases)
+    func offload(provider: Provider) async throws {
+        let cache = try provider.make()
+        defer { _ = try? cache.flushAll(); cache.close() }
+        try await cache.offload { try $0.set("k", 41) }
+        #expect(try await cache.offload { try $0.incr("k") } == 42)
+        await #expect(throws: RedisError.self) { try await cache.offload { try $0.get("k", as: [String].self) } }
+        // 32 offloaded calls that each block until all 32 are running at once: impossible
+        // on the cooperative pool (one thread per core), so they must run on threads of their own.
+        final class Counter: Sendable { let value = Atomic<Int>(0) }
+        let running = Counter()
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            for _ in 0..<32 {
+                group.addTask {
+                    try await cache.offload { cache in
+                        _ = try cache.incr("many")
+                        running.value.add(1, ordering: .relaxed)
+                        let deadline = ContinuousClock.now + .seconds(10)
+                        while running.value.load(ordering: .relaxed) < 32, ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.001) }
+                        return running.value.load(ordering: .relaxed) == 32
+                    }
+                }
+            }
+            var results: [Bool] = []
+            for try await value in group { results.append(value) }
+            #expect(results == Array(repeating: true, count: 32))
+        }
+        #expect(try await cache.offload { try $0.get("many") } == 32)
     }
 }
