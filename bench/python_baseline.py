@@ -1,11 +1,12 @@
 """The Python reference adapter (baldur-framework) on the benchmark's workloads.
 
-Usage: python_baseline.py URL SECONDS WORKLOAD...
-Prints one JSON object: {workload: operations per second}. The workloads and
-their data match Sources/BaldurBench exactly.
+Usage: python_baseline.py URL
+Reads lines "WORKLOAD SECONDS" on stdin and answers each with one line: the
+workload's operations per second over that many seconds. Staying up between
+requests lets baldur-bench measure each workload right next to its own. The
+workloads and their data match Sources/BaldurBench exactly.
 """
 
-import json
 import sys
 import time
 from datetime import timedelta
@@ -18,7 +19,7 @@ structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.
 from baldur.adapters.cache.redis_adapter import RedisCacheAdapter  # noqa: E402
 
 RECORD = {"id": 42, "status": "executing", "started_at": 1732640000.5, "attempt": 3, "tags": ["a", "b"]}
-url, seconds, workloads = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+url = sys.argv[1]
 cache = RedisCacheAdapter(url=url, key_prefix="bench:py:")
 keys = [f"k{i}" for i in range(100)]
 mapping = {k: RECORD for k in keys}
@@ -51,8 +52,7 @@ OPS = {
     "lock": lock_once,
 }
 
-results = {}
-for name in workloads:
+def rate(name, seconds):
     op = OPS[name]
     for _ in range(200):
         op()
@@ -63,6 +63,10 @@ for name in workloads:
         for _ in range(50):
             op()
         count += 50
-    results[name] = count / (time.perf_counter() - start)
+    return count / (time.perf_counter() - start)
+
+
+for line in sys.stdin:
+    name, seconds = line.split()
+    print(rate(name, float(seconds)), flush=True)
 cache.flush_all()
-print(json.dumps(results))

@@ -26,7 +26,7 @@ else
     url="redis://127.0.0.1:$port/0"
 fi
 
-gcc -O2 -o "$BALDUR_TMP/hiredis_loop" bench/hiredis_loop.c -lhiredis
+gcc -O2 -o "$BALDUR_TMP/hiredis_loop" bench/hiredis_loop.c -lhiredis -lpthread
 swift build -c release --product baldur-bench >/dev/null
 bin="$(swift build -c release --show-bin-path)"
 

@@ -8,7 +8,8 @@
 //
 // Every figure is the median of the rounds; each round measures a workload
 // and its baselines back to back. Ratios compare like with like:
-//   - raw hiredis C loop: the same command, one connection, no pipelining;
+//   - raw hiredis C loop: the same command, no pipelining, one connection per
+//     thread (the floor of any synchronous hiredis client);
 //   - redis-benchmark: same connection count, no pipelining (or -P 100 for
 //     100-key bulk calls and pipelines, compared per key);
 //   - Python baldur-framework: the same adapter call.
@@ -57,7 +58,7 @@ func measure(threads: Int = 1, unit: Int = 1, _ body: @Sendable @escaping () thr
     let failures = Atomic<Int>(0)
     let start = ContinuousClock.now
     let deadline = start + .milliseconds(Int(seconds * 1000))
-    DispatchQueue.concurrentPerform(iterations: threads) { _ in
+    runOnThreads(threads) { _ in
         var count = 0
         while ContinuousClock.now < deadline {
             for _ in 0..<20 {
@@ -99,16 +100,50 @@ func redisBenchmark(_ test: String, clients: Int, depth: Int = 1) -> Double {
     die("could not read redis-benchmark output: \(csv)")
 }
 
-func hiredisC(_ mode: String, depth: Int = 100) -> Double? {
+func hiredisC(_ mode: String, depth: Int = 100, threads: Int = 1) -> Double? {
     guard let hiredisLoop else { return nil }
-    return Double(run(hiredisLoop, [host, String(port), mode, String(seconds), String(depth)]).trimmingCharacters(in: .whitespacesAndNewlines))
+    let text = run(hiredisLoop, [host, String(port), mode, String(seconds), String(depth), String(threads)])
+    return Double(text.trimmingCharacters(in: .whitespacesAndNewlines))
 }
 
-func pythonBaseline(_ workloads: [String]) -> [String: Double] {
-    guard let python, let pythonScript else { return [:] }
-    let text = run(python, [pythonScript, url, String(seconds)] + workloads)
-    guard let value = try? JSONValue(parsing: text), case .object(let members) = value else { die("python baseline printed \(text)") }
-    return members.compactMapValues(\.doubleValue)
+/// The Python reference, kept running so each of its measurements sits right next to ours.
+final class PythonBaseline: @unchecked Sendable {
+    // Used from the main thread only.
+    private let process = Process()
+    private let input = Pipe()
+    private let output = Pipe()
+    private var buffered = Data()
+
+    private let seconds: Double
+
+    init?(python: String?, script: String?, url: String, seconds: Double) {
+        guard let python, let script else { return nil }
+        self.seconds = seconds
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = [script, url]
+        process.standardInput = input
+        process.standardOutput = output
+        do { try process.run() } catch { die("cannot start the Python baseline: \(error)") }
+    }
+
+    func rate(_ workload: String) -> Double {
+        input.fileHandleForWriting.write(Data("\(workload) \(seconds)\n".utf8))
+        while !buffered.contains(UInt8(ascii: "\n")) {
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty { die("the Python baseline exited") }
+            buffered.append(chunk)
+        }
+        let newline = buffered.firstIndex(of: UInt8(ascii: "\n"))!
+        let line = String(decoding: buffered[..<newline], as: UTF8.self)
+        buffered.removeSubrange(...newline)
+        guard let value = Double(line) else { die("the Python baseline answered '\(line)'") }
+        return value
+    }
+
+    func stop() {
+        try? input.fileHandleForWriting.close()
+        process.waitUntilExit()
+    }
 }
 
 func median(_ values: [Double]) -> Double {
@@ -155,6 +190,10 @@ if let profile = option("--profile") {
             case "get": _ = try single.get("record")
             case "set": try single.set("record", record)
             case "mget100": _ = try single.mget(bulkKeys)
+            case "mset100ttl": try single.mset(bulkValues, ttl: .seconds(60))
+            case "cas":
+                let flip = casFlip.add(1, ordering: .relaxed).newValue % 2 == 1
+                _ = try single.casDictField("cas", field: "status", expected: flip ? "a" : "b", newValue: ["status": flip ? "b" : "a"] as JSONValue)
             case "pipeline": _ = try single.rawClient.pipeline(pipelineCommands)
             default: die("unknown profile \(profile)")
             }
@@ -180,13 +219,13 @@ let rows: [Row] = [
     Row(name: "set, 1 connection", unit: "calls", ours: { measure { try single.set("record", record) } },
         cBaseline: { hiredisC("set") }, benchmarkBaseline: { redisBenchmark("set", clients: 1) }, pythonName: "set"),
     Row(name: "get, 4 threads", unit: "calls", ours: { measure(threads: 4) { _ = try pooled4.get("record") } },
-        benchmarkBaseline: { redisBenchmark("get", clients: 4) }),
+        cBaseline: { hiredisC("get", threads: 4) }, benchmarkBaseline: { redisBenchmark("get", clients: 4) }),
     Row(name: "set, 4 threads", unit: "calls", ours: { measure(threads: 4) { try pooled4.set("record", record) } },
-        benchmarkBaseline: { redisBenchmark("set", clients: 4) }),
+        cBaseline: { hiredisC("set", threads: 4) }, benchmarkBaseline: { redisBenchmark("set", clients: 4) }),
     Row(name: "get, 16 threads", unit: "calls", ours: { measure(threads: 16) { _ = try pooled16.get("record") } },
-        benchmarkBaseline: { redisBenchmark("get", clients: 16) }),
+        cBaseline: { hiredisC("get", threads: 16) }, benchmarkBaseline: { redisBenchmark("get", clients: 16) }),
     Row(name: "set, 16 threads", unit: "calls", ours: { measure(threads: 16) { try pooled16.set("record", record) } },
-        benchmarkBaseline: { redisBenchmark("set", clients: 16) }),
+        cBaseline: { hiredisC("set", threads: 16) }, benchmarkBaseline: { redisBenchmark("set", clients: 16) }),
     Row(name: "mget 100 keys", unit: "keys", ours: { measure(unit: 100) { _ = try single.mget(bulkKeys) } },
         benchmarkBaseline: { redisBenchmark("get", clients: 1, depth: 100) }, pythonName: "mget100", perKeyFactor: 100),
     Row(name: "mset 100 keys", unit: "keys", ours: { measure(unit: 100) { try single.mset(bulkValues) } },
@@ -220,17 +259,19 @@ var ours: [String: [Double]] = [:]
 var cRates: [String: [Double]] = [:]
 var benchmarkRates: [String: [Double]] = [:]
 var pythonRates: [String: [Double]] = [:]
-let pythonNames = rows.compactMap(\.pythonName)
+let pythonBaseline = PythonBaseline(python: python, script: pythonScript, url: url, seconds: seconds)
 
 for round in 1...rounds {
     log("round \(round)/\(rounds)")
-    for (name, rate) in pythonBaseline(pythonNames) { pythonRates[name, default: []].append(rate) }
+    // Each workload and its baselines back to back, so drift in the machine's speed hits them alike.
     for row in rows {
         ours[row.name, default: []].append(row.ours())
         if let c = row.cBaseline?() { cRates[row.name, default: []].append(c) }
         if let benchmark = row.benchmarkBaseline?() { benchmarkRates[row.name, default: []].append(benchmark) }
+        if let name = row.pythonName, let pythonBaseline { pythonRates[name, default: []].append(pythonBaseline.rate(name)) }
     }
 }
+pythonBaseline?.stop()
 
 // MARK: - Lock handoff latency
 
@@ -241,7 +282,7 @@ func handoffLatencies(waiters: Int, handoffs: Int) -> (p50: Double, p99: Double)
     let releasedAt = Mutex<ContinuousClock.Instant?>(nil)
     let samples = Mutex<[Double]>([])
     let remaining = Atomic<Int>(handoffs)
-    DispatchQueue.concurrentPerform(iterations: waiters) { _ in
+    runOnThreads(waiters) { _ in
         let lock = cache.getLock(name, timeout: .seconds(10))
         while remaining.load(ordering: .relaxed) > 0 {
             guard (try? lock.acquire(blocking: true, timeout: .seconds(5))) == true else { continue }
@@ -279,7 +320,7 @@ log("resident memory over \(rssOps) operations")
 let rssCache = pooled4
 let perThread = rssOps / 4
 func churn(_ count: Int) {
-    DispatchQueue.concurrentPerform(iterations: 4) { thread in
+    runOnThreads(4) { thread in
         for index in 0..<count {
             if index % 2 == 0 { try? rssCache.set("rss:\(thread)", record) } else { _ = try? rssCache.get("rss:\(thread)") }
         }

@@ -40,7 +40,7 @@ struct Demo: ParsableCommand {
             step(3, "casDictField under contention", "8 threads race to move one record from pending to claimed; one Lua script each, so exactly one wins.")
             try cache.set(run + "job", ["status": "pending"] as JSONValue)
             let winners = Mutex<[Int]>([])
-            DispatchQueue.concurrentPerform(iterations: 8) { worker in
+            runOnThreads(8) { worker in
                 let claimed: JSONValue = ["status": "claimed", "by": .int(Int64(worker))]
                 if (try? cache.casDictField(run + "job", field: "status", expected: "pending", newValue: claimed)) == true {
                     winners.withLock { $0.append(worker) }
@@ -67,7 +67,7 @@ struct Demo: ParsableCommand {
             let runs = Atomic<Int>(0)
             let values = Mutex<Set<String>>([])
             progress("16 callers, a factory that takes 0.5 s")
-            DispatchQueue.concurrentPerform(iterations: 16) { _ in
+            runOnThreads(16) { _ in
                 let value = try? cache.getOrSet(run + "report", as: String.self, ttl: .seconds(60)) {
                     runs.add(1, ordering: .relaxed)
                     Thread.sleep(forTimeInterval: 0.5)

@@ -60,7 +60,7 @@ do {
         let counter = RedisArgument(arguments[2] + arguments[4]), done = RedisArgument(arguments[2] + arguments[5])
         let completed = Atomic<Int>(0)
         let failures = Mutex<[String]>([])
-        DispatchQueue.concurrentPerform(iterations: threads) { _ in
+        runOnThreads(threads) { _ in
             let lock = cache.getLock(lockName, timeout: .milliseconds(ttl), blockingTimeout: .seconds(120))
             for _ in 0..<sections {
                 do {

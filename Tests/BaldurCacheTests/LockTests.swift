@@ -155,7 +155,7 @@ struct LockTests {
         try withProvider(provider) { cache throws in
             let runs = Atomic<Int>(0)
             let values = Mutex<[String]>([])
-            DispatchQueue.concurrentPerform(iterations: 16) { _ in
+            runOnThreads(16) { _ in
                 let value = try? cache.getOrSet("cold", as: String.self, ttl: .seconds(60)) {
                     runs.add(1, ordering: .relaxed)
                     Thread.sleep(forTimeInterval: 0.2)

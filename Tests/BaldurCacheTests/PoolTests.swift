@@ -12,7 +12,7 @@ struct PoolTests {
         defer { client.close() }
         let mismatches = Atomic<Int>(0)
         let failures = Mutex<[String]>([])
-        DispatchQueue.concurrentPerform(iterations: 32) { thread in
+        runOnThreads(32) { thread in
             for index in 0..<1000 {
                 let token = "t\(thread)-c\(index)"
                 do {

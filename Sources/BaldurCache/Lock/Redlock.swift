@@ -113,13 +113,20 @@ public final class Redlock: Sendable {
         for client in clients { client.close() }
     }
 
-    private func onEveryNode(_ body: @Sendable (RedisClient) -> Bool) -> [Bool] {
-        let results = Mutex([Bool](repeating: false, count: clients.count))
-        DispatchQueue.concurrentPerform(iterations: clients.count) { index in
+    /// Runs `body` against every master at once, each on a thread of its own.
+    private func onEveryNode(_ body: @escaping @Sendable (RedisClient) -> Bool) -> [Bool] {
+        let outcomes = Outcomes(count: clients.count)
+        let clients = self.clients
+        runOnThreads(clients.count) { index in
             let outcome = body(clients[index])
-            results.withLock { $0[index] = outcome }
+            outcomes.values.withLock { $0[index] = outcome }
         }
-        return results.withLock { $0 }
+        return outcomes.values.withLock { $0 }
+    }
+
+    private final class Outcomes: Sendable {
+        let values: Mutex<[Bool]>
+        init(count: Int) { values = Mutex([Bool](repeating: false, count: count)) }
     }
 }
 
