@@ -326,10 +326,12 @@ func churn(_ count: Int) {
         }
     }
 }
-churn(20_000)
-let rssBefore = residentKiB()
-churn(perThread)
-let rssAfter = residentKiB()
+churn(50_000)
+var rssCheckpoints = [residentKiB()]
+for _ in 0..<4 {
+    churn(perThread / 4)
+    rssCheckpoints.append(residentKiB())
+}
 
 // MARK: - Report
 
@@ -360,5 +362,6 @@ for (waiters, latency) in handoff {
     print("| \(waiters) waiter\(waiters == 1 ? "" : "s") | \(format(latency.p50)) µs | \(format(latency.p99)) µs |")
 }
 print("")
-print("Resident memory across \(rssOps) get/set operations after warm-up: \(rssBefore) KiB -> \(rssAfter) KiB (\(rssAfter - rssBefore >= 0 ? "+" : "")\(rssAfter - rssBefore) KiB).")
+let rssGrowth = rssCheckpoints.last! - rssCheckpoints.first!
+print("Resident memory across \(rssOps) get/set operations on 4 threads after warm-up, every quarter: \(rssCheckpoints.map { "\($0)" }.joined(separator: " -> ")) KiB (\(rssGrowth >= 0 ? "+" : "")\(rssGrowth) KiB).")
 print("Medians of \(rounds) rounds of \(seconds) s; redis-benchmark with -d \(recordSize); server \(host):\(port).")

@@ -52,11 +52,13 @@ public final class InMemoryCacheAdapter: CacheProvider {
 
     // MARK: - Values
 
+    /// The in-memory `get`, with the Redis adapter's semantics (see ``CacheProvider``).
     public func get<T: Decodable>(_ key: String, as type: T.Type) throws(RedisError) -> T? {
         guard let bytes = try withEntries({ entries throws(RedisError) in try Self.string(&entries, storageKey(key)) }) else { return nil }
         return try JSONCodec.decode(bytes, as: T.self, key: key)
     }
 
+    /// The in-memory `set`, with the Redis adapter's semantics (see ``CacheProvider``).
     public func set<T: Encodable>(_ key: String, _ value: T, ttl: Duration?) throws(RedisError) {
         let bytes = try JSONCodec.encode(value)
         let expiry = try Self.expiry(ttl ?? defaultTTL)
@@ -64,12 +66,14 @@ public final class InMemoryCacheAdapter: CacheProvider {
         try withEntries { entries in entries[full] = Entry(value: .string(bytes), expiresAt: expiry) }
     }
 
+    /// The in-memory `delete`, with the Redis adapter's semantics (see ``CacheProvider``).
     @discardableResult
     public func delete(_ key: String) throws(RedisError) -> Bool {
         let full = storageKey(key)
         return try withEntries { entries in Self.live(&entries, full) != nil && entries.removeValue(forKey: full) != nil }
     }
 
+    /// The in-memory `exists`, with the Redis adapter's semantics (see ``CacheProvider``).
     public func exists(_ key: String) throws(RedisError) -> Bool {
         let full = storageKey(key)
         return try withEntries { entries in Self.live(&entries, full) != nil }
@@ -77,6 +81,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
 
     // MARK: - Counters and TTLs
 
+    /// The in-memory `incr`, with the Redis adapter's semantics (see ``CacheProvider``).
     @discardableResult
     public func incr(_ key: String, by amount: Int64) throws(RedisError) -> Int64 {
         let full = storageKey(key)
@@ -94,12 +99,14 @@ public final class InMemoryCacheAdapter: CacheProvider {
         }
     }
 
+    /// The in-memory `decr`, with the Redis adapter's semantics (see ``CacheProvider``).
     @discardableResult
     public func decr(_ key: String, by amount: Int64) throws(RedisError) -> Int64 {
         guard amount != .min else { throw RedisError(.server, "ERR decrement would overflow") }
         return try incr(key, by: -amount)
     }
 
+    /// The in-memory `expire`, with the Redis adapter's semantics (see ``CacheProvider``).
     @discardableResult
     public func expire(_ key: String, ttl: Duration) throws(RedisError) -> Bool {
         let expiry = try Self.expiry(ttl)
@@ -111,6 +118,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
         }
     }
 
+    /// The in-memory `ttl`, with the Redis adapter's semantics (see ``CacheProvider``).
     public func ttl(_ key: String) throws(RedisError) -> Int? {
         let full = storageKey(key)
         return try withEntries { entries in
@@ -121,6 +129,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
         }
     }
 
+    /// The in-memory `setnx`, with the Redis adapter's semantics (see ``CacheProvider``).
     public func setnx<T: Encodable>(_ key: String, _ value: T, ttl: Duration?) throws(RedisError) -> Bool {
         let bytes = try JSONCodec.encode(value)
         let expiry = try Self.expiry(ttl)
@@ -134,6 +143,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
 
     // MARK: - Compare-and-set
 
+    /// The in-memory `casDictField`, with the Redis adapter's semantics (see ``CacheProvider``).
     public func casDictField<T: Encodable>(
         _ key: String, field: String, expected: JSONValue, newValue: T, ttl: Duration?
     ) throws(RedisError) -> Bool {
@@ -150,6 +160,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
         }
     }
 
+    /// The in-memory `casTakeover`, with the Redis adapter's semantics (see ``CacheProvider``).
     public func casTakeover<T: Encodable>(
         _ key: String, newRecord: T, staleBefore: Double, ttl: Duration?
     ) throws(RedisError) -> Bool {
@@ -165,6 +176,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
         }
     }
 
+    /// The in-memory `setIfFenced`, with the Redis adapter's semantics (see ``CacheProvider``).
     public func setIfFenced<T: Encodable>(_ key: String, _ value: T, fencingToken: Int64) throws(RedisError) -> Bool {
         let bytes = try JSONCodec.encode(value)
         let full = storageKey(key)
@@ -180,12 +192,14 @@ public final class InMemoryCacheAdapter: CacheProvider {
 
     // MARK: - Locks
 
+    /// The in-memory `getLock`, with the Redis adapter's semantics (see ``CacheProvider``).
     public func getLock(_ name: String, timeout: Duration, blockingTimeout: Duration?) -> DistributedLock {
         DistributedLock(key: keyPrefix.resolve() + name, store: MemoryLockStore(cache: self), timeout: timeout, blockingTimeout: blockingTimeout)
     }
 
     // MARK: - Bulk
 
+    /// The in-memory `mget`, with the Redis adapter's semantics (see ``CacheProvider``).
     public func mget<T: Decodable>(_ keys: [String], as type: T.Type) throws(RedisError) -> [String: T] {
         let prefix = keyPrefix.resolve()
         let found = try withEntries { entries throws(RedisError) in
@@ -200,6 +214,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
         return result
     }
 
+    /// The in-memory `mset`, with the Redis adapter's semantics (see ``CacheProvider``).
     public func mset<T: Encodable>(_ values: [String: T], ttl: Duration?) throws(RedisError) {
         let prefix = keyPrefix.resolve()
         let expiry = try Self.expiry(ttl)
@@ -210,6 +225,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
         }
     }
 
+    /// The in-memory `mdelete`, with the Redis adapter's semantics (see ``CacheProvider``).
     @discardableResult
     public func mdelete(_ keys: [String]) throws(RedisError) -> Int {
         let prefix = keyPrefix.resolve()
@@ -225,12 +241,14 @@ public final class InMemoryCacheAdapter: CacheProvider {
 
     // MARK: - Hashes
 
+    /// The in-memory `hget`, with the Redis adapter's semantics (see ``CacheProvider``).
     public func hget<T: Decodable>(_ name: String, field: String, as type: T.Type) throws(RedisError) -> T? {
         let full = storageKey(name)
         let bytes = try withEntries { entries throws(RedisError) in try Self.hash(&entries, full)?[field] }
         return try bytes.map { (bytes) throws(RedisError) in try JSONCodec.decode(bytes, as: T.self, key: "\(name)[\(field)]") }
     }
 
+    /// The in-memory `hset`, with the Redis adapter's semantics (see ``CacheProvider``).
     public func hset<T: Encodable>(_ name: String, field: String, _ value: T) throws(RedisError) {
         let bytes = try JSONCodec.encode(value)
         let full = storageKey(name)
@@ -241,6 +259,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
         }
     }
 
+    /// The in-memory `hgetall`, with the Redis adapter's semantics (see ``CacheProvider``).
     public func hgetall<T: Decodable>(_ name: String, as type: T.Type) throws(RedisError) -> [String: T] {
         let full = storageKey(name)
         let fields = try withEntries { entries throws(RedisError) in try Self.hash(&entries, full) ?? [:] }
@@ -251,6 +270,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
 
     // MARK: - Lists
 
+    /// The in-memory `pushLimit`, with the Redis adapter's semantics (see ``CacheProvider``).
     @discardableResult
     public func pushLimit<T: Encodable>(_ key: String, _ value: T, maxLength: Int, ttl: Duration?) throws(RedisError) -> Int {
         let bytes = try JSONCodec.encode(value)
@@ -267,6 +287,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
         }
     }
 
+    /// The in-memory `listRange`, with the Redis adapter's semantics (see ``CacheProvider``).
     public func listRange<T: Decodable>(_ key: String, start: Int, end: Int, as type: T.Type) throws(RedisError) -> [T] {
         let full = storageKey(key)
         let items = try withEntries { entries throws(RedisError) in try Self.list(&entries, full) ?? [] }
@@ -282,8 +303,10 @@ public final class InMemoryCacheAdapter: CacheProvider {
 
     // MARK: - Health and keys
 
+    /// The in-memory `healthCheck`, with the Redis adapter's semantics (see ``CacheProvider``).
     public func healthCheck() -> Bool { !state.withLock { $0.closed } }
 
+    /// The in-memory `flushAll`, with the Redis adapter's semantics (see ``CacheProvider``).
     @discardableResult
     public func flushAll() throws(RedisError) -> Int {
         let prefix = keyPrefix.resolve()
@@ -294,10 +317,12 @@ public final class InMemoryCacheAdapter: CacheProvider {
         }
     }
 
+    /// The in-memory `keys`, with the Redis adapter's semantics (see ``CacheProvider``).
     public func keys(_ pattern: String) throws(RedisError) -> [String] {
         try scan(pattern, count: Int.max, cursor: 0).keys
     }
 
+    /// The in-memory `scan`, with the Redis adapter's semantics (see ``CacheProvider``).
     public func scan(_ pattern: String, count: Int, cursor: UInt64) throws(RedisError) -> (cursor: UInt64, keys: [String]) {
         guard count > 0 else { throw RedisError(.invalidArgument, "scan count must be at least 1, not \(count)") }
         let prefix = keyPrefix.resolve()
@@ -311,8 +336,10 @@ public final class InMemoryCacheAdapter: CacheProvider {
         return (end >= all.count ? 0 : UInt64(end), page.map { String($0.dropFirst(prefix.count)) })
     }
 
+    /// The in-memory `close`, with the Redis adapter's semantics (see ``CacheProvider``).
     public func close() { state.withLock { $0.closed = true } }
 
+    /// The in-memory `reconnect`, with the Redis adapter's semantics (see ``CacheProvider``).
     public func reconnect() throws(RedisError) {
         try withEntries { _ in }
     }

@@ -9,8 +9,11 @@ import Foundation
 /// - ``none``: no prefix; the caller composes its own keys.
 /// - ``literal(_:)``: this exact string, never shifted by synthetic mode.
 public enum KeyPrefix: Sendable, Hashable {
+    /// `baldur:` (namespaced, synthetic-aware), resolved on every call.
     case dynamic
+    /// No prefix.
     case none
+    /// This exact string.
     case literal(String)
 
     /// The reference's spelling: `nil` is dynamic, `""` is none, anything else literal.

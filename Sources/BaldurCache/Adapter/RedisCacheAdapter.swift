@@ -71,6 +71,7 @@ public final class RedisCacheAdapter: CacheProvider {
 
     // MARK: - Values
 
+    /// Reads and decodes `key` (`GET`); `nil` when missing. Throws `decoding` naming the key for a value that is not JSON or not a `T`.
     public func get<T: Decodable>(_ key: String, as type: T.Type) throws(RedisError) -> T? {
         try logged("get", key) { () throws(RedisError) in
             let reply = try rawClient.send("GET", storageKey(key))
@@ -79,6 +80,7 @@ public final class RedisCacheAdapter: CacheProvider {
         }
     }
 
+    /// Stores `value` as compact JSON (`SET key json [EX s|PX ms]`, `defaultTTL` when `ttl` is nil).
     public func set<T: Encodable>(_ key: String, _ value: T, ttl: Duration?) throws(RedisError) {
         try logged("set", key) { () throws(RedisError) in
             var command: [RedisArgument] = ["SET", storageKey(key), .bytes(try JSONCodec.encode(value))]
@@ -87,6 +89,7 @@ public final class RedisCacheAdapter: CacheProvider {
         }
     }
 
+    /// Deletes `key` (`DEL`); `true` when it existed.
     @discardableResult
     public func delete(_ key: String) throws(RedisError) -> Bool {
         try logged("delete", key) { () throws(RedisError) in
@@ -94,6 +97,7 @@ public final class RedisCacheAdapter: CacheProvider {
         }
     }
 
+    /// `true` when `key` exists (`EXISTS`).
     public func exists(_ key: String) throws(RedisError) -> Bool {
         try logged("exists", key) { () throws(RedisError) in
             try rawClient.send("EXISTS", storageKey(key)).expectInteger("EXISTS") > 0
@@ -102,6 +106,7 @@ public final class RedisCacheAdapter: CacheProvider {
 
     // MARK: - Counters and TTLs
 
+    /// Adds `amount` (`INCRBY`) and returns the new value.
     @discardableResult
     public func incr(_ key: String, by amount: Int64) throws(RedisError) -> Int64 {
         try logged("incr", key) { () throws(RedisError) in
@@ -109,6 +114,7 @@ public final class RedisCacheAdapter: CacheProvider {
         }
     }
 
+    /// Subtracts `amount` (`DECRBY`) and returns the new value.
     @discardableResult
     public func decr(_ key: String, by amount: Int64) throws(RedisError) -> Int64 {
         try logged("decr", key) { () throws(RedisError) in
@@ -116,6 +122,7 @@ public final class RedisCacheAdapter: CacheProvider {
         }
     }
 
+    /// Sets the time to live (`EXPIRE`, or `PEXPIRE` for fractional seconds); `true` when the key exists.
     @discardableResult
     public func expire(_ key: String, ttl: Duration) throws(RedisError) -> Bool {
         try logged("expire", key) { () throws(RedisError) in
@@ -125,6 +132,7 @@ public final class RedisCacheAdapter: CacheProvider {
         }
     }
 
+    /// Seconds left (`TTL`): `nil` without expiry, `-2` when missing.
     public func ttl(_ key: String) throws(RedisError) -> Int? {
         try logged("ttl", key) { () throws(RedisError) in
             let seconds = try rawClient.send("TTL", storageKey(key)).expectInteger("TTL")
@@ -132,6 +140,7 @@ public final class RedisCacheAdapter: CacheProvider {
         }
     }
 
+    /// Stores `value` iff `key` is absent, TTL included, atomically (`SET key json NX [EX|PX]`).
     public func setnx<T: Encodable>(_ key: String, _ value: T, ttl: Duration?) throws(RedisError) -> Bool {
         try logged("setnx", key) { () throws(RedisError) in
             var command: [RedisArgument] = ["SET", storageKey(key), .bytes(try JSONCodec.encode(value)), "NX"]
@@ -142,6 +151,7 @@ public final class RedisCacheAdapter: CacheProvider {
 
     // MARK: - Compare-and-set
 
+    /// Compare-and-set on one field of a JSON record (one `EVALSHA`; see ``CacheProvider``).
     public func casDictField<T: Encodable>(
         _ key: String, field: String, expected: JSONValue, newValue: T, ttl: Duration?
     ) throws(RedisError) -> Bool {
@@ -157,6 +167,7 @@ public final class RedisCacheAdapter: CacheProvider {
         }
     }
 
+    /// Takes over a failed or stale executing record (one `EVALSHA`; see ``CacheProvider``).
     public func casTakeover<T: Encodable>(
         _ key: String, newRecord: T, staleBefore: Double, ttl: Duration?
     ) throws(RedisError) -> Bool {
@@ -171,6 +182,7 @@ public final class RedisCacheAdapter: CacheProvider {
         }
     }
 
+    /// Stores `value` iff `fencingToken` is not stale (one `EVALSHA` over `key` and `key:fence-seen`).
     public func setIfFenced<T: Encodable>(_ key: String, _ value: T, fencingToken: Int64) throws(RedisError) -> Bool {
         try logged("setIfFenced", key) { () throws(RedisError) in
             let full = keyPrefix.resolve() + key
@@ -183,12 +195,14 @@ public final class RedisCacheAdapter: CacheProvider {
 
     // MARK: - Locks
 
+    /// A lock on prefix + `name`, resolved now (`SET NX PX` to acquire, `EVALSHA` to release).
     public func getLock(_ name: String, timeout: Duration, blockingTimeout: Duration?) -> DistributedLock {
         DistributedLock(key: keyPrefix.resolve() + name, store: RedisLockStore(client: rawClient), timeout: timeout, blockingTimeout: blockingTimeout)
     }
 
     // MARK: - Bulk
 
+    /// Reads many keys in one `MGET`; missing keys are omitted.
     public func mget<T: Decodable>(_ keys: [String], as type: T.Type) throws(RedisError) -> [String: T] {
         guard !keys.isEmpty else { return [:] }
         return try logged("mget", "\(keys.count) keys") { () throws(RedisError) in
@@ -203,6 +217,7 @@ public final class RedisCacheAdapter: CacheProvider {
         }
     }
 
+    /// Stores many values in one round trip: `MSET`, or pipelined `SET ... EX|PX` with a TTL.
     public func mset<T: Encodable>(_ values: [String: T], ttl: Duration?) throws(RedisError) {
         guard !values.isEmpty else { return }
         try logged("mset", "\(values.count) keys") { () throws(RedisError) in
@@ -227,6 +242,7 @@ public final class RedisCacheAdapter: CacheProvider {
         }
     }
 
+    /// Deletes many keys in one `DEL`; returns how many existed.
     @discardableResult
     public func mdelete(_ keys: [String]) throws(RedisError) -> Int {
         guard !keys.isEmpty else { return 0 }
@@ -238,6 +254,7 @@ public final class RedisCacheAdapter: CacheProvider {
 
     // MARK: - Hashes
 
+    /// Reads one hash field (`HGET`) and decodes it.
     public func hget<T: Decodable>(_ name: String, field: String, as type: T.Type) throws(RedisError) -> T? {
         try logged("hget", name) { () throws(RedisError) in
             guard case .bulk(let bytes) = try rawClient.send("HGET", storageKey(name), RedisArgument(field)) else { return nil }
@@ -245,12 +262,14 @@ public final class RedisCacheAdapter: CacheProvider {
         }
     }
 
+    /// Stores one hash field as JSON (`HSET`).
     public func hset<T: Encodable>(_ name: String, field: String, _ value: T) throws(RedisError) {
         try logged("hset", name) { () throws(RedisError) in
             try rawClient.send("HSET", storageKey(name), RedisArgument(field), .bytes(try JSONCodec.encode(value)))
         }
     }
 
+    /// Reads every field of a hash (`HGETALL`).
     public func hgetall<T: Decodable>(_ name: String, as type: T.Type) throws(RedisError) -> [String: T] {
         try logged("hgetall", name) { () throws(RedisError) in
             let flat = try rawClient.send("HGETALL", storageKey(name)).expectArray("HGETALL")
@@ -269,6 +288,7 @@ public final class RedisCacheAdapter: CacheProvider {
 
     // MARK: - Lists
 
+    /// `RPUSH` + `LTRIM` + `PEXPIRE` in one `EVALSHA`; returns the pre-trim length.
     @discardableResult
     public func pushLimit<T: Encodable>(_ key: String, _ value: T, maxLength: Int, ttl: Duration?) throws(RedisError) -> Int {
         try logged("pushLimit", key) { () throws(RedisError) in
@@ -282,6 +302,7 @@ public final class RedisCacheAdapter: CacheProvider {
         }
     }
 
+    /// Elements `start...end` of a list (`LRANGE`), decoded.
     public func listRange<T: Decodable>(_ key: String, start: Int, end: Int, as type: T.Type) throws(RedisError) -> [T] {
         try logged("listRange", key) { () throws(RedisError) in
             let items = try rawClient.send("LRANGE", storageKey(key), RedisArgument(start), RedisArgument(end)).expectArray("LRANGE")
@@ -296,6 +317,7 @@ public final class RedisCacheAdapter: CacheProvider {
 
     // MARK: - Health and keys
 
+    /// `true` when Redis answers `PING`; logs the failure at info otherwise.
     public func healthCheck() -> Bool {
         do {
             try rawClient.ping()
@@ -306,6 +328,7 @@ public final class RedisCacheAdapter: CacheProvider {
         }
     }
 
+    /// Deletes every key under the prefix (`SCAN MATCH prefix* COUNT 500` + `DEL`), never `FLUSHDB`.
     @discardableResult
     public func flushAll() throws(RedisError) -> Int {
         let prefix = keyPrefix.resolve()
@@ -324,6 +347,7 @@ public final class RedisCacheAdapter: CacheProvider {
         }
     }
 
+    /// Every key matching `pattern` under the prefix, without it (a full `SCAN`, never `KEYS`).
     public func keys(_ pattern: String) throws(RedisError) -> [String] {
         let prefix = keyPrefix.resolve()
         return try logged("keys", pattern) { () throws(RedisError) in
@@ -340,6 +364,7 @@ public final class RedisCacheAdapter: CacheProvider {
         }
     }
 
+    /// One `SCAN cursor MATCH prefix+pattern COUNT count` page, keys without the prefix.
     public func scan(_ pattern: String, count: Int, cursor: UInt64) throws(RedisError) -> (cursor: UInt64, keys: [String]) {
         guard count > 0 else { throw RedisError(.invalidArgument, "scan count must be at least 1, not \(count)") }
         let prefix = keyPrefix.resolve()
@@ -349,8 +374,10 @@ public final class RedisCacheAdapter: CacheProvider {
         }
     }
 
+    /// Closes every pooled connection; idempotent.
     public func close() { rawClient.close() }
 
+    /// Drops every pooled connection and proves Redis is back with `PING`.
     public func reconnect() throws(RedisError) { try rawClient.reconnect() }
 
     // MARK: - Internals

@@ -5,6 +5,7 @@ public enum RedisServerAddress: Sendable, Hashable, CustomStringConvertible {
     /// A unix domain socket path.
     case unix(path: String)
 
+    /// `host:port`, `[v6]:port` or `unix:/path`.
     public var description: String {
         switch self {
         case .tcp(let host, let port): return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"

@@ -25,8 +25,10 @@ public struct RedisArgument: Sendable, Hashable, ExpressibleByStringLiteral, Exp
     /// An argument sent as these bytes, unchanged.
     public static func bytes(_ bytes: [UInt8]) -> RedisArgument { RedisArgument(bytes: bytes) }
 
+    /// A string literal is sent as its UTF-8 bytes.
     public init(stringLiteral value: String) { storage = .text(value) }
 
+    /// An integer literal is sent as its decimal digits.
     public init(integerLiteral value: Int) { storage = .text(String(value)) }
 
     /// The number of bytes this argument puts on the wire.

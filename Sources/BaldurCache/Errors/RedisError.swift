@@ -68,6 +68,7 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
         /// A lock could not be acquired within its blocking timeout.
         public static let lockNotAcquired = Code(kind: .lockNotAcquired)
 
+        /// The code's name, such as `readTimeout`.
         public var description: String { kind.rawValue }
     }
 
@@ -102,5 +103,6 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// `RedisError(code): message`.
     public var description: String { "RedisError(\(code)): \(message)" }
 }

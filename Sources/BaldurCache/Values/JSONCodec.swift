@@ -122,11 +122,13 @@ enum JSONWriter {
         case .object(let members):
             output.append(UInt8(ascii: "{"))
             // Sorted, so equal records serialize to equal bytes.
-            for (index, key) in members.keys.sorted().enumerated() {
-                if index > 0 { output.append(UInt8(ascii: ",")) }
+            var first = true
+            for (key, member) in members.sorted(by: { $0.key < $1.key }) {
+                if !first { output.append(UInt8(ascii: ",")) }
+                first = false
                 writeString(key, into: &output)
                 output.append(UInt8(ascii: ":"))
-                try write(members[key]!, into: &output)
+                try write(member, into: &output)
             }
             output.append(UInt8(ascii: "}"))
         }

@@ -13,12 +13,19 @@
 /// Integers beyond the range of `Int64` (Python allows any size) decode as
 /// `.double` and may lose precision.
 public enum JSONValue: Sendable, Hashable {
+    /// JSON `null` (Python `None`).
     case null
+    /// `true` or `false`.
     case bool(Bool)
+    /// A number written without fraction or exponent that fits `Int64` (Python `int`).
     case int(Int64)
+    /// Any other number (Python `float`); NaN and infinities cannot be stored.
     case double(Double)
+    /// A string.
     case string(String)
+    /// An array (Python `list`).
     case array([JSONValue])
+    /// An object (Python `dict`); stored with its members sorted by name.
     case object([String: JSONValue])
 
     /// The member `key` of an object; `nil` for a missing member or a non-object.
@@ -82,18 +89,27 @@ public enum JSONValue: Sendable, Hashable {
 extension JSONValue: ExpressibleByNilLiteral, ExpressibleByBooleanLiteral, ExpressibleByIntegerLiteral,
     ExpressibleByFloatLiteral, ExpressibleByStringLiteral, ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral
 {
+    /// `nil` is `.null`.
     public init(nilLiteral: ()) { self = .null }
+    /// `true` / `false` are `.bool`.
     public init(booleanLiteral value: Bool) { self = .bool(value) }
+    /// Integer literals are `.int`.
     public init(integerLiteral value: Int64) { self = .int(value) }
+    /// Floating-point literals are `.double`.
     public init(floatLiteral value: Double) { self = .double(value) }
+    /// String literals are `.string`.
     public init(stringLiteral value: String) { self = .string(value) }
+    /// Array literals are `.array`.
     public init(arrayLiteral elements: JSONValue...) { self = .array(elements) }
+    /// Dictionary literals are `.object`; a repeated key keeps its last value.
     public init(dictionaryLiteral elements: (String, JSONValue)...) {
         self = .object(Dictionary(elements, uniquingKeysWith: { _, last in last }))
     }
 }
 
 extension JSONValue: Codable {
+    /// Decodes any JSON value through a `Decoder`. Note that `JSONDecoder` does not tell
+    /// `1` from `1.0`; the adapters' own parser does.
     public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
         if container.decodeNil() {
@@ -113,6 +129,7 @@ extension JSONValue: Codable {
         }
     }
 
+    /// Encodes the value through an `Encoder`.
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         switch self {
