@@ -213,15 +213,21 @@ struct Row {
     var perKeyFactor: Double = 1
 }
 
-let rows: [Row] = [
+let allRows: [Row] = [
     Row(name: "get, 1 connection", unit: "calls", ours: { measure { _ = try single.get("record") } },
         cBaseline: { hiredisC("get") }, benchmarkBaseline: { redisBenchmark("get", clients: 1) }, pythonName: "get"),
     Row(name: "set, 1 connection", unit: "calls", ours: { measure { try single.set("record", record) } },
         cBaseline: { hiredisC("set") }, benchmarkBaseline: { redisBenchmark("set", clients: 1) }, pythonName: "set"),
+    Row(name: "raw GET through the pool, 4 threads", unit: "calls", ours: {
+        measure(threads: 4) { _ = try pooled4.rawClient.send("GET", "bench:swift:record") }
+    }, cBaseline: { hiredisC("get", threads: 4) }, benchmarkBaseline: { redisBenchmark("get", clients: 4) }),
     Row(name: "get, 4 threads", unit: "calls", ours: { measure(threads: 4) { _ = try pooled4.get("record") } },
         cBaseline: { hiredisC("get", threads: 4) }, benchmarkBaseline: { redisBenchmark("get", clients: 4) }),
     Row(name: "set, 4 threads", unit: "calls", ours: { measure(threads: 4) { try pooled4.set("record", record) } },
         cBaseline: { hiredisC("set", threads: 4) }, benchmarkBaseline: { redisBenchmark("set", clients: 4) }),
+    Row(name: "raw GET through the pool, 16 threads", unit: "calls", ours: {
+        measure(threads: 16) { _ = try pooled16.rawClient.send("GET", "bench:swift:record") }
+    }, cBaseline: { hiredisC("get", threads: 16) }, benchmarkBaseline: { redisBenchmark("get", clients: 16) }),
     Row(name: "get, 16 threads", unit: "calls", ours: { measure(threads: 16) { _ = try pooled16.get("record") } },
         cBaseline: { hiredisC("get", threads: 16) }, benchmarkBaseline: { redisBenchmark("get", clients: 16) }),
     Row(name: "set, 16 threads", unit: "calls", ours: { measure(threads: 16) { try pooled16.set("record", record) } },
@@ -252,6 +258,9 @@ let rows: [Row] = [
         }
     }, pythonName: "lock"),
 ]
+
+/// `--only TEXT` keeps the rows whose name contains TEXT (for investigating one workload).
+let rows = option("--only").map { only in allRows.filter { $0.name.contains(only) } } ?? allRows
 
 // MARK: - Rounds
 
