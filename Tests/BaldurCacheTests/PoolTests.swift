@@ -1,4 +1,4 @@
-import BaldurCache
+@testable import BaldurCache
 import Dispatch
 import Foundation
 import Synchronization
@@ -130,5 +130,26 @@ struct PoolTests {
         let secondID = try client.send("CLIENT", "ID").integer
         #expect(firstID != nil && secondID != nil && firstID != secondID)
         #expect(client.openConnections == 1)
+    }
+}
+
+@Suite("Pool health checks")
+struct PoolHealthCheckTests {
+    @Test("an idle connection older than healthCheckInterval is checked with PING before reuse; a fresh one is not")
+    func healthCheckBeforeReuse() throws {
+        let server = try TestRedisServer()
+        defer { server.stop() }
+        var configuration = try server.configuration()
+        configuration.maxConnections = 1
+        configuration.healthCheckInterval = .seconds(5)
+        let client = try RedisClient(configuration: configuration)
+        defer { client.close() }
+        try client.send("CONFIG", "RESETSTAT")
+        try client.send("ECHO", "fresh")
+        #expect(!(try client.send("INFO", "commandstats").string ?? "").contains("cmdstat_ping"))
+        // Age the pooled connection past the interval, as six idle seconds would.
+        try client.withConnection { connection in connection.lastUsed = .now - .seconds(6) }
+        try client.send("ECHO", "aged")
+        #expect((try client.send("INFO", "commandstats").string ?? "").contains("cmdstat_ping:calls=1,"))
     }
 }
