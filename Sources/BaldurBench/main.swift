@@ -195,6 +195,7 @@ if let profile = option("--profile") {
                 let flip = casFlip.add(1, ordering: .relaxed).newValue % 2 == 1
                 _ = try single.casDictField("cas", field: "status", expected: flip ? "a" : "b", newValue: ["status": flip ? "b" : "a"] as JSONValue)
             case "pipeline": _ = try single.rawClient.pipeline(pipelineCommands)
+            case "rawget": _ = try single.rawClient.send("GET", "bench:swift:record")
             default: die("unknown profile \(profile)")
             }
         }

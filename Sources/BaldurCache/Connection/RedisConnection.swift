@@ -26,16 +26,18 @@ public final class RedisConnection: @unchecked Sendable {
     // the same way, so the context is never touched by two threads at once;
     // the mutex hand-off orders every access. Direct users of
     // RedisConnection must keep to one thread at a time, as documented.
-    private var context: UnsafeMutablePointer<redisContext>?
+    // The connection has one user at a time (see above), so the runtime's
+    // dynamic exclusivity checks on these hot fields only cost time.
+    @exclusivity(unchecked) private var context: UnsafeMutablePointer<redisContext>?
     /// Reused for every command: all argument bytes, back to back.
-    private var argumentBytes: [UInt8] = []
+    @exclusivity(unchecked) private var argumentBytes: [UInt8] = []
     /// Reused for every command: argument lengths.
-    private var argumentLengths: [Int] = []
+    @exclusivity(unchecked) private var argumentLengths: [Int] = []
 
     /// The server this connection talks to.
     public let address: RedisServerAddress
     /// When the connection was last used successfully (monotonic clock).
-    var lastUsed: ContinuousClock.Instant
+    @exclusivity(unchecked) var lastUsed: ContinuousClock.Instant
 
     private static let ignoreSIGPIPE: Void = {
         // hiredis writes with write(2); a peer that closed the socket would
