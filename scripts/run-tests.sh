@@ -13,7 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
+# apt-get update + apt-get install -y for whichever of these is missing (scripts/lib.sh).
 ensure_packages libhiredis-dev redis-server redis-tools
+# pip install 'baldur-framework[redis]' into a virtualenv, once.
 ensure_python_reference
 
 make_tmp
