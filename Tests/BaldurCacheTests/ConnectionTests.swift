@@ -194,27 +194,27 @@ struct ConnectionTests {
     func retryOnlyReadOnly() throws {
         let server = try TestRedisServer()
         defer { server.stop() }
-        let client = try RedisClient(configuration: server.configuration(socketTimeout: .milliseconds(300)))
+        let client = try RedisClient(configuration: server.configuration(socketTimeout: .milliseconds(400)))
         defer { client.close() }
         let admin = try RedisClient(configuration: server.configuration())
         defer { admin.close() }
         try client.send("SET", "k", "v")
 
-        // Paused for 450 ms: the first GET times out at 300 ms, the retry is
-        // answered when the pause ends, well inside its own 300 ms.
-        try admin.send("CLIENT", "PAUSE", "450", "ALL")
+        // Paused for 500 ms: the first GET times out at 400 ms, the retry is
+        // answered when the pause ends, well inside its own 400 ms.
+        try admin.send("CLIENT", "PAUSE", "500", "ALL")
         #expect(try client.send("GET", "k").string == "v")
 
-        try admin.send("CLIENT", "PAUSE", "450", "ALL")
+        try admin.send("CLIENT", "PAUSE", "500", "ALL")
         let error = #expect(throws: RedisError.self) { try client.send("SET", "k", "w") }
         #expect(error?.code == .readTimeout)
 
-        var noRetry = try server.configuration(socketTimeout: .milliseconds(300))
+        var noRetry = try server.configuration(socketTimeout: .milliseconds(400))
         noRetry.retryOnTimeout = false
         let strict = try RedisClient(configuration: noRetry)
         defer { strict.close() }
         try strict.ping()
-        try admin.send("CLIENT", "PAUSE", "450", "ALL")
+        try admin.send("CLIENT", "PAUSE", "500", "ALL")
         let readError = #expect(throws: RedisError.self) { try strict.send("GET", "k") }
         #expect(readError?.code == .readTimeout)
     }

@@ -104,10 +104,10 @@ struct LockTests {
     @Test("auto-renewal keeps a short lock alive while held and stops at release", arguments: Provider.allCases)
     func autoRenewal(provider: Provider) throws {
         try withProvider(provider) { cache throws in
-            let lock = cache.getLock("renewed", timeout: .milliseconds(300))
+            let lock = cache.getLock("renewed", timeout: .milliseconds(600))
             let rival = cache.getLock("renewed", timeout: .seconds(10))
             try lock.withLock(autoRenew: true) { () throws in
-                Thread.sleep(forTimeInterval: 1.0)   // more than three lock lifetimes
+                Thread.sleep(forTimeInterval: 2.0)   // more than three lock lifetimes
                 #expect(try lock.owned())
                 #expect(try !rival.acquire(blocking: false))
             }
@@ -271,12 +271,14 @@ struct LockTests {
         let start = ContinuousClock.now
         let lease = try #require(lock.acquire())
         let measured = ContinuousClock.now - start
-        #expect(lease.grantedBy == 5 && lease.of == 5)
+        #expect(lease.grantedBy >= lock.quorum && lease.of == 5)
         #expect(lease.validity <= ttl - .milliseconds(22))
         #expect(lease.validity > .zero && lease.validity >= ttl - measured - ttl * 0.01 - .milliseconds(2))
-        for server in servers {
-            #expect(try RedisClient(url: server.url).send("GET", RedisArgument(key)).string == lock.owner)
+        var holding = 0
+        for server in servers where try RedisClient(url: server.url).send("GET", RedisArgument(key)).string == lock.owner {
+            holding += 1
         }
+        #expect(holding == lease.grantedBy)
         lock.release()
         for server in servers {
             #expect(try RedisClient(url: server.url).send("EXISTS", RedisArgument(key)) == .integer(0))
