@@ -233,19 +233,9 @@ struct ConnectTimeoutTests {
     func connectTimeout() throws {
         // A loopback listener with a backlog of 0 that never accepts: once its
         // queue is full, the kernel drops further SYNs and connect() hangs.
-        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        #expect(listener >= 0)
+        let (listener, port) = try boundLoopbackSocket()
         defer { close(listener) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) == 0 && getsockname(listener, $0, &length) == 0 }
-        }
-        #expect(bound)
         #expect(listen(listener, 0) == 0)
-        let port = Int(UInt16(bigEndian: address.sin_port))
         var configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: port))
         configuration.connectTimeout = .milliseconds(300)
         // Fill the accept queue with connections nobody accepts.

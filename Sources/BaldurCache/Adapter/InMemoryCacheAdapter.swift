@@ -349,10 +349,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
     private func storageKey(_ key: String) -> String { keyPrefix.resolve() + key }
 
     private func withEntries<R>(_ body: (inout [String: Entry]) throws(RedisError) -> R) throws(RedisError) -> R {
-        try state.withLock { state throws(RedisError) -> R in
-            guard !state.closed else { throw RedisError(.closed, "the in-memory cache was closed") }
-            return try body(&state.entries)
-        }
+        try lockOperation { entries, _ throws(RedisError) in try body(&entries) }
     }
 
     /// The entry at `key` unless it expired (expired entries are removed on sight).

@@ -72,7 +72,7 @@ public final class RedisConnection: @unchecked Sendable {
         // deinit frees it on every path.
         context = raw
         if raw.pointee.err != 0 {
-            let error = Self.connectError(raw, address: address)
+            let error = Self.classify(raw, savedErrno: errno, address: address, connecting: true)
             close()
             throw error
         }
@@ -263,10 +263,6 @@ public final class RedisConnection: @unchecked Sendable {
         return Self.classify(context, savedErrno: errno, address: address, connecting: false)
     }
 
-    private static func connectError(_ context: UnsafeMutablePointer<redisContext>, address: RedisServerAddress) -> RedisError {
-        classify(context, savedErrno: errno, address: address, connecting: true)
-    }
-
     private static func classify(
         _ context: UnsafeMutablePointer<redisContext>,
         savedErrno: Int32,
@@ -299,12 +295,5 @@ public final class RedisConnection: @unchecked Sendable {
         default:
             return RedisError(.io, message)
         }
-    }
-}
-
-extension timeval {
-    init(_ duration: Duration) {
-        let (seconds, attoseconds) = duration.components
-        self.init(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
     }
 }

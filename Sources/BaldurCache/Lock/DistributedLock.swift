@@ -85,11 +85,6 @@ public final class DistributedLock: Sendable {
         self.owner = Self.makeOwner()
     }
 
-    deinit {
-        // The renewal timer holds this handle weakly and stops on its own; this only marks it stale.
-        state.withLock { $0.renewalGeneration += 1 }
-    }
-
     /// The fencing token of the current hold, when it was taken with
     /// ``acquireWithFencingToken(blocking:timeout:)``.
     public var fencingToken: Int64? { state.withLock { $0.fencingToken } }
@@ -300,20 +295,5 @@ public final class DistributedLock: Sendable {
         var generator = SystemRandomNumberGenerator()
         let random = (0..<2).map { _ in String(generator.next() as UInt64, radix: 16).leftPadded(to: 16) }.joined()
         return "\(ProcessInfo.processInfo.hostName):\(getpid()):swift:\(random)"
-    }
-}
-
-extension String {
-    func leftPadded(to length: Int) -> String {
-        count >= length ? self : String(repeating: "0", count: length - count) + self
-    }
-}
-
-extension Duration {
-    /// Whole milliseconds, rounded up so that a positive duration never becomes 0.
-    var wholeMillisecondsRoundedUp: Int64 {
-        let (seconds, attoseconds) = components
-        let milliseconds = seconds * 1000 + attoseconds / 1_000_000_000_000_000
-        return attoseconds % 1_000_000_000_000_000 > 0 ? milliseconds + 1 : milliseconds
     }
 }

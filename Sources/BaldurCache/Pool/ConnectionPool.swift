@@ -154,10 +154,3 @@ final class ConnectionPool: Sendable {
         RedisError(.closed, "the Redis client for \(address) was closed")
     }
 }
-
-extension Duration {
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
-    }
-}

@@ -39,19 +39,13 @@ enum JSONCodec {
         }
     }
 
-    static func parse(_ bytes: [UInt8], key: String) throws(RedisError) -> JSONValue {
+    /// Parses `bytes`; the error names `key` when the bytes came from one.
+    static func parse(_ bytes: [UInt8], key: String? = nil) throws(RedisError) -> JSONValue {
         do {
             return try JSONReader.parse(bytes)
         } catch {
-            throw RedisError(.decoding, "the value at key '\(key)' is not valid JSON: \(error.reason)")
-        }
-    }
-
-    static func parse(_ bytes: [UInt8]) throws(RedisError) -> JSONValue {
-        do {
-            return try JSONReader.parse(bytes)
-        } catch {
-            throw RedisError(.decoding, "not valid JSON: \(error.reason)")
+            let subject = key.map { "the value at key '\($0)' is" } ?? "the text is"
+            throw RedisError(.decoding, "\(subject) not valid JSON: \(error.reason)")
         }
     }
 
