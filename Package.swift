@@ -50,7 +50,7 @@ let package = Package(
         ),
         .testTarget(
             name: "BaldurCacheTests",
-            dependencies: ["BaldurCache"]
+            dependencies: ["BaldurCache", "CHiredis"]
         ),
     ],
     swiftLanguageModes: [.v6]

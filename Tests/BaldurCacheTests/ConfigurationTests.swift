@@ -90,6 +90,7 @@ struct ConfigurationTests {
         #expect(defaults.socketTimeout == .seconds(5))
         #expect(defaults.connectTimeout == .seconds(5))
         #expect(defaults.retryOnTimeout)
+        #expect(defaults.spinWait == .microseconds(100))
 
         let set = try RedisConfiguration.fromEnvironment([
             "BALDUR_REDIS_URL": "redis://127.0.0.1:7001/3",
@@ -100,6 +101,7 @@ struct ConfigurationTests {
             "BALDUR_REDIS_RETRY_ON_TIMEOUT": "false",
             "BALDUR_REDIS_MAX_CONNECTIONS": "7",
             "BALDUR_REDIS_HEALTH_CHECK_INTERVAL": "60",
+            "BALDUR_REDIS_SPIN_WAIT_US": "0",
         ])
         #expect(set.database == 3)
         #expect(set.password == "envpw")
@@ -109,6 +111,7 @@ struct ConfigurationTests {
         #expect(!set.retryOnTimeout)
         #expect(set.maxConnections == 7)
         #expect(set.healthCheckInterval == .seconds(60))
+        #expect(set.spinWait == .zero)
 
         let urlWins = try RedisConfiguration.fromEnvironment(["BALDUR_REDIS_URL": "redis://:urlpw@h", "BALDUR_REDIS_PASSWORD": "envpw"])
         #expect(urlWins.password == "urlpw")
@@ -122,6 +125,9 @@ struct ConfigurationTests {
         ("BALDUR_REDIS_SOCKET_TIMEOUT", "-1", "BALDUR_REDIS_SOCKET_TIMEOUT"),
         ("BALDUR_REDIS_RETRY_ON_TIMEOUT", "maybe", "BALDUR_REDIS_RETRY_ON_TIMEOUT"),
         ("BALDUR_REDIS_URL", "redis://h:0", "bad port '0'"),
+        ("BALDUR_REDIS_SPIN_WAIT_US", "0.5", "BALDUR_REDIS_SPIN_WAIT_US"),
+        ("BALDUR_REDIS_SPIN_WAIT_US", "-1", "spinWait must be between 0 and 10 ms"),
+        ("BALDUR_REDIS_SPIN_WAIT_US", "20000", "spinWait must be between 0 and 10 ms"),
     ])
     func badEnvironment(name: String, value: String, expected: String) {
         let error = #expect(throws: RedisError.self) { try RedisConfiguration.fromEnvironment([name: value]) }

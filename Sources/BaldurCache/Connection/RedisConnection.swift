@@ -29,10 +29,13 @@ public final class RedisConnection: @unchecked Sendable {
     // The connection has one user at a time (see above), so the runtime's
     // dynamic exclusivity checks on these hot fields only cost time.
     @exclusivity(unchecked) private var context: UnsafeMutablePointer<redisContext>?
-    /// Reused for every command: all argument bytes, back to back.
-    @exclusivity(unchecked) private var argumentBytes: [UInt8] = []
-    /// Reused for every command: argument lengths.
-    @exclusivity(unchecked) private var argumentLengths: [Int] = []
+    /// Reused for every command: the request in RESP, as sent.
+    @exclusivity(unchecked) private var requestBytes: [UInt8] = []
+    /// A request buffer that grew past this (a large `MSET`) is released after
+    /// use rather than kept for the life of a pooled connection.
+    private static let retainedRequestCapacity = 64 * 1024
+    /// Busy-polls for replies before blocking (see ``ReplySpin``).
+    @exclusivity(unchecked) private(set) var spin: ReplySpin
 
     /// The server this connection talks to.
     public let address: RedisServerAddress
@@ -57,6 +60,7 @@ public final class RedisConnection: @unchecked Sendable {
         _ = Self.ignoreSIGPIPE
         self.address = address
         self.lastUsed = .now
+        self.spin = ReplySpin(budget: configuration.spinWait)
         let connectTimeout = timeval(configuration.connectTimeout)
         let raw: UnsafeMutablePointer<redisContext>?
         switch address {
@@ -123,7 +127,10 @@ public final class RedisConnection: @unchecked Sendable {
         }
     }
 
-    /// Sends one command and waits for its reply, using `redisCommandArgv`.
+    /// Sends one command and waits for its reply: the command is written in
+    /// RESP by ``RESPEncoding`` (the bytes `redisCommandArgv` would format),
+    /// queued with `redisAppendFormattedCommand`, and read back with
+    /// `redisGetReply`.
     ///
     /// - Parameter arguments: The command and its arguments, binary-safe.
     /// - Returns: The reply. A top-level error reply is thrown, not returned.
@@ -139,14 +146,13 @@ public final class RedisConnection: @unchecked Sendable {
     func sendAllowingErrorReply(_ arguments: [RedisArgument]) throws(RedisError) -> RedisReply {
         let context = try liveContext()
         guard !arguments.isEmpty else { throw RedisError(.invalidArgument, "a command needs at least one argument") }
-        let raw = withArgv(arguments) { argc, argv, lengths in
-            redisCommandArgv(context, argc, argv, lengths)
-        }
-        return try takeReply(raw)
+        try queue(on: context) { buffer in RESPEncoding.append(arguments, to: &buffer) }
+        return try flushAndAwait(context) { () throws(RedisError) in try readReply(from: context) }
     }
 
-    /// Sends every command before reading any reply (pipelining), with
-    /// `redisAppendCommandArgv` then one `redisGetReply` per command.
+    /// Sends every command before reading any reply (pipelining): all
+    /// commands go to hiredis in one `redisAppendFormattedCommand`, then one
+    /// `redisGetReply` per command.
     ///
     /// - Parameter commands: The commands, in order.
     /// - Returns: One reply per command, in order. Error replies are returned
@@ -158,20 +164,18 @@ public final class RedisConnection: @unchecked Sendable {
         for command in commands where command.isEmpty {
             throw RedisError(.invalidArgument, "a command needs at least one argument")
         }
-        for command in commands {
-            let status = withArgv(command) { argc, argv, lengths in
-                redisAppendCommandArgv(context, argc, argv, lengths)
+        guard !commands.isEmpty else { return [] }
+        try queue(on: context) { buffer in
+            for command in commands { RESPEncoding.append(command, to: &buffer) }
+        }
+        return try flushAndAwait(context) { () throws(RedisError) in
+            var replies: [RedisReply] = []
+            replies.reserveCapacity(commands.count)
+            for _ in commands {
+                replies.append(try readReply(from: context))
             }
-            if status != REDIS_OK { throw fail() }
+            return replies
         }
-        var replies: [RedisReply] = []
-        replies.reserveCapacity(commands.count)
-        for _ in commands {
-            var raw: UnsafeMutableRawPointer?
-            if redisGetReply(context, &raw) != REDIS_OK { throw fail() }
-            replies.append(try takeReply(raw))
-        }
-        return replies
     }
 
     // MARK: - Internals
@@ -183,35 +187,42 @@ public final class RedisConnection: @unchecked Sendable {
         return context
     }
 
-    /// Lays the arguments out in the reusable buffers and calls `body` with
-    /// hiredis' `argc`, `argv` and `argvlen`.
-    private func withArgv<R>(
-        _ arguments: [RedisArgument],
-        _ body: (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>, UnsafePointer<Int>) -> R
-    ) -> R {
-        argumentBytes.removeAll(keepingCapacity: true)
-        argumentLengths.removeAll(keepingCapacity: true)
-        for argument in arguments {
-            let start = argumentBytes.count
-            argument.append(to: &argumentBytes)
-            argumentLengths.append(argumentBytes.count - start)
+    /// Writes a request into the reused buffer with `encode` and appends it to
+    /// hiredis' output buffer; `redisGetReply` sends it.
+    private func queue(
+        on context: UnsafeMutablePointer<redisContext>,
+        _ encode: (inout [UInt8]) -> Void
+    ) throws(RedisError) {
+        requestBytes.removeAll(keepingCapacity: requestBytes.capacity <= Self.retainedRequestCapacity)
+        encode(&requestBytes)
+        let status = requestBytes.withUnsafeBytes { request in
+            redisAppendFormattedCommand(context, request.baseAddress!.assumingMemoryBound(to: CChar.self), request.count)
         }
-        let count = arguments.count
-        return argumentBytes.withUnsafeBufferPointer { bytes in
-            argumentLengths.withUnsafeBufferPointer { lengths in
-                withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: count) { argv in
-                    // When every argument is empty the byte buffer may have no
-                    // address; any valid pointer does, hiredis reads 0 bytes.
-                    let base = UnsafeRawPointer(bytes.baseAddress) ?? UnsafeRawPointer(lengths.baseAddress!)
-                    var offset = 0
-                    for index in 0..<count {
-                        argv[index] = (base + offset).assumingMemoryBound(to: CChar.self)
-                        offset += lengths[index]
-                    }
-                    return body(Int32(count), argv.baseAddress!, lengths.baseAddress!)
-                }
-            }
-        }
+        if status != REDIS_OK { throw fail() }
+    }
+
+    /// Writes the queued requests (`redisBufferWrite`), lets ``ReplySpin``
+    /// poll briefly for the first reply, then runs `read`, counted in
+    /// ``ReplySpin/awaiting`` throughout.
+    private func flushAndAwait<R>(
+        _ context: UnsafeMutablePointer<redisContext>,
+        _ read: () throws(RedisError) -> R
+    ) throws(RedisError) -> R {
+        var done: Int32 = 0
+        repeat {
+            if redisBufferWrite(context, &done) != REDIS_OK { throw fail() }
+        } while done == 0
+        let awaiting = ReplySpin.awaiting.wrappingAdd(1, ordering: .relaxed).newValue
+        defer { ReplySpin.awaiting.wrappingSubtract(1, ordering: .relaxed) }
+        spin.awaitReadable(context.pointee.fd, awaitingNow: awaiting)
+        return try read()
+    }
+
+    /// Blocks for the next reply (`redisGetReply`) and takes it.
+    private func readReply(from context: UnsafeMutablePointer<redisContext>) throws(RedisError) -> RedisReply {
+        var raw: UnsafeMutableRawPointer?
+        if redisGetReply(context, &raw) != REDIS_OK { throw fail() }
+        return try takeReply(raw)
     }
 
     /// Converts a hiredis reply into a ``RedisReply`` and frees it, or turns a
