@@ -4,7 +4,7 @@
 // raw hiredis loop and installs the Python reference.
 //
 //   baldur-bench --url URL --hiredis-loop PATH --python PATH --python-script PATH
-//                [--rounds 3] [--seconds 1] [--rss-ops 1000000]
+//                [--rounds 3] [--seconds 1] [--rss-ops 1000000] [--spin-wait-us N]
 //
 // Every figure is the median of the rounds; each round measures a workload
 // and its baselines back to back. Ratios compare like with like:
@@ -38,6 +38,8 @@ let rounds = Int(option("--rounds") ?? "3") ?? 3
 let seconds = Double(option("--seconds") ?? "1") ?? 1
 let rssOps = Int(option("--rss-ops") ?? "1000000") ?? 1_000_000
 let hiredisLoop = option("--hiredis-loop")
+/// `--spin-wait-us N` sets ``RedisConfiguration/spinWait`` for every adapter but the `spinWait 0` rows.
+let defaultSpinWait = option("--spin-wait-us").flatMap(Int64.init).map { Duration.microseconds($0) }
 let python = option("--python")
 let pythonScript = option("--python-script")
 guard case .standalone(.tcp(let host, let port)) = (try? RedisConfiguration(url: url))?.topology else {
@@ -51,11 +53,28 @@ func log(_ text: String) { FileHandle.standardError.write(Data("\(text)\n".utf8)
 
 // MARK: - Measuring
 
-/// Runs `body` (one call = `unit` operations) on `threads` threads for `seconds`; returns operations per second.
-func measure(threads: Int = 1, unit: Int = 1, _ body: @Sendable @escaping () throws -> Void) -> Double {
+/// A rate and the CPU time it cost: user + system time of the measuring
+/// process (ours) or of the baseline's process, per operation.
+struct Sample {
+    var rate: Double
+    var cpuMicrosecondsPerOperation: Double?
+}
+
+/// User + system CPU seconds of this process (`RUSAGE_SELF`) or of its
+/// finished children (`RUSAGE_CHILDREN`).
+func cpuSeconds(_ who: __rusage_who_t) -> Double {
+    var usage = rusage()
+    getrusage(who, &usage)
+    func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// Runs `body` (one call = `unit` operations) on `threads` threads for `seconds`.
+func measure(threads: Int = 1, unit: Int = 1, _ body: @Sendable @escaping () throws -> Void) -> Sample {
     for _ in 0..<50 { try? body() }
     let total = Atomic<Int>(0)
     let failures = Atomic<Int>(0)
+    let cpuBefore = cpuSeconds(RUSAGE_SELF.rawValue)
     let start = ContinuousClock.now
     let deadline = start + .milliseconds(Int(seconds * 1000))
     runOnThreads(threads) { _ in
@@ -69,9 +88,11 @@ func measure(threads: Int = 1, unit: Int = 1, _ body: @Sendable @escaping () thr
         total.add(count, ordering: .relaxed)
     }
     let elapsed = ContinuousClock.now - start
+    let cpu = cpuSeconds(RUSAGE_SELF.rawValue) - cpuBefore
     if failures.load(ordering: .relaxed) > 0 { die("\(failures.load(ordering: .relaxed)) calls failed") }
     let secondsElapsed = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-    return Double(total.load(ordering: .relaxed) * unit) / secondsElapsed
+    let operations = Double(total.load(ordering: .relaxed) * unit)
+    return Sample(rate: operations / secondsElapsed, cpuMicrosecondsPerOperation: cpu / operations * 1e6)
 }
 
 func run(_ executable: String, _ arguments: [String]) -> String {
@@ -89,21 +110,27 @@ func run(_ executable: String, _ arguments: [String]) -> String {
 }
 
 /// redis-benchmark's requests per second for `test` with `clients` connections and pipeline `depth`.
-func redisBenchmark(_ test: String, clients: Int, depth: Int = 1) -> Double {
+func redisBenchmark(_ test: String, clients: Int, depth: Int = 1) -> Sample {
     let requests = depth > 1 ? 400_000 : 8_000 * clients
+    let cpuBefore = cpuSeconds(RUSAGE_CHILDREN.rawValue)
     let csv = run("/usr/bin/env", ["redis-benchmark", "-h", host, "-p", String(port), "-c", String(clients), "-n", String(requests),
                                    "-P", String(depth), "-d", String(recordSize), "-t", test, "--csv", "-q"])
     for line in csv.split(whereSeparator: \.isNewline) where line.hasPrefix("\"\(test.uppercased())\"") {
         let fields = line.split(separator: ",").map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
-        if fields.count > 1, let rps = Double(fields[1]) { return rps }
+        if fields.count > 1, let rps = Double(fields[1]) {
+            return Sample(rate: rps, cpuMicrosecondsPerOperation: (cpuSeconds(RUSAGE_CHILDREN.rawValue) - cpuBefore) / Double(requests) * 1e6)
+        }
     }
     die("could not read redis-benchmark output: \(csv)")
 }
 
-func hiredisC(_ mode: String, depth: Int = 100, threads: Int = 1) -> Double? {
+func hiredisC(_ mode: String, depth: Int = 100, threads: Int = 1) -> Sample? {
     guard let hiredisLoop else { return nil }
+    let cpuBefore = cpuSeconds(RUSAGE_CHILDREN.rawValue)
     let text = run(hiredisLoop, [host, String(port), mode, String(seconds), String(depth), String(threads)])
-    return Double(text.trimmingCharacters(in: .whitespacesAndNewlines))
+    let cpu = cpuSeconds(RUSAGE_CHILDREN.rawValue) - cpuBefore
+    guard let rate = Double(text.trimmingCharacters(in: .whitespacesAndNewlines)), rate > 0 else { return nil }
+    return Sample(rate: rate, cpuMicrosecondsPerOperation: cpu / (rate * seconds) * 1e6)
 }
 
 /// The Python reference, kept running so each of its measurements sits right next to ours.
@@ -159,15 +186,18 @@ let quiet: Logger = {
     return logger
 }()
 
-func makeCache(connections: Int) -> RedisCacheAdapter {
+func makeCache(connections: Int, spinWait: Duration? = nil) -> RedisCacheAdapter {
     do {
         var configuration = try RedisConfiguration(url: url)
         configuration.maxConnections = connections
+        if let spinWait = spinWait ?? defaultSpinWait { configuration.spinWait = spinWait }
         return try RedisCacheAdapter(client: RedisClient(configuration: configuration, logger: quiet), keyPrefix: "bench:swift:", logger: quiet)
     } catch { die("\(error)") }
 }
 
 let single = makeCache(connections: 1)
+/// The same with the reply spin-wait off: what the client costs when every wait sleeps in read(2).
+let singleNoSpin = makeCache(connections: 1, spinWait: .zero)
 let pooled4 = makeCache(connections: 4)
 let pooled16 = makeCache(connections: 16)
 let bulkKeys = (0..<100).map { "k\($0)" }
@@ -206,9 +236,9 @@ if let profile = option("--profile") {
 struct Row {
     let name: String
     let unit: String
-    let ours: () -> Double
-    var cBaseline: (() -> Double?)? = nil
-    var benchmarkBaseline: (() -> Double)? = nil
+    let ours: () -> Sample
+    var cBaseline: (() -> Sample?)? = nil
+    var benchmarkBaseline: (() -> Sample)? = nil
     var pythonName: String? = nil
     /// Ours and redis-benchmark's rates are per key for bulk rows.
     var perKeyFactor: Double = 1
@@ -218,6 +248,10 @@ let allRows: [Row] = [
     Row(name: "get, 1 connection", unit: "calls", ours: { measure { _ = try single.get("record") } },
         cBaseline: { hiredisC("get") }, benchmarkBaseline: { redisBenchmark("get", clients: 1) }, pythonName: "get"),
     Row(name: "set, 1 connection", unit: "calls", ours: { measure { try single.set("record", record) } },
+        cBaseline: { hiredisC("set") }, benchmarkBaseline: { redisBenchmark("set", clients: 1) }, pythonName: "set"),
+    Row(name: "get, 1 connection, spinWait 0", unit: "calls", ours: { measure { _ = try singleNoSpin.get("record") } },
+        cBaseline: { hiredisC("get") }, benchmarkBaseline: { redisBenchmark("get", clients: 1) }, pythonName: "get"),
+    Row(name: "set, 1 connection, spinWait 0", unit: "calls", ours: { measure { try singleNoSpin.set("record", record) } },
         cBaseline: { hiredisC("set") }, benchmarkBaseline: { redisBenchmark("set", clients: 1) }, pythonName: "set"),
     Row(name: "raw GET through the pool, 4 threads", unit: "calls", ours: {
         measure(threads: 4) { _ = try pooled4.rawClient.send("GET", "bench:swift:record") }
@@ -265,9 +299,9 @@ let rows = option("--only").map { only in allRows.filter { $0.name.contains(only
 
 // MARK: - Rounds
 
-var ours: [String: [Double]] = [:]
-var cRates: [String: [Double]] = [:]
-var benchmarkRates: [String: [Double]] = [:]
+var ours: [String: [Sample]] = [:]
+var cRates: [String: [Sample]] = [:]
+var benchmarkRates: [String: [Sample]] = [:]
 var pythonRates: [String: [Double]] = [:]
 let pythonBaseline = PythonBaseline(python: python, script: pythonScript, url: url, seconds: seconds)
 
@@ -355,15 +389,23 @@ func ratio(_ ours: Double, _ baseline: Double?) -> String {
     return String(format: "%.2fx", ours / baseline)
 }
 
-print("| workload | BaldurCache | unit/s | vs raw hiredis C | vs redis-benchmark | vs Python baldur |")
-print("|---|---:|---|---:|---:|---:|")
+func cpu(_ samples: [Sample]?) -> String {
+    let values = (samples ?? []).compactMap(\.cpuMicrosecondsPerOperation)
+    guard !values.isEmpty else { return "-" }
+    let value = median(values)
+    return String(format: value >= 10 ? "%.0f" : "%.1f", value)
+}
+
+print("| workload | BaldurCache | unit/s | vs raw hiredis C | vs redis-benchmark | vs Python baldur | CPU µs per unit: ours / C / redis-benchmark |")
+print("|---|---:|---|---:|---:|---:|---|")
 for row in rows {
-    let mine = median(ours[row.name] ?? [])
-    let c = cRates[row.name].map(median)
-    let benchmark = benchmarkRates[row.name].map(median)
+    let mine = median((ours[row.name] ?? []).map(\.rate))
+    let c = cRates[row.name].map { median($0.map(\.rate)) }
+    let benchmark = benchmarkRates[row.name].map { median($0.map(\.rate)) }
     let py = row.pythonName.flatMap { pythonRates[$0] }.map(median)
+    let cpuColumn = "\(cpu(ours[row.name])) / \(cpu(cRates[row.name])) / \(cpu(benchmarkRates[row.name]))"
     // Python's rates are per call; compare calls with calls.
-    print("| \(row.name) | \(format(mine)) | \(row.unit) | \(ratio(mine, c)) | \(ratio(mine, benchmark)) | \(ratio(mine / row.perKeyFactor, py)) |")
+    print("| \(row.name) | \(format(mine)) | \(row.unit) | \(ratio(mine, c)) | \(ratio(mine, benchmark)) | \(ratio(mine / row.perKeyFactor, py)) | \(cpuColumn) |")
 }
 print("")
 print("| lock handoff | p50 | p99 |")

@@ -44,10 +44,10 @@ struct WireTests {
         #expect(ours == hiredisFormat(raw))
     }
 
-    @Test("decimal lengths are written digit for digit", arguments: [0, 1, 9, 10, 99, 100, 12_345, 1_000_000_007, Int.max])
-    func decimals(value: Int) {
+    @Test("decimals are written digit for digit", arguments: [0, 1, 9, 10, 99, 100, 12_345, 1_000_000_007, UInt64(Int64.max), UInt64.max])
+    func decimals(value: UInt64) {
         var bytes: [UInt8] = []
-        RESPEncoding.appendDecimal(value, to: &bytes)
+        bytes.appendDecimal(value)
         #expect(String(decoding: bytes, as: UTF8.self) == String(value))
     }
 
@@ -82,12 +82,12 @@ struct WireTests {
         try withSocketPair { reading, writing in
             var spin = ReplySpin(budget: .microseconds(200))
             #expect(write(writing, "+", 1) == 1)
-            spin.awaitReadable(reading, awaitingNow: 1)
+            spin.awaitReadable(reading, busyCallers: 1)
             #expect(spin.hits == 1 && spin.misses == 0)
             var byte: UInt8 = 0
             #expect(read(reading, &byte, 1) == 1)
 
-            spin.awaitReadable(reading, awaitingNow: 1)
+            spin.awaitReadable(reading, busyCallers: 1)
             #expect(spin.hits == 1 && spin.misses == 1)
         }
     }
@@ -96,31 +96,31 @@ struct WireTests {
     func spinBackOff() throws {
         try withSocketPair { reading, writing in
             var spin = ReplySpin(budget: .microseconds(100))
-            spin.awaitReadable(reading, awaitingNow: 1)  // miss 1: skip the next 2
+            spin.awaitReadable(reading, busyCallers: 1)  // miss 1: skip the next 2
             #expect(write(writing, "+", 1) == 1)         // from here a reply is always waiting
-            spin.awaitReadable(reading, awaitingNow: 1)
-            spin.awaitReadable(reading, awaitingNow: 1)
+            spin.awaitReadable(reading, busyCallers: 1)
+            spin.awaitReadable(reading, busyCallers: 1)
             #expect(spin.hits == 0 && spin.misses == 1)
-            spin.awaitReadable(reading, awaitingNow: 1)
+            spin.awaitReadable(reading, busyCallers: 1)
             #expect(spin.hits == 1)
             var byte: UInt8 = 0
             #expect(read(reading, &byte, 1) == 1)
-            spin.awaitReadable(reading, awaitingNow: 1)  // miss after a hit: back to a cooldown of 2
+            spin.awaitReadable(reading, busyCallers: 1)  // miss after a hit: back to a cooldown of 2
             #expect(write(writing, "+", 1) == 1)
-            spin.awaitReadable(reading, awaitingNow: 1)
-            spin.awaitReadable(reading, awaitingNow: 1)
+            spin.awaitReadable(reading, busyCallers: 1)
+            spin.awaitReadable(reading, busyCallers: 1)
             #expect(spin.hits == 1 && spin.misses == 2)
-            spin.awaitReadable(reading, awaitingNow: 1)
+            spin.awaitReadable(reading, busyCallers: 1)
             #expect(spin.hits == 2)
             #expect(read(reading, &byte, 1) == 1)
-            spin.awaitReadable(reading, awaitingNow: 1)  // two misses in a row: skip 4
-            spin.awaitReadable(reading, awaitingNow: 1)
-            spin.awaitReadable(reading, awaitingNow: 1)
-            spin.awaitReadable(reading, awaitingNow: 1)
+            spin.awaitReadable(reading, busyCallers: 1)  // two misses in a row: skip 4
+            spin.awaitReadable(reading, busyCallers: 1)
+            spin.awaitReadable(reading, busyCallers: 1)
+            spin.awaitReadable(reading, busyCallers: 1)
             #expect(spin.misses == 4)
-            for _ in 0..<4 { spin.awaitReadable(reading, awaitingNow: 1) }
+            for _ in 0..<4 { spin.awaitReadable(reading, busyCallers: 1) }
             #expect(spin.misses == 4)
-            spin.awaitReadable(reading, awaitingNow: 1)
+            spin.awaitReadable(reading, busyCallers: 1)
             #expect(spin.misses == 5)
         }
     }
@@ -130,12 +130,12 @@ struct WireTests {
         try withSocketPair { reading, writing in
             #expect(write(writing, "+", 1) == 1)
             var off = ReplySpin(budget: .zero)
-            off.awaitReadable(reading, awaitingNow: 1)
+            off.awaitReadable(reading, busyCallers: 1)
             #expect(off.hits == 0 && off.misses == 0)
             var crowded = ReplySpin(budget: .microseconds(100))
-            crowded.awaitReadable(reading, awaitingNow: ReplySpin.maxSpinners + 1)
+            crowded.awaitReadable(reading, busyCallers: ReplySpin.maxSpinners + 1)
             #expect(crowded.hits == 0 && crowded.misses == 0)
-            crowded.awaitReadable(reading, awaitingNow: ReplySpin.maxSpinners)
+            crowded.awaitReadable(reading, busyCallers: ReplySpin.maxSpinners)
             #expect(crowded.hits == 1)
         }
     }

@@ -214,7 +214,7 @@ public final class RedisConnection: @unchecked Sendable {
         } while done == 0
         let awaiting = ReplySpin.awaiting.wrappingAdd(1, ordering: .relaxed).newValue
         defer { ReplySpin.awaiting.wrappingSubtract(1, ordering: .relaxed) }
-        spin.awaitReadable(context.pointee.fd, awaitingNow: awaiting)
+        spin.awaitReadable(context.pointee.fd, busyCallers: max(awaiting, ReplySpin.connectionsInUse.load(ordering: .relaxed)))
         return try read()
     }
 

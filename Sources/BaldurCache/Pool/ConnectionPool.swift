@@ -20,9 +20,11 @@ final class ConnectionPool: Sendable {
     private let logger: Logger
     /// One permit per connection that may be in use.
     private let permits: DispatchSemaphore
-    private let state = Mutex(State())
+    private let state = PlainMutex(State())
+    /// Mirrors `State.closed` so that a checkout on a closed pool fails without taking the lock.
+    private let isClosed = Atomic<Bool>(false)
 
-    private struct State {
+    private struct State: Sendable {
         var idle: [PooledConnection] = []
         var open = 0
         var closed = false
@@ -57,8 +59,16 @@ final class ConnectionPool: Sendable {
         return try body(pooled.connection)
     }
 
+    /// Takes a connection for one caller; pair with ``checkin(_:)``.
     func checkout() throws(RedisError) -> PooledConnection {
-        if state.withLock({ $0.closed }) { throw closedError() }
+        let pooled = try takeConnection()
+        // Counted process-wide so that replies are not spun for while many callers compete for the CPUs.
+        ReplySpin.connectionsInUse.wrappingAdd(1, ordering: .relaxed)
+        return pooled
+    }
+
+    private func takeConnection() throws(RedisError) -> PooledConnection {
+        if isClosed.load(ordering: .acquiring) { throw closedError() }
         let waitUntil = DispatchTime.now() + .nanoseconds(Int(configuration.poolTimeout.nanoseconds))
         guard permits.wait(timeout: waitUntil) == .success else {
             logger.debug("redis pool exhausted", metadata: ["redis.address": "\(address)"])
@@ -102,6 +112,7 @@ final class ConnectionPool: Sendable {
     }
 
     func checkin(_ pooled: PooledConnection) {
+        ReplySpin.connectionsInUse.wrappingSubtract(1, ordering: .relaxed)
         let keep = state.withLock { state in
             guard !state.closed, pooled.connection.isOpen, pooled.generation == state.generation else { return false }
             state.idle.append(pooled)
@@ -124,6 +135,7 @@ final class ConnectionPool: Sendable {
 
     /// Closes every connection; later checkouts throw ``RedisError/Code/closed``. Idempotent.
     func close() {
+        isClosed.store(true, ordering: .releasing)
         let idle = state.withLock { state in
             state.closed = true
             defer { state.idle.removeAll() }

@@ -98,7 +98,9 @@ enum JSONWriter {
         switch value {
         case .null: output.append(contentsOf: "null".utf8)
         case .bool(let flag): output.append(contentsOf: (flag ? "true" : "false").utf8)
-        case .int(let integer): output.append(contentsOf: String(integer).utf8)
+        case .int(let integer):
+            if integer < 0 { output.append(UInt8(ascii: "-")) }
+            output.appendDecimal(integer.magnitude)
         case .double(let number):
             guard number.isFinite else {
                 throw RedisError(.invalidArgument, "JSON has no representation for \(number)")
@@ -363,10 +365,69 @@ struct JSONReader {
             while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) { index += 1 }
             guard index > digits else { throw failure("invalid number") }
         }
-        if isInteger, let integer = Self.integer(UnsafeBufferPointer(rebasing: bytes[start..<index])) { return .int(integer) }
+        let digits = UnsafeBufferPointer(rebasing: bytes[start..<index])
+        if isInteger, let integer = Self.integer(digits) { return .int(integer) }
+        if let number = Self.exactDouble(digits) { return .double(number) }
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
         guard let number = Double(text), number.isFinite else { throw failure("number out of range") }
         return .double(number)
+    }
+
+    /// The powers of ten that a `Double` holds exactly.
+    private static let exactPowersOfTen: [Double] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+        1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    ]
+
+    /// Clinger's fast path for validated number text: with at most 15
+    /// significant digits the digits are an exact `Double`, and so is 10^k
+    /// for k <= 22, so one IEEE multiplication or division gives the correctly
+    /// rounded value `strtod` would. `nil` sends the text to `Double(_:)`.
+    private static func exactDouble(_ text: UnsafeBufferPointer<UInt8>) -> Double? {
+        var index = 0
+        let negative = text[0] == UInt8(ascii: "-")
+        if negative { index = 1 }
+        var mantissa: UInt64 = 0
+        var significantDigits = 0
+        var exponent = 0
+        var afterPoint = false
+        while index < text.count {
+            let byte = text[index]
+            if byte == UInt8(ascii: ".") {
+                afterPoint = true
+            } else if byte == UInt8(ascii: "e") || byte == UInt8(ascii: "E") {
+                break
+            } else {
+                if afterPoint { exponent -= 1 }
+                if mantissa != 0 || byte != UInt8(ascii: "0") {
+                    significantDigits += 1
+                    guard significantDigits <= 15 else { return nil }
+                    mantissa = mantissa * 10 + UInt64(byte &- UInt8(ascii: "0"))
+                }
+            }
+            index += 1
+        }
+        if index < text.count {
+            index += 1
+            var negativeExponent = false
+            if text[index] == UInt8(ascii: "-") || text[index] == UInt8(ascii: "+") {
+                negativeExponent = text[index] == UInt8(ascii: "-")
+                index += 1
+            }
+            guard text.count - index <= 4 else { return nil }
+            var written = 0
+            while index < text.count {
+                written = written * 10 + Int(text[index] &- UInt8(ascii: "0"))
+                index += 1
+            }
+            exponent += negativeExponent ? -written : written
+        }
+        var value = Double(mantissa)
+        if mantissa != 0 {
+            guard exponent >= -22, exponent <= 22 else { return nil }
+            value = exponent < 0 ? value / exactPowersOfTen[-exponent] : value * exactPowersOfTen[exponent]
+        }
+        return negative ? -value : value
     }
 
     /// The value of validated integer digits (with an optional leading `-`), or `nil` past `Int64`.
