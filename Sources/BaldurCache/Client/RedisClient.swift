@@ -78,8 +78,7 @@ public final class RedisClient: Sendable {
         guard let first = arguments.first else {
             throw RedisError(.invalidArgument, "a command needs at least one argument")
         }
-        let retryable = first.isCommand(in: Self.retryableCommands)
-        return try withRetry(retryable) { connection throws(RedisError) in
+        return try withRetry(first.isCommand(in: Self.retryableCommands)) { connection throws(RedisError) in
             try connection.sendAllowingErrorReply(arguments)
         } pool: { () throws(RedisError) in
             try self.router.pool(for: arguments)
@@ -93,8 +92,7 @@ public final class RedisClient: Sendable {
     /// - Throws: ``RedisError`` when the connection fails.
     public func pipeline(_ commands: [[RedisArgument]]) throws(RedisError) -> [RedisReply] {
         guard let first = commands.first else { return [] }
-        let retryable = commands.allSatisfy { $0.first?.isCommand(in: Self.retryableCommands) ?? false }
-        return try withRetry(retryable) { connection throws(RedisError) in
+        return try withRetry(commands.allSatisfy { $0.first?.isCommand(in: Self.retryableCommands) ?? false }) { connection throws(RedisError) in
             try connection.pipeline(commands)
         } pool: { () throws(RedisError) in
             try self.router.pool(for: first)
@@ -142,8 +140,10 @@ public final class RedisClient: Sendable {
     /// The number of connections open now across all pools (idle or in use).
     public var openConnections: Int { router.pools.reduce(0) { $0 + $1.openConnections } }
 
+    /// `retryable` is only asked after a transient failure, so the happy path
+    /// never looks the command names up.
     private func withRetry<R>(
-        _ retryable: Bool,
+        _ retryable: @autoclosure () -> Bool,
         _ body: (RedisConnection) throws(RedisError) -> R,
         pool choose: () throws(RedisError) -> ConnectionPool
     ) throws(RedisError) -> R {
@@ -159,7 +159,7 @@ public final class RedisClient: Sendable {
             } catch {
                 pool.checkin(pooled)
                 let transient = error.code == .readTimeout || error.code == .connectionClosed || error.code == .io
-                guard retryable, configuration.retryOnTimeout, transient, attempt == 1 else { throw error }
+                guard configuration.retryOnTimeout, transient, attempt == 1, retryable() else { throw error }
                 logger.debug("redis read-only command retried on a fresh connection", metadata: [
                     "redis.address": "\(pool.address)", "error": "\(error.code)",
                 ])

@@ -43,6 +43,11 @@ extension [UInt8] {
             append(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: value))
             return
         }
+        if value < 100 {  // most RESP lengths
+            append(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: value / 10))
+            append(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: value % 10))
+            return
+        }
         var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // room for the 20 digits of UInt64.max
         var count = 0
         var rest = value
