@@ -6,8 +6,9 @@
 //   baldur-bench --url URL --hiredis-loop PATH --python PATH --python-script PATH
 //                [--rounds 3] [--seconds 1] [--rss-ops 1000000] [--spin-wait-us N]
 //
-// Every figure is the median of the rounds; each round measures a workload
-// and its baselines back to back. Ratios compare like with like:
+// Every rate is the median of the rounds; each round measures a workload and
+// its baselines back to back, and every ratio is the median of the rounds'
+// ratios. Ratios compare like with like:
 //   - raw hiredis C loop: the same command, no pipelining, one connection per
 //     thread (the floor of any synchronous hiredis client);
 //   - redis-benchmark: same connection count, no pipelining (or -P 100 for
@@ -312,7 +313,7 @@ for round in 1...rounds {
         ours[row.name, default: []].append(row.ours())
         if let c = row.cBaseline?() { cRates[row.name, default: []].append(c) }
         if let benchmark = row.benchmarkBaseline?() { benchmarkRates[row.name, default: []].append(benchmark) }
-        if let name = row.pythonName, let pythonBaseline { pythonRates[name, default: []].append(pythonBaseline.rate(name)) }
+        if let name = row.pythonName, let pythonBaseline { pythonRates[row.name, default: []].append(pythonBaseline.rate(name)) }
     }
 }
 pythonBaseline?.stop()
@@ -384,9 +385,13 @@ func format(_ value: Double) -> String {
     return value >= 100 ? String(Int(value.rounded())) : String(format: "%.1f", value)
 }
 
-func ratio(_ ours: Double, _ baseline: Double?) -> String {
-    guard let baseline, baseline.isFinite, baseline > 0 else { return "-" }
-    return String(format: "%.2fx", ours / baseline)
+/// The median over rounds of ours / baseline, each round's pair measured back
+/// to back, so that the machine's drift between rounds cancels out.
+func ratio(_ ours: [Double], _ baselines: [Double]?, divisor: Double = 1) -> String {
+    guard let baselines, baselines.count == ours.count, !ours.isEmpty else { return "-" }
+    let ratios = zip(ours, baselines).compactMap { mine, base in base > 0 ? mine / divisor / base : nil }
+    guard ratios.count == ours.count else { return "-" }
+    return String(format: "%.2fx", median(ratios))
 }
 
 func cpu(_ samples: [Sample]?) -> String {
@@ -399,13 +404,11 @@ func cpu(_ samples: [Sample]?) -> String {
 print("| workload | BaldurCache | unit/s | vs raw hiredis C | vs redis-benchmark | vs Python baldur | CPU µs per unit: ours / C / redis-benchmark |")
 print("|---|---:|---|---:|---:|---:|---|")
 for row in rows {
-    let mine = median((ours[row.name] ?? []).map(\.rate))
-    let c = cRates[row.name].map { median($0.map(\.rate)) }
-    let benchmark = benchmarkRates[row.name].map { median($0.map(\.rate)) }
-    let py = row.pythonName.flatMap { pythonRates[$0] }.map(median)
+    let mine = (ours[row.name] ?? []).map(\.rate)
     let cpuColumn = "\(cpu(ours[row.name])) / \(cpu(cRates[row.name])) / \(cpu(benchmarkRates[row.name]))"
-    // Python's rates are per call; compare calls with calls.
-    print("| \(row.name) | \(format(mine)) | \(row.unit) | \(ratio(mine, c)) | \(ratio(mine, benchmark)) | \(ratio(mine / row.perKeyFactor, py)) | \(cpuColumn) |")
+    // Python's rates are per call; bulk rows compare calls with calls.
+    print("| \(row.name) | \(format(median(mine))) | \(row.unit) | \(ratio(mine, cRates[row.name]?.map(\.rate))) "
+        + "| \(ratio(mine, benchmarkRates[row.name]?.map(\.rate))) | \(ratio(mine, pythonRates[row.name], divisor: row.perKeyFactor)) | \(cpuColumn) |")
 }
 print("")
 print("| lock handoff | p50 | p99 |")
