@@ -22,6 +22,10 @@ import Synchronization
 ///   their throughput when a lone waiter among them spun);
 /// - a connection whose replies outlast the budget (slow scripts, blocking
 ///   commands) stops spinning for exponentially more calls, up to 256.
+///
+/// A thread parked in a long blocking command (a lock waiter's `BLPOP`)
+/// holds a checked-out connection, so while it waits the others count it as
+/// busy and spin less: the safe direction.
 struct ReplySpin {
     /// Threads of this process between sending a request and taking its reply.
     static let awaiting = Atomic<Int>(0)
