@@ -49,8 +49,8 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
     public var poolTimeout: Duration = .seconds(5)
     /// How long a thread polls its socket for a reply before sleeping in
     /// `read(2)`; `.zero` never polls. Spinning only happens while few
-    /// threads of the process await replies, and backs off on connections
-    /// whose replies are slow; see the README's performance section.
+    /// pooled connections of the process are in use, and backs off on
+    /// connections whose replies are slow; see the README's performance section.
     /// Default 100 µs, allowed 0...10 ms (`BALDUR_REDIS_SPIN_WAIT_US`).
     public var spinWait: Duration = .microseconds(100)
 

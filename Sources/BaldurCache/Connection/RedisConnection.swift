@@ -188,7 +188,7 @@ public final class RedisConnection: @unchecked Sendable {
     }
 
     /// Writes a request into the reused buffer with `encode` and appends it to
-    /// hiredis' output buffer; `redisGetReply` sends it.
+    /// hiredis' output buffer; ``flushAndAwait(_:_:)`` sends it.
     private func queue(
         on context: UnsafeMutablePointer<redisContext>,
         _ encode: (inout [UInt8]) -> Void
