@@ -96,7 +96,9 @@ func measure(threads: Int = 1, unit: Int = 1, _ body: @Sendable @escaping () thr
     return Sample(rate: operations / secondsElapsed, cpuMicrosecondsPerOperation: cpu / operations * 1e6)
 }
 
-func run(_ executable: String, _ arguments: [String]) -> String {
+/// Runs a baseline to completion: its standard output and the CPU seconds it used.
+func run(_ executable: String, _ arguments: [String]) -> (output: String, cpuSeconds: Double) {
+    let cpuBefore = cpuSeconds(RUSAGE_CHILDREN.rawValue)
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
@@ -107,23 +109,22 @@ func run(_ executable: String, _ arguments: [String]) -> String {
     let data = output.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     guard process.terminationStatus == 0 else { die("\(executable) \(arguments.joined(separator: " ")) exited \(process.terminationStatus)") }
-    return String(decoding: data, as: UTF8.self)
+    return (String(decoding: data, as: UTF8.self), cpuSeconds(RUSAGE_CHILDREN.rawValue) - cpuBefore)
 }
 
 /// redis-benchmark's requests per second for `test` with `clients` connections and pipeline `depth`.
 /// `command`, when given, replaces `-t test` with that exact command (its first word must be `test`).
 func redisBenchmark(_ test: String, clients: Int, depth: Int = 1, command: [String] = []) -> Sample {
     let requests = depth > 1 ? 400_000 : 8_000 * clients
-    let cpuBefore = cpuSeconds(RUSAGE_CHILDREN.rawValue)
     let what = command.isEmpty ? ["-t", test] : ["-r", "100"] + command
-    let csv = run("/usr/bin/env", ["redis-benchmark", "-h", host, "-p", String(port), "-c", String(clients), "-n", String(requests),
+    let (csv, cpu) = run("/usr/bin/env", ["redis-benchmark", "-h", host, "-p", String(port), "-c", String(clients), "-n", String(requests),
                                    "-P", String(depth), "-d", String(recordSize), "--csv", "-q"] + what)
     // The CSV names a -t test by its command and a given command by its whole text.
     let name = command.isEmpty ? test.uppercased() : command.joined(separator: " ")
     for line in csv.split(whereSeparator: \.isNewline) where line.hasPrefix("\"\(name)\"") {
         let fields = line.split(separator: ",").map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
         if fields.count > 1, let rps = Double(fields[1]) {
-            return Sample(rate: rps, cpuMicrosecondsPerOperation: (cpuSeconds(RUSAGE_CHILDREN.rawValue) - cpuBefore) / Double(requests) * 1e6)
+            return Sample(rate: rps, cpuMicrosecondsPerOperation: cpu / Double(requests) * 1e6)
         }
     }
     die("could not read redis-benchmark output: \(csv)")
@@ -131,9 +132,7 @@ func redisBenchmark(_ test: String, clients: Int, depth: Int = 1, command: [Stri
 
 func hiredisC(_ mode: String, depth: Int = 100, threads: Int = 1) -> Sample? {
     guard let hiredisLoop else { return nil }
-    let cpuBefore = cpuSeconds(RUSAGE_CHILDREN.rawValue)
-    let text = run(hiredisLoop, [host, String(port), mode, String(seconds), String(depth), String(threads)])
-    let cpu = cpuSeconds(RUSAGE_CHILDREN.rawValue) - cpuBefore
+    let (text, cpu) = run(hiredisLoop, [host, String(port), mode, String(seconds), String(depth), String(threads)])
     guard let rate = Double(text.trimmingCharacters(in: .whitespacesAndNewlines)), rate > 0 else { return nil }
     return Sample(rate: rate, cpuMicrosecondsPerOperation: cpu / (rate * seconds) * 1e6)
 }

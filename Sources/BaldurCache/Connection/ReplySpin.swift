@@ -33,11 +33,9 @@ struct ReplySpin {
     static let connectionsInUse = Atomic<Int>(0)
     /// How many awaiting threads may spin at once: a quarter of the CPUs, at least one.
     static let maxSpinners = max(1, ProcessInfo.processInfo.activeProcessorCount / 4)
-    /// The longest back-off after repeated misses, in calls.
-    private static let maxCooldown = 256
 
-    /// The budget per reply in nanoseconds; 0 disables spinning.
-    let budgetNanoseconds: Int64
+    /// The longest spin per reply; `.zero` disables spinning.
+    let budget: Duration
     /// Calls left before this connection spins again after a miss.
     private var cooldown = 0
     /// Consecutive misses; the cooldown doubles with each.
@@ -48,7 +46,7 @@ struct ReplySpin {
     private(set) var misses = 0
 
     init(budget: Duration) {
-        budgetNanoseconds = max(0, budget.nanoseconds)
+        self.budget = max(.zero, budget)
     }
 
     /// Waits until `descriptor` is readable or the budget is spent, when
@@ -57,13 +55,13 @@ struct ReplySpin {
     /// - Parameter busyCallers: How many threads of the process are inside
     ///   Redis calls now, this one included.
     mutating func awaitReadable(_ descriptor: Int32, busyCallers: Int) {
-        guard budgetNanoseconds > 0, busyCallers <= Self.maxSpinners else { return }
+        guard budget > .zero, busyCallers <= Self.maxSpinners else { return }
         if cooldown > 0 {
             cooldown -= 1
             return
         }
         var poller = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
-        let deadline = Self.monotonicNanoseconds() + budgetNanoseconds
+        let deadline = ContinuousClock.now + budget
         repeat {
             // Readable, or hung up / failed: either way the read that follows returns at once.
             if poll(&poller, 1, 0) != 0 {
@@ -71,15 +69,9 @@ struct ReplySpin {
                 missStreak = 0
                 return
             }
-        } while Self.monotonicNanoseconds() < deadline
+        } while ContinuousClock.now < deadline
         misses += 1
         missStreak += 1
-        cooldown = min(1 << min(missStreak, 8), Self.maxCooldown)
-    }
-
-    private static func monotonicNanoseconds() -> Int64 {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
+        cooldown = 1 << min(missStreak, 8)  // 2, 4, ... 256 calls
     }
 }
