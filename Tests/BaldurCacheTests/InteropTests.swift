@@ -47,6 +47,28 @@ struct InteropTests {
         #expect(try cache.rawClient.send("GET", RedisArgument(prefix + "pywire")).bytes == Array(#"{"s":"héllo"}"#.utf8))
     }
 
+    @Test("strings are written byte for byte as Python writes them: every control character, quotes, backslashes, escapes at either end")
+    func stringBytes() throws {
+        let prefix = "bctest:\(UUID().uuidString):"
+        let cache = try RedisCacheAdapter(url: TestEnvironment.url(), keyPrefix: prefix)
+        defer { _ = try? cache.flushAll(); cache.close() }
+        let controls = String(decoding: (0..<32).map { UInt8($0) } + [0x7F], as: UTF8.self)
+        let strings: [JSONValue] = [
+            .string(controls), "\"at the start", "at the end\\", "\u{1F680}\"\\\n", "plain ascii",
+            .string(String(repeating: "long \u{e9}\t", count: 200)), ["nested \"key\"": ["\u{0}"]],
+        ]
+        _ = try PythonPeer.run(strings.indices.map { index in
+            ["op": "set", "prefix": .string(prefix), "key": .string("py\(index)"), "value": strings[index]]
+        })
+        for (index, value) in strings.enumerated() {
+            try cache.set("sw\(index)", value)
+            let python = try cache.rawClient.send("GET", RedisArgument(prefix + "py\(index)")).bytes
+            let swift = try cache.rawClient.send("GET", RedisArgument(prefix + "sw\(index)")).bytes
+            #expect(swift == python, "value \(index)")
+            #expect(try cache.get("py\(index)") == value, "value \(index) read back")
+        }
+    }
+
     @Test("Codable structs written by Swift are plain records to Python, and Python records decode into them")
     func codableRecords() throws {
         let prefix = "bctest:\(UUID().uuidString):"

@@ -34,21 +34,15 @@ struct WireTests {
         ["SET", "big", RedisArgument(bytes: [UInt8](repeating: 7, count: 100_003))],
     ] as [[RedisArgument]])
     func encodingMatchesHiredis(arguments: [RedisArgument]) {
-        var ours: [UInt8] = []
-        RESPEncoding.append(arguments, to: &ours)
-        let raw = arguments.map { argument -> [UInt8] in
-            var bytes: [UInt8] = []
-            argument.append(to: &bytes)
-            return bytes
-        }
-        #expect(ours == hiredisFormat(raw))
+        #expect(RESPEncoding.encode(arguments) == hiredisFormat(arguments.map(\.bytes)))
     }
 
     @Test("decimals are written digit for digit", arguments: [0, 1, 9, 10, 99, 100, 12_345, 1_000_000_007, UInt64(Int64.max), UInt64.max])
     func decimals(value: UInt64) {
-        var bytes: [UInt8] = []
-        bytes.appendDecimal(value)
-        #expect(String(decoding: bytes, as: UTF8.self) == String(value))
+        var buffer = OutputBuffer(capacity: 1)
+        buffer.appendDecimal(value)
+        #expect(String(decoding: buffer.bytes, as: UTF8.self) == String(value))
+        #expect(OutputBuffer.decimalWidth(value) == String(value).count)
     }
 
     @Test("requests larger than the kept buffer, and pipelines, round-trip with and without spinning", arguments: [Duration.zero, .microseconds(100)])

@@ -222,6 +222,26 @@ enum CacheArguments {
         return attoseconds == 0 ? ["EX", RedisArgument(seconds)] : ["PX", RedisArgument(checked.wholeMillisecondsRoundedUp)]
     }
 
+    /// ``ttlArguments(_:)``, or none for no TTL.
+    static func ttlArguments(_ ttl: Duration?) throws(RedisError) -> [RedisArgument] {
+        guard let ttl else { return [] }
+        return try ttlArguments(ttl)
+    }
+
+    /// `SET key value [NX] [EX seconds | PX ms]` with `expiry` from
+    /// ``ttlArguments(_:)``, built as one array (the hot path of `set` and of
+    /// `mset` with a TTL).
+    static func setCommand(_ key: RedisArgument, _ value: [UInt8], onlyIfAbsent: Bool = false, expiry: [RedisArgument]) -> [RedisArgument] {
+        var command: [RedisArgument] = []
+        command.reserveCapacity(6)
+        command.append("SET")
+        command.append(key)
+        command.append(.bytes(value))
+        if onlyIfAbsent { command.append("NX") }
+        command.append(contentsOf: expiry)
+        return command
+    }
+
     /// Rejects zero, negative and sub-second TTLs.
     static func validTTL(_ ttl: Duration) throws(RedisError) -> Duration {
         guard ttl >= .seconds(1) else {

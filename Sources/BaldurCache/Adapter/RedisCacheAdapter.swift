@@ -83,9 +83,8 @@ public final class RedisCacheAdapter: CacheProvider {
     /// Stores `value` as compact JSON (`SET key json [EX s|PX ms]`, `defaultTTL` when `ttl` is nil).
     public func set<T: Encodable>(_ key: String, _ value: T, ttl: Duration?) throws(RedisError) {
         try logged("set", key) { () throws(RedisError) in
-            var command: [RedisArgument] = ["SET", storageKey(key), .bytes(try JSONCodec.encode(value))]
-            if let ttl = ttl ?? defaultTTL { command += try CacheArguments.ttlArguments(ttl) }
-            try rawClient.send(command)
+            let expiry = try CacheArguments.ttlArguments(ttl ?? defaultTTL)
+            try rawClient.send(CacheArguments.setCommand(storageKey(key), try JSONCodec.encode(value), expiry: expiry))
         }
     }
 
@@ -143,8 +142,8 @@ public final class RedisCacheAdapter: CacheProvider {
     /// Stores `value` iff `key` is absent, TTL included, atomically (`SET key json NX [EX|PX]`).
     public func setnx<T: Encodable>(_ key: String, _ value: T, ttl: Duration?) throws(RedisError) -> Bool {
         try logged("setnx", key) { () throws(RedisError) in
-            var command: [RedisArgument] = ["SET", storageKey(key), .bytes(try JSONCodec.encode(value)), "NX"]
-            if let ttl { command += try CacheArguments.ttlArguments(ttl) }
+            let expiry = try CacheArguments.ttlArguments(ttl)
+            let command = CacheArguments.setCommand(storageKey(key), try JSONCodec.encode(value), onlyIfAbsent: true, expiry: expiry)
             return try rawClient.send(command) == .status("OK")
         }
     }
@@ -227,7 +226,7 @@ public final class RedisCacheAdapter: CacheProvider {
                 var commands: [[RedisArgument]] = []
                 commands.reserveCapacity(values.count)
                 for (key, value) in values {
-                    commands.append(["SET", RedisArgument(prefix + key), .bytes(try JSONCodec.encode(value))] + expiry)
+                    commands.append(CacheArguments.setCommand(RedisArgument(prefix + key), try JSONCodec.encode(value), expiry: expiry))
                 }
                 for reply in try rawClient.pipeline(commands) { try reply.throwingServerError() }
             } else {

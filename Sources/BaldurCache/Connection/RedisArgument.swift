@@ -39,13 +39,22 @@ public struct RedisArgument: Sendable, Hashable, ExpressibleByStringLiteral, Exp
         }
     }
 
-    /// Appends the argument's bytes to `buffer` without intermediate copies.
-    func append(to buffer: inout [UInt8]) {
+    /// Calls `body` with the argument's bytes, without copying them.
+    @inline(__always)
+    func withBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
         switch storage {
-        case .text(let text): buffer.append(contentsOf: text.utf8)
-        case .bytes(let bytes): buffer.append(contentsOf: bytes)
+        case .text(let text):
+            if let result = text.utf8.withContiguousStorageIfAvailable({ body(UnsafeRawBufferPointer($0)) }) {
+                return result
+            }
+            return Array(text.utf8).withUnsafeBytes(body)
+        case .bytes(let bytes):
+            return bytes.withUnsafeBytes(body)
         }
     }
+
+    /// The argument's bytes, as sent.
+    var bytes: [UInt8] { withBytes { Array($0) } }
 
     /// `true` when this argument, as a command name in any letter case, is in `names` (upper-case).
     /// Upper-case names, the common spelling, are found without allocating.

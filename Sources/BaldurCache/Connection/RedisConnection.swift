@@ -30,7 +30,7 @@ public final class RedisConnection: @unchecked Sendable {
     // dynamic exclusivity checks on these hot fields only cost time.
     @exclusivity(unchecked) private var context: UnsafeMutablePointer<redisContext>?
     /// Reused for every command: the request in RESP, as sent.
-    @exclusivity(unchecked) private var requestBytes: [UInt8] = []
+    @exclusivity(unchecked) private var requestBytes = OutputBuffer()
     /// A request buffer that grew past this (a large `MSET`) is released after
     /// use rather than kept for the life of a pooled connection.
     private static let retainedRequestCapacity = 64 * 1024
@@ -191,11 +191,11 @@ public final class RedisConnection: @unchecked Sendable {
     /// hiredis' output buffer; ``flushAndAwait(_:_:)`` sends it.
     private func queue(
         on context: UnsafeMutablePointer<redisContext>,
-        _ encode: (inout [UInt8]) -> Void
+        _ encode: (inout OutputBuffer) -> Void
     ) throws(RedisError) {
-        requestBytes.removeAll(keepingCapacity: requestBytes.capacity <= Self.retainedRequestCapacity)
+        requestBytes.removeAll(keepingCapacityUpTo: Self.retainedRequestCapacity)
         encode(&requestBytes)
-        let status = requestBytes.withUnsafeBytes { request in
+        let status = requestBytes.withBytes { request in
             redisAppendFormattedCommand(context, request.baseAddress!.assumingMemoryBound(to: CChar.self), request.count)
         }
         if status != REDIS_OK { throw fail() }
@@ -215,7 +215,9 @@ public final class RedisConnection: @unchecked Sendable {
         let awaiting = ReplySpin.awaiting.wrappingAdd(1, ordering: .relaxed).newValue
         defer { ReplySpin.awaiting.wrappingSubtract(1, ordering: .relaxed) }
         spin.awaitReadable(context.pointee.fd, busyCallers: max(awaiting, ReplySpin.connectionsInUse.load(ordering: .relaxed)))
-        return try read()
+        let replies = try read()
+        lastUsed = .now
+        return replies
     }
 
     /// Blocks for the next reply (`redisGetReply`) and takes it.
@@ -230,7 +232,6 @@ public final class RedisConnection: @unchecked Sendable {
     private func takeReply(_ raw: UnsafeMutableRawPointer?) throws(RedisError) -> RedisReply {
         guard let raw else { throw fail() }
         defer { freeReplyObject(raw) }
-        lastUsed = .now
         return Self.convert(raw.assumingMemoryBound(to: redisReply.self))
     }
 

@@ -35,32 +35,3 @@ extension String {
         count >= length ? self : String(repeating: "0", count: length - count) + self
     }
 }
-
-extension [UInt8] {
-    /// Appends the decimal digits of `value` without allocating (RESP lengths, JSON integers).
-    mutating func appendDecimal(_ value: UInt64) {
-        if value < 10 {
-            append(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: value))
-            return
-        }
-        if value < 100 {  // most RESP lengths
-            append(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: value / 10))
-            append(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: value % 10))
-            return
-        }
-        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // room for the 20 digits of UInt64.max
-        var count = 0
-        var rest = value
-        Swift.withUnsafeMutableBytes(of: &digits) { scratch in
-            while rest > 0 {
-                scratch[count] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: rest % 10)
-                rest /= 10
-                count += 1
-            }
-            while count > 0 {
-                count -= 1
-                append(scratch[count])
-            }
-        }
-    }
-}

@@ -8,12 +8,7 @@ import Foundation
 /// other `Codable` type goes through `JSONEncoder` / `JSONDecoder`.
 enum JSONCodec {
     static func encode<T: Encodable>(_ value: T) throws(RedisError) -> [UInt8] {
-        if let json = value as? JSONValue {
-            var output: [UInt8] = []
-            output.reserveCapacity(128)
-            try JSONWriter.write(json, into: &output)
-            return output
-        }
+        if let json = value as? JSONValue { return try JSONWriter.encode(json) }
         do {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.withoutEscapingSlashes]
@@ -94,10 +89,17 @@ enum JSONCodec {
 
 /// Compact JSON output for ``JSONValue``.
 enum JSONWriter {
-    static func write(_ value: JSONValue, into output: inout [UInt8]) throws(RedisError) {
+    /// The JSON bytes of `value`.
+    static func encode(_ value: JSONValue) throws(RedisError) -> [UInt8] {
+        var output = OutputBuffer(capacity: 128)
+        try write(value, into: &output)
+        return output.bytes
+    }
+
+    static func write(_ value: JSONValue, into output: inout OutputBuffer) throws(RedisError) {
         switch value {
-        case .null: output.append(contentsOf: "null".utf8)
-        case .bool(let flag): output.append(contentsOf: (flag ? "true" : "false").utf8)
+        case .null: output.append(utf8: "null")
+        case .bool(let flag): output.append(utf8: flag ? "true" : "false")
         case .int(let integer):
             if integer < 0 { output.append(UInt8(ascii: "-")) }
             output.appendDecimal(integer.magnitude)
@@ -106,56 +108,110 @@ enum JSONWriter {
                 throw RedisError(.invalidArgument, "JSON has no representation for \(number)")
             }
             // Swift's shortest round-trip form matches Python's repr: 1.0, 0.1, 1e+100.
-            output.append(contentsOf: number.description.utf8)
+            output.append(utf8: number.description)
         case .string(let text): writeString(text, into: &output)
         case .array(let elements):
             output.append(UInt8(ascii: "["))
-            for (index, element) in elements.enumerated() {
+            for index in elements.indices {
                 if index > 0 { output.append(UInt8(ascii: ",")) }
-                try write(element, into: &output)
+                try write(elements[index], into: &output)
             }
             output.append(UInt8(ascii: "]"))
         case .object(let members):
             output.append(UInt8(ascii: "{"))
-            // Sorted, so equal records serialize to equal bytes.
-            var first = true
-            for (key, member) in members.sorted(by: { $0.key < $1.key }) {
-                if !first { output.append(UInt8(ascii: ",")) }
-                first = false
-                writeString(key, into: &output)
-                output.append(UInt8(ascii: ":"))
-                try write(member, into: &output)
+            // Sorted, so equal records serialize to equal bytes. The order is
+            // kept as dictionary positions on the stack: no copies of the
+            // members, no heap allocation for records of ordinary size.
+            try withUnsafeTemporaryAllocation(of: Dictionary<String, JSONValue>.Index.self, capacity: members.count) {
+                (positions: UnsafeMutableBufferPointer<Dictionary<String, JSONValue>.Index>) throws(RedisError) in
+                var order = positions
+                _ = order.initialize(from: members.indices)
+                defer { order.deinitialize() }
+                sortByKey(&order, in: members)
+                for position in order.indices {
+                    if position > 0 { output.append(UInt8(ascii: ",")) }
+                    let member = members[order[position]]
+                    writeString(member.key, into: &output)
+                    output.append(UInt8(ascii: ":"))
+                    try write(member.value, into: &output)
+                }
             }
             output.append(UInt8(ascii: "}"))
         }
     }
 
-    static func writeString(_ text: String, into output: inout [UInt8]) {
-        var text = text
-        text.withUTF8 { bytes in
-            output.append(UInt8(ascii: "\""))
-            var clean = 0  // start of the run of bytes that need no escaping
-            for index in bytes.indices {
-                let byte = bytes[index]
-                guard byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else { continue }
-                output.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[clean..<index]))
-                clean = index + 1
-                switch byte {
-                case UInt8(ascii: "\""): output.append(contentsOf: [92, 34])
-                case UInt8(ascii: "\\"): output.append(contentsOf: [92, 92])
-                case 0x0A: output.append(contentsOf: [92, UInt8(ascii: "n")])
-                case 0x0D: output.append(contentsOf: [92, UInt8(ascii: "r")])
-                case 0x09: output.append(contentsOf: [92, UInt8(ascii: "t")])
-                case 0x08: output.append(contentsOf: [92, UInt8(ascii: "b")])
-                case 0x0C: output.append(contentsOf: [92, UInt8(ascii: "f")])
-                default:
-                    let hex = Array("0123456789abcdef".utf8)
-                    output.append(contentsOf: [92, UInt8(ascii: "u"), 48, 48, hex[Int(byte >> 4)], hex[Int(byte & 15)]])
-                }
-            }
-            output.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[clean...]))
-            output.append(UInt8(ascii: "\""))
+    /// Sorts dictionary positions by their keys: insertion sort for the few
+    /// members records have (no closure, and only keys are read), the
+    /// standard sort beyond that.
+    private static func sortByKey(
+        _ order: inout UnsafeMutableBufferPointer<Dictionary<String, JSONValue>.Index>,
+        in members: [String: JSONValue]
+    ) {
+        let keys = members.keys
+        guard order.count <= 16 else {
+            order.sort { keys[$0] < keys[$1] }
+            return
         }
+        var sorted = 1
+        while sorted < order.count {
+            let next = order[sorted]
+            let key = keys[next]
+            var slot = sorted
+            while slot > 0, key < keys[order[slot - 1]] {
+                order[slot] = order[slot - 1]
+                slot -= 1
+            }
+            order[slot] = next
+            sorted += 1
+        }
+    }
+
+    static func writeString(_ text: String, into output: inout OutputBuffer) {
+        let written: Void? = text.utf8.withContiguousStorageIfAvailable { bytes in
+            writeString(UnsafeRawBufferPointer(bytes), into: &output)
+        }
+        if written == nil { Array(text.utf8).withUnsafeBytes { writeString($0, into: &output) } }
+    }
+
+    /// Writes UTF-8 `bytes` as a JSON string: quotes, control characters and
+    /// backslashes escaped, everything else as is.
+    private static func writeString(_ bytes: UnsafeRawBufferPointer, into output: inout OutputBuffer) {
+        @inline(__always) func needsEscape(_ byte: UInt8) -> Bool {
+            byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\")
+        }
+        var firstEscape = 0
+        while firstEscape < bytes.count, !needsEscape(bytes[firstEscape]) { firstEscape += 1 }
+        if firstEscape == bytes.count {  // the common case: nothing to escape, one copy
+            output.reserve(bytes.count + 2)
+            output.appendUnchecked(UInt8(ascii: "\""))
+            output.appendUnchecked(bytes)
+            output.appendUnchecked(UInt8(ascii: "\""))
+            return
+        }
+        output.append(UInt8(ascii: "\""))
+        var clean = 0  // start of the run of bytes that need no escaping
+        for index in firstEscape..<bytes.count {
+            let byte = bytes[index]
+            guard needsEscape(byte) else { continue }
+            output.append(UnsafeRawBufferPointer(rebasing: bytes[clean..<index]))
+            clean = index + 1
+            switch byte {
+            case UInt8(ascii: "\""): output.append(92, 34)
+            case UInt8(ascii: "\\"): output.append(92, 92)
+            case 0x0A: output.append(92, UInt8(ascii: "n"))
+            case 0x0D: output.append(92, UInt8(ascii: "r"))
+            case 0x09: output.append(92, UInt8(ascii: "t"))
+            case 0x08: output.append(92, UInt8(ascii: "b"))
+            case 0x0C: output.append(92, UInt8(ascii: "f"))
+            default:
+                let hex: StaticString = "0123456789abcdef"
+                output.append(92, UInt8(ascii: "u"))
+                output.append(48, 48)
+                output.append(hex.utf8Start[Int(byte >> 4)], hex.utf8Start[Int(byte & 15)])
+            }
+        }
+        output.append(UnsafeRawBufferPointer(rebasing: bytes[clean...]))
+        output.append(UInt8(ascii: "\""))
     }
 }
 

@@ -163,8 +163,6 @@ extension JSONValue {
     ///
     /// - Throws: ``RedisError/Code/invalidArgument`` for a NaN or infinite number.
     public func jsonString() throws(RedisError) -> String {
-        var output: [UInt8] = []
-        try JSONWriter.write(self, into: &output)
-        return String(decoding: output, as: UTF8.self)
+        String(decoding: try JSONWriter.encode(self), as: UTF8.self)
     }
 }

@@ -2,9 +2,10 @@
 import Foundation
 import Testing
 
-/// The JSON reader's exact fast path for decimals and the writer's integer digits.
-@Suite("JSON numbers")
-struct JSONNumberTests {
+/// The JSON reader's exact fast path for decimals, the writer's integer
+/// digits and member order, and the buffer both write into.
+@Suite("JSON numbers, member order and the output buffer")
+struct JSONTests {
     /// The `Double` the reader produced for `text`, bit for bit.
     private func parsedDouble(_ text: String) throws -> Double? {
         switch try JSONValue(parsing: text) {
@@ -53,5 +54,45 @@ struct JSONNumberTests {
         let text = try JSONValue.int(value).jsonString()
         #expect(text == String(value))
         #expect(try JSONValue(parsing: text) == .int(value))
+    }
+
+    @Test("object members are written sorted by name, on the small-record path and the large one", arguments: [0, 1, 2, 5, 16, 17, 60])
+    func memberOrder(count: Int) throws {
+        var generator = SystemRandomNumberGenerator()
+        var members: [String: JSONValue] = [:]
+        let names = ["a", "b", "B", "é", "ab", "a\u{0}", "zz", "_", "10", "9", "key", "ke", "\u{1F680}"]
+        while members.count < count {
+            let name = names.randomElement(using: &generator)! + String(Int.random(in: 0..<1000, using: &generator))
+            members[name] = .int(Int64(members.count))
+        }
+        let text = try JSONValue.object(members).jsonString()
+        let expected = "{" + members.keys.sorted().map { key in
+            "\(try! JSONValue.string(key).jsonString()):\(members[key]!.intValue!)"
+        }.joined(separator: ",") + "}"
+        #expect(text == expected)
+        #expect(try JSONValue(parsing: text) == .object(members))
+    }
+
+    @Test("the output buffer keeps every byte across growth, and shrinks back after a large write")
+    func outputBuffer() {
+        var buffer = OutputBuffer(capacity: 1)
+        var reference: [UInt8] = []
+        for round in 0..<300 {
+            let chunk = (0..<(round % 37)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ round) }
+            chunk.withUnsafeBytes { buffer.append($0) }
+            reference += chunk
+            buffer.append(UInt8(truncatingIfNeeded: round))
+            reference.append(UInt8(truncatingIfNeeded: round))
+            buffer.appendDecimal(UInt64(round) * 1_000_003)
+            reference += Array(String(UInt64(round) * 1_000_003).utf8)
+            buffer.append(utf8: "é\r\n")
+            reference += Array("é\r\n".utf8)
+        }
+        #expect(buffer.bytes == reference)
+        #expect(buffer.capacity >= reference.count)
+        buffer.removeAll(keepingCapacityUpTo: 64)
+        #expect(buffer.count == 0 && buffer.capacity == 64)
+        buffer.append(utf8: "after")
+        #expect(buffer.bytes == Array("after".utf8))
     }
 }
