@@ -217,25 +217,30 @@ do {
 
 let casFlip = Atomic<Int>(0)
 
-// --profile WORKLOAD --ops N: run one workload N times and exit, for valgrind --tool=callgrind.
+// --profile WORKLOAD --ops N [--threads T]: run one workload N times (on each
+// of T threads through the pool) and exit, for callgrind or perf.
 if let profile = option("--profile") {
     let count = Int(option("--ops") ?? "20000") ?? 20000
-    do {
-        for _ in 0..<count {
-            switch profile {
-            case "get": _ = try single.get("record")
-            case "set": try single.set("record", record)
-            case "mget100": _ = try single.mget(bulkKeys)
-            case "mset100ttl": try single.mset(bulkValues, ttl: .seconds(60))
-            case "cas":
-                let flip = casFlip.add(1, ordering: .relaxed).newValue % 2 == 1
-                _ = try single.casDictField("cas", field: "status", expected: flip ? "a" : "b", newValue: ["status": flip ? "b" : "a"] as JSONValue)
-            case "pipeline": _ = try single.rawClient.pipeline(pipelineCommands)
-            case "rawget": _ = try single.rawClient.send("GET", "bench:swift:record")
-            default: die("unknown profile \(profile)")
+    let threads = Int(option("--threads") ?? "1") ?? 1
+    let cache = threads == 1 ? single : makeCache(connections: threads)
+    runOnThreads(threads) { _ in
+        do {
+            for _ in 0..<count {
+                switch profile {
+                case "get": _ = try cache.get("record")
+                case "set": try cache.set("record", record)
+                case "mget100": _ = try cache.mget(bulkKeys)
+                case "mset100ttl": try cache.mset(bulkValues, ttl: .seconds(60))
+                case "cas":
+                    let flip = casFlip.add(1, ordering: .relaxed).newValue % 2 == 1
+                    _ = try cache.casDictField("cas", field: "status", expected: flip ? "a" : "b", newValue: ["status": flip ? "b" : "a"] as JSONValue)
+                case "pipeline": _ = try cache.rawClient.pipeline(pipelineCommands)
+                case "rawget": _ = try cache.rawClient.send("GET", "bench:swift:record")
+                default: die("unknown profile \(profile)")
+                }
             }
-        }
-    } catch { die("\(error)") }
+        } catch { die("\(error)") }
+    }
     exit(0)
 }
 

@@ -232,13 +232,9 @@ enum CacheArguments {
     /// ``ttlArguments(_:)``, built as one array (the hot path of `set` and of
     /// `mset` with a TTL).
     static func setCommand(_ key: RedisArgument, _ value: [UInt8], onlyIfAbsent: Bool = false, expiry: [RedisArgument]) -> [RedisArgument] {
-        var command: [RedisArgument] = []
-        command.reserveCapacity(6)
-        command.append("SET")
-        command.append(key)
-        command.append(.bytes(value))
-        if onlyIfAbsent { command.append("NX") }
-        command.append(contentsOf: expiry)
+        if !onlyIfAbsent && expiry.count == 2 { return ["SET", key, .bytes(value), expiry[0], expiry[1]] }
+        var command: [RedisArgument] = onlyIfAbsent ? ["SET", key, .bytes(value), "NX"] : ["SET", key, .bytes(value)]
+        if !expiry.isEmpty { command += expiry }
         return command
     }
 
