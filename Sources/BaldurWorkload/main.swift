@@ -58,6 +58,17 @@ do {
         let nested = try client.send("EVAL", "return {1,{2,{3,{'x'}}},redis.call('PING')}", 0)
         check(nested.array?.count == 3, "nested script reply")
         sent += 1
+        // A reply nested deeper than hiredis parses: a protocol error in the
+        // middle of an array, whose partial reply is dropped with the connection.
+        if round % 5 == 0 {
+            do {
+                _ = try client.send("EVAL", "return {{{{{{{{{1}}}}}}}}}", 0)
+                check(false, "a reply nested 9 deep was accepted")
+            } catch {
+                check(error.code == .protocolError, "a reply nested 9 deep gave \(error.code), not protocolError")
+            }
+            sent += 1
+        }
         // A server error at the top level.
         do { try client.send("LPUSH", "workload:string", "x"); try client.send("INCR", "workload:list") } catch {}
         try client.send("SET", "workload:string", "text")

@@ -43,6 +43,46 @@ struct ConnectionTests {
         ]))
     }
 
+    @Test("a reply nested deeper than hiredis parses is a protocolError that drops the connection; the client goes on")
+    func tooDeeplyNested() throws {
+        let client = try TestEnvironment.client()
+        defer { client.close() }
+        // Eight levels parse; the ninth array is hiredis' protocol error, raised
+        // after the outer arrays were already built.
+        #expect(try client.send("EVAL", "return {{{{{{{{1}}}}}}}}", 0) == (0..<8).reduce(RedisReply.integer(1)) { inner, _ in .array([inner]) })
+        let error = #expect(throws: RedisError.self) { try client.send("EVAL", "return {{{{{{{{{1}}}}}}}}}", 0) }
+        #expect(error?.code == .protocolError)
+        #expect(error?.message.contains("nested multi bulk") == true)
+        #expect(try client.send("PING") == .status("PONG"))
+    }
+
+    @Test("a reply cut off inside an array times out, and the partial reply goes with the connection")
+    func partialReply() throws {
+        let (listener, port) = try boundLoopbackSocket()
+        defer { close(listener) }
+        #expect(listen(listener, 1) == 0)
+        // A peer that answers the first command with half an array, then stalls.
+        let peer = Thread {
+            let accepted = accept(listener, nil, nil)
+            guard accepted >= 0 else { return }
+            var request = [UInt8](repeating: 0, count: 256)
+            _ = read(accepted, &request, request.count)
+            let half = Array("*3\r\n:1\r\n*2\r\n$5\r\nhello\r\n$5\r\nwor".utf8)
+            _ = half.withUnsafeBytes { write(accepted, $0.baseAddress, $0.count) }
+            Thread.sleep(forTimeInterval: 1)
+            close(accepted)
+        }
+        peer.start()
+        var configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: port))
+        configuration.socketTimeout = .milliseconds(200)
+        configuration.spinWait = .zero
+        let connection = try RedisConnection(address: .tcp(host: "127.0.0.1", port: port), configuration: configuration)
+        let error = #expect(throws: RedisError.self) { try connection.send(["PING"]) }
+        #expect(error?.code == .readTimeout)
+        #expect(!connection.isOpen)
+        #expect(throws: RedisError.self) { try connection.send(["PING"]) }
+    }
+
     @Test("a server error carries its prefix and leaves the connection usable")
     func serverErrorKeepsConnection() throws {
         let connection = try RedisConnection(address: .tcp(host: "127.0.0.1", port: plainPort()), configuration: TestEnvironment.configuration())

@@ -34,6 +34,10 @@ public final class RedisConnection: @unchecked Sendable {
     /// A request buffer that grew past this (a large `MSET`) is released after
     /// use rather than kept for the life of a pooled connection.
     private static let retainedRequestCapacity = 64 * 1024
+    /// Builds each reply as hiredis parses it (see ``ReplyBuilder``).
+    private let replies = ReplyBuilder()
+    /// The reader callbacks that feed ``replies``; freed after the context.
+    private let replyCallbacks = ReplyBuilder.makeCallbacks()
     /// Busy-polls for replies before blocking (see ``ReplySpin``).
     @exclusivity(unchecked) private(set) var spin: ReplySpin
 
@@ -80,6 +84,8 @@ public final class RedisConnection: @unchecked Sendable {
             close()
             throw error
         }
+        raw.pointee.reader.pointee.fn = replyCallbacks
+        raw.pointee.reader.pointee.privdata = Unmanaged.passUnretained(replies).toOpaque()
         do throws(RedisError) {
             if let timeout = configuration.socketTimeout {
                 guard redisSetTimeout(raw, timeval(timeout)) == REDIS_OK else {
@@ -103,7 +109,9 @@ public final class RedisConnection: @unchecked Sendable {
     }
 
     deinit {
+        // The reader may call back into `replies` (a partial reply) while it is freed.
         if let context { redisFree(context) }
+        replyCallbacks.deallocate()
     }
 
     /// `false` once the connection was closed or broken by a fatal error.
@@ -220,47 +228,14 @@ public final class RedisConnection: @unchecked Sendable {
         return replies
     }
 
-    /// Blocks for the next reply (`redisGetReply`) and takes it.
+    /// Blocks for the next reply (`redisGetReply`) and takes it from
+    /// ``replies``; a failed read closes the connection.
     private func readReply(from context: UnsafeMutablePointer<redisContext>) throws(RedisError) -> RedisReply {
-        var raw: UnsafeMutableRawPointer?
-        if redisGetReply(context, &raw) != REDIS_OK { throw fail() }
-        return try takeReply(raw)
-    }
-
-    /// Converts a hiredis reply into a ``RedisReply`` and frees it, or turns a
-    /// NULL reply into the context's error (closing the connection).
-    private func takeReply(_ raw: UnsafeMutableRawPointer?) throws(RedisError) -> RedisReply {
-        guard let raw else { throw fail() }
-        defer { freeReplyObject(raw) }
-        return Self.convert(raw.assumingMemoryBound(to: redisReply.self))
-    }
-
-    private static func convert(_ reply: UnsafeMutablePointer<redisReply>) -> RedisReply {
-        let r = reply.pointee
-        switch r.type {
-        case REDIS_REPLY_STRING:
-            return .bulk(bytes(r.str, r.len))
-        case REDIS_REPLY_STATUS:
-            return .status(String(decoding: UnsafeRawBufferPointer(start: r.str, count: r.len), as: UTF8.self))
-        case REDIS_REPLY_ERROR:
-            return .error(String(decoding: UnsafeRawBufferPointer(start: r.str, count: r.len), as: UTF8.self))
-        case REDIS_REPLY_INTEGER:
-            return .integer(r.integer)
-        case REDIS_REPLY_ARRAY:
-            var elements: [RedisReply] = []
-            elements.reserveCapacity(r.elements)
-            for index in 0..<r.elements {
-                elements.append(convert(r.element[index]!))
-            }
-            return .array(elements)
-        default:
-            return .null
+        var token: UnsafeMutableRawPointer?
+        guard redisGetReply(context, &token) == REDIS_OK, token != nil, let reply = replies.take() else {
+            throw fail()
         }
-    }
-
-    private static func bytes(_ pointer: UnsafeMutablePointer<CChar>?, _ count: Int) -> [UInt8] {
-        guard let pointer, count > 0 else { return [] }
-        return Array(UnsafeRawBufferPointer(start: pointer, count: count))
+        return reply
     }
 
     /// Reads the context's error, closes the connection, and returns the error.
