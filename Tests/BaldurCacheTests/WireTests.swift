@@ -32,9 +32,23 @@ struct WireTests {
         ["INCRBY", RedisArgument(-42), RedisArgument(Int64.max)],
         (0..<12).map { RedisArgument("argument\($0)") },
         ["SET", "big", RedisArgument(bytes: [UInt8](repeating: 7, count: 100_003))],
+        ["GET", RedisArgument(prefix: "app:tenant:", key: "héllo ✓ and a key past fifteen bytes"), RedisArgument(prefix: "", key: "k")],
     ] as [[RedisArgument]])
     func encodingMatchesHiredis(arguments: [RedisArgument]) {
         #expect(RESPEncoding.encode(arguments) == hiredisFormat(arguments.map(\.bytes)))
+    }
+
+    @Test("arguments are equal, and hash alike, when they put the same bytes on the wire")
+    func argumentEquality() {
+        let spellings: [RedisArgument] = [RedisArgument("app:key"), .bytes(Array("app:key".utf8)), RedisArgument(prefix: "app:", key: "key"), RedisArgument(prefix: "", key: "app:key")]
+        #expect(Set(spellings).count == 1)
+        for argument in spellings {
+            #expect(argument == spellings[0])
+            #expect(argument.byteCount == 7)
+            #expect(argument.bytes == Array("app:key".utf8))
+        }
+        #expect(RedisArgument(prefix: "app:", key: "key") != RedisArgument(prefix: "app", key: "key"))
+        #expect(RedisArgument(42) == "42")
     }
 
     @Test("decimals are written digit for digit", arguments: [0, 1, 9, 10, 99, 100, 12_345, 1_000_000_007, UInt64(Int64.max), UInt64.max])

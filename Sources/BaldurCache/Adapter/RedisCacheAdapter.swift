@@ -206,7 +206,7 @@ public final class RedisCacheAdapter: CacheProvider {
         guard !keys.isEmpty else { return [:] }
         return try logged("mget", "\(keys.count) keys") { () throws(RedisError) in
             let prefix = keyPrefix.resolve()
-            let replies = try rawClient.send(["MGET"] + keys.map { RedisArgument(prefix + $0) }).expectArray("MGET")
+            let replies = try rawClient.send(["MGET"] + keys.map { RedisArgument(prefix: prefix, key: $0) }).expectArray("MGET")
             var result: [String: T] = [:]
             result.reserveCapacity(keys.count)
             for (key, reply) in zip(keys, replies) {
@@ -226,14 +226,14 @@ public final class RedisCacheAdapter: CacheProvider {
                 var commands: [[RedisArgument]] = []
                 commands.reserveCapacity(values.count)
                 for (key, value) in values {
-                    commands.append(CacheArguments.setCommand(RedisArgument(prefix + key), try JSONCodec.encode(value), expiry: expiry))
+                    commands.append(CacheArguments.setCommand(RedisArgument(prefix: prefix, key: key), try JSONCodec.encode(value), expiry: expiry))
                 }
                 for reply in try rawClient.pipeline(commands) { try reply.throwingServerError() }
             } else {
                 var command: [RedisArgument] = ["MSET"]
                 command.reserveCapacity(1 + values.count * 2)
                 for (key, value) in values {
-                    command.append(RedisArgument(prefix + key))
+                    command.append(RedisArgument(prefix: prefix, key: key))
                     command.append(.bytes(try JSONCodec.encode(value)))
                 }
                 try rawClient.send(command)
@@ -247,7 +247,7 @@ public final class RedisCacheAdapter: CacheProvider {
         guard !keys.isEmpty else { return 0 }
         return try logged("mdelete", "\(keys.count) keys") { () throws(RedisError) in
             let prefix = keyPrefix.resolve()
-            return Int(try rawClient.send(["DEL"] + keys.map { RedisArgument(prefix + $0) }).expectInteger("DEL"))
+            return Int(try rawClient.send(["DEL"] + keys.map { RedisArgument(prefix: prefix, key: $0) }).expectInteger("DEL"))
         }
     }
 
@@ -381,7 +381,7 @@ public final class RedisCacheAdapter: CacheProvider {
 
     // MARK: - Internals
 
-    private func storageKey(_ key: String) -> RedisArgument { RedisArgument(keyPrefix.resolve() + key) }
+    private func storageKey(_ key: String) -> RedisArgument { RedisArgument(prefix: keyPrefix.resolve(), key: key) }
 
     private func scanPage(match: String, count: Int, cursor: UInt64) throws(RedisError) -> (cursor: UInt64, keys: [[UInt8]]) {
         let reply = try rawClient.send("SCAN", RedisArgument(cursor), "MATCH", RedisArgument(match), "COUNT", RedisArgument(count)).expectArray("SCAN")

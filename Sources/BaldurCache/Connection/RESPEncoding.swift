@@ -19,15 +19,13 @@ enum RESPEncoding {
         buffer.appendUnchecked(13)
         buffer.appendUnchecked(10)
         for argument in arguments {
-            argument.withBytes { bytes in
-                buffer.appendUnchecked(UInt8(ascii: "$"))
-                buffer.appendDecimalUnchecked(UInt64(bytes.count))
-                buffer.appendUnchecked(13)
-                buffer.appendUnchecked(10)
-                buffer.appendUnchecked(bytes)
-                buffer.appendUnchecked(13)
-                buffer.appendUnchecked(10)
-            }
+            buffer.appendUnchecked(UInt8(ascii: "$"))
+            buffer.appendDecimalUnchecked(UInt64(argument.byteCount))
+            buffer.appendUnchecked(13)
+            buffer.appendUnchecked(10)
+            argument.appendUnchecked(to: &buffer)
+            buffer.appendUnchecked(13)
+            buffer.appendUnchecked(10)
         }
     }
 

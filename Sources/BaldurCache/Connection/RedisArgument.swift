@@ -1,4 +1,5 @@
 /// One argument of a Redis command: text or raw bytes, sent binary-safe.
+/// Two arguments are equal when they put the same bytes on the wire.
 ///
 /// String and integer literals convert implicitly:
 /// ```swift
@@ -6,9 +7,12 @@
 /// try client.send("EXPIRE", "greeting", 60)
 /// ```
 public struct RedisArgument: Sendable, Hashable, ExpressibleByStringLiteral, ExpressibleByIntegerLiteral {
-    enum Storage: Sendable, Hashable {
+    enum Storage: Sendable {
         case text(String)
         case bytes([UInt8])
+        /// A key prefix and a key, written one after the other: the adapters'
+        /// storage keys, without building the joined string on every call.
+        case prefixed(String, String)
     }
 
     let storage: Storage
@@ -25,6 +29,11 @@ public struct RedisArgument: Sendable, Hashable, ExpressibleByStringLiteral, Exp
     /// An argument sent as these bytes, unchanged.
     public static func bytes(_ bytes: [UInt8]) -> RedisArgument { RedisArgument(bytes: bytes) }
 
+    /// `prefix` then `key`, as one argument.
+    init(prefix: String, key: String) {
+        storage = prefix.isEmpty ? .text(key) : .prefixed(prefix, key)
+    }
+
     /// A string literal is sent as its UTF-8 bytes.
     public init(stringLiteral value: String) { storage = .text(value) }
 
@@ -36,6 +45,19 @@ public struct RedisArgument: Sendable, Hashable, ExpressibleByStringLiteral, Exp
         switch storage {
         case .text(let text): return text.utf8.count
         case .bytes(let bytes): return bytes.count
+        case .prefixed(let prefix, let key): return prefix.utf8.count + key.utf8.count
+        }
+    }
+
+    /// Stores the argument's bytes into `buffer`, which must have room for ``byteCount`` more.
+    @inline(__always)
+    func appendUnchecked(to buffer: inout OutputBuffer) {
+        switch storage {
+        case .text(let text): buffer.appendUnchecked(utf8: text)
+        case .bytes(let bytes): bytes.withUnsafeBytes { buffer.appendUnchecked($0) }
+        case .prefixed(let prefix, let key):
+            buffer.appendUnchecked(utf8: prefix)
+            buffer.appendUnchecked(utf8: key)
         }
     }
 
@@ -50,7 +72,17 @@ public struct RedisArgument: Sendable, Hashable, ExpressibleByStringLiteral, Exp
             return Array(text.utf8).withUnsafeBytes(body)
         case .bytes(let bytes):
             return bytes.withUnsafeBytes(body)
+        case .prefixed(let prefix, let key):
+            return (Array(prefix.utf8) + Array(key.utf8)).withUnsafeBytes(body)
         }
+    }
+
+    public static func == (lhs: RedisArgument, rhs: RedisArgument) -> Bool {
+        lhs.withBytes { left in rhs.withBytes { right in left.elementsEqual(right) } }
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        withBytes { hasher.combine(bytes: $0) }
     }
 
     /// The argument's bytes, as sent.
@@ -61,7 +93,7 @@ public struct RedisArgument: Sendable, Hashable, ExpressibleByStringLiteral, Exp
     func isCommand(in names: Set<String>) -> Bool {
         switch storage {
         case .text(let text): return names.contains(text) || names.contains(text.uppercased())
-        case .bytes(let bytes): return names.contains(String(decoding: bytes, as: UTF8.self).uppercased())
+        case .bytes, .prefixed: return names.contains(String(decoding: self.bytes, as: UTF8.self).uppercased())
         }
     }
 }

@@ -19,11 +19,14 @@ extension RedisConnection {
             let count: Int
         }
 
+        // Used by one connection's reads only (see RedisConnection), so the
+        // runtime's dynamic exclusivity checks would only cost time.
+
         /// Arrays whose elements are still arriving, innermost last (hiredis
         /// allows at most 8 levels).
-        private var open: [OpenArray] = []
+        @exclusivity(unchecked) private var open: [OpenArray] = []
         /// The last complete top-level reply, until taken.
-        private var complete: RedisReply?
+        @exclusivity(unchecked) private var complete: RedisReply?
 
         /// The top-level reply hiredis finished last, once.
         func take() -> RedisReply? {

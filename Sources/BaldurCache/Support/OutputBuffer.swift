@@ -78,10 +78,8 @@ struct OutputBuffer: ~Copyable {
 
     /// Appends the UTF-8 bytes of `text`.
     mutating func append(utf8 text: String) {
-        let done: Void? = text.utf8.withContiguousStorageIfAvailable { append(UnsafeRawBufferPointer($0)) }
-        if done == nil {
-            for byte in text.utf8 { append(byte) }
-        }
+        reserve(text.utf8.count)
+        appendUnchecked(utf8: text)
     }
 
     /// Appends the decimal digits of `value` (RESP lengths, JSON integers).
@@ -103,6 +101,15 @@ struct OutputBuffer: ~Copyable {
         guard let source = bytes.baseAddress, !bytes.isEmpty else { return }
         memcpy(base + count, source, bytes.count)
         count &+= bytes.count
+    }
+
+    /// Stores the UTF-8 bytes of `text` without checking capacity: only after ``reserve(_:)``.
+    @inline(__always)
+    mutating func appendUnchecked(utf8 text: String) {
+        let done: Void? = text.utf8.withContiguousStorageIfAvailable { appendUnchecked(UnsafeRawBufferPointer($0)) }
+        if done == nil {
+            for byte in text.utf8 { appendUnchecked(byte) }
+        }
     }
 
     /// The most digits ``appendDecimalUnchecked(_:)`` writes (`UInt64.max`).

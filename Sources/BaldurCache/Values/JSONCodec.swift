@@ -278,8 +278,7 @@ struct JSONReader {
     private mutating func object() throws(Failure) -> JSONValue {
         try nest()
         index += 1
-        var members: [String: JSONValue] = [:]
-        members.reserveCapacity(8)
+        var members = [String: JSONValue](minimumCapacity: 8)
         skipWhitespace()
         if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; depth -= 1; return .object(members) }
         while true {
@@ -302,9 +301,10 @@ struct JSONReader {
     private mutating func array() throws(Failure) -> JSONValue {
         try nest()
         index += 1
-        var elements: [JSONValue] = []
         skipWhitespace()
-        if index < bytes.count, bytes[index] == UInt8(ascii: "]") { index += 1; depth -= 1; return .array(elements) }
+        if index < bytes.count, bytes[index] == UInt8(ascii: "]") { index += 1; depth -= 1; return .array([]) }
+        var elements: [JSONValue] = []
+        elements.reserveCapacity(4)
         while true {
             skipWhitespace()
             elements.append(try value())
