@@ -217,6 +217,11 @@ public final class RedisCacheAdapter: CacheProvider {
     }
 
     /// Stores many values in one round trip: `MSET`, or pipelined `SET ... EX|PX` with a TTL.
+    ///
+    /// With a TTL the `SET`s are not a transaction: a connection lost midway
+    /// can leave some keys written, and the call throws. Python Baldur wraps
+    /// them in `MULTI`/`EXEC`, which doubles the server's time per key
+    /// (`INFO commandstats`: 2.3 µs against 1.1 µs); `MSET` without a TTL is atomic.
     public func mset<T: Encodable>(_ values: [String: T], ttl: Duration?) throws(RedisError) {
         guard !values.isEmpty else { return }
         try logged("mset", "\(values.count) keys") { () throws(RedisError) in
