@@ -40,6 +40,27 @@ struct RedisAdapterTests {
         #expect(try cache.casDictField("rec", field: "status", expected: "after-restart", newValue: ["status": "e"] as JSONValue))
     }
 
+    @Test("mset with a TTL sends many records in chunks and sets them all; one bad value fails the call before anything is written")
+    func msetChunks() throws {
+        let prefix = "bctest:\(UUID().uuidString):"
+        let cache = try RedisCacheAdapter(url: TestEnvironment.url(), keyPrefix: prefix)
+        defer { _ = try? cache.flushAll(); cache.close() }
+        var records: [String: JSONValue] = [:]
+        for index in 0..<600 { records["k\(index)"] = ["index": .int(Int64(index)), "pad": .string(String(repeating: "x", count: index % 200))] }
+        try cache.mset(records, ttl: .seconds(60))
+        let read = try cache.mget(Array(records.keys), as: JSONValue.self)
+        #expect(read == records)
+        #expect(try cache.ttl("k599").map { $0 > 0 && $0 <= 60 } == true)
+
+        var bad = records.mapValues { _ in JSONValue.int(0) }.reduce(into: [String: JSONValue]()) { result, entry in
+            result["bad:" + entry.key] = entry.value
+        }
+        bad["bad:k300"] = ["nested": [.double(.nan)]]
+        let error = #expect(throws: RedisError.self) { try cache.mset(bad, ttl: .seconds(60)) }
+        #expect(error?.code == .invalidArgument)
+        #expect(try cache.mget(Array(bad.keys), as: JSONValue.self).isEmpty)
+    }
+
     @Test("a value that is not JSON gives a decoding error naming the key, never a crash or a wrong value")
     func thirdPartyValues() throws {
         let prefix = "bctest:\(UUID().uuidString):"

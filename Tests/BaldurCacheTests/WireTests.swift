@@ -77,6 +77,42 @@ struct WireTests {
         #expect(try connection.send(["DEL", RedisArgument(keys("big")), RedisArgument(keys("counter"))]) == .integer(2))
     }
 
+    @Test("a pipeline whose commands are built as it goes closes its connection when building fails after a chunk went out, not before")
+    func lazyPipelineFailure() throws {
+        let configuration = try TestEnvironment.configuration()
+        guard case .standalone(let address) = configuration.topology else { Issue.record("standalone expected"); return }
+        let connection = try RedisConnection(address: address, configuration: configuration)
+        defer { connection.close() }
+        let key = RedisArgument(TestKeys()("lazy"))
+        let failure = RedisError(.invalidArgument, "built badly")
+        // Fails while the first chunk is still being built: nothing was sent.
+        #expect(throws: RedisError.self) { try connection.pipeline(count: 10) { index throws(RedisError) in
+            if index == 5 { throw failure }
+            return ["INCR", key]
+        } }
+        #expect(connection.isOpen)
+        #expect(try connection.send(["GET", key]) == .null)
+        // Fails after chunks went out: those commands ran, the connection is dropped.
+        let commandsPerChunk = RedisConnection.pipelineChunk / RESPEncoding.encode(["INCR", key]).count
+        #expect(throws: RedisError.self) { try connection.pipeline(count: 4 * commandsPerChunk) { index throws(RedisError) in
+            if index == 2 * commandsPerChunk { throw failure }
+            return ["INCR", key]
+        } }
+        #expect(!connection.isOpen)
+        let fresh = try RedisConnection(address: address, configuration: configuration)
+        defer { fresh.close() }
+        // The server may still be working through the dropped connection's input: wait until the count settles.
+        var ran = -1
+        for _ in 0..<50 {
+            let now = try fresh.send(["GET", key]).string.flatMap { Int($0) } ?? 0
+            if now == ran { break }
+            ran = now
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        #expect(ran >= commandsPerChunk && ran <= 2 * commandsPerChunk + 1)
+        try fresh.send(["DEL", key])
+    }
+
     /// Two connected unix sockets: what `ReplySpin` polls, without a server's timing in the way.
     private func withSocketPair(_ body: (_ reading: Int32, _ writing: Int32) throws -> Void) throws {
         var descriptors: [Int32] = [-1, -1]

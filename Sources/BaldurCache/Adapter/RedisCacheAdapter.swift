@@ -234,12 +234,25 @@ public final class RedisCacheAdapter: CacheProvider {
             let prefix = keyPrefix.resolve()
             if let ttl {
                 let expiry = try CacheArguments.ttlArguments(ttl)
-                var commands: [[RedisArgument]] = []
-                commands.reserveCapacity(values.count)
-                for (key, value) in values {
-                    commands.append(CacheArguments.setCommand(RedisArgument(prefix: prefix, key: key), try JSONCodec.encode(value), expiry: expiry))
+                let keys = Array(values.keys)
+                let items = Array(values.values)
+                // JSON values are encoded as their SETs are sent, so Redis
+                // works through the first while the rest are encoded. Every
+                // value is checked first: a bad one fails the call before
+                // anything is written. Other types are encoded up front.
+                let encoded: [[UInt8]]
+                if let json = items as? [JSONValue] {
+                    for value in json { try JSONWriter.validate(value) }
+                    encoded = []
+                } else {
+                    encoded = try items.map { value throws(RedisError) in try JSONCodec.encode(value) }
                 }
-                for reply in try rawClient.pipeline(commands) { try reply.throwingServerError() }
+                let first: [RedisArgument] = ["SET", RedisArgument(prefix: prefix, key: keys[0])]
+                let replies = try rawClient.pipeline(count: items.count, routedLike: first, retryable: false) { index throws(RedisError) in
+                    let json = encoded.isEmpty ? try JSONCodec.encode(items[index]) : encoded[index]
+                    return CacheArguments.setCommand(RedisArgument(prefix: prefix, key: keys[index]), json, expiry: expiry)
+                }
+                for reply in replies { try reply.throwingServerError() }
             } else {
                 var command: [RedisArgument] = ["MSET"]
                 command.reserveCapacity(1 + values.count * 2)

@@ -99,6 +99,24 @@ public final class RedisClient: Sendable {
         }
     }
 
+    /// Pipelines `count` commands built on demand by `command`, on one
+    /// connection, sending early ones while later ones are built (see
+    /// ``RedisConnection/pipeline(count:_:)``). The connection is chosen as
+    /// for `routing`, typically the first command's name and key.
+    func pipeline(
+        count: Int,
+        routedLike routing: [RedisArgument],
+        retryable: Bool,
+        _ command: (Int) throws(RedisError) -> [RedisArgument]
+    ) throws(RedisError) -> [RedisReply] {
+        guard count > 0 else { return [] }
+        return try withRetry(retryable) { connection throws(RedisError) in
+            try connection.pipeline(count: count, command)
+        } pool: { () throws(RedisError) in
+            try self.router.pool(for: routing)
+        }
+    }
+
     /// Runs `body` with one connection of its own, for `MULTI`/`EXEC`,
     /// `WATCH` or a long pipeline; the connection goes back to the pool
     /// afterwards, or is closed if it broke. Not retried.

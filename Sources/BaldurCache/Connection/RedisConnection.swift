@@ -29,7 +29,7 @@ public final class RedisConnection: @unchecked Sendable {
     // The connection has one user at a time (see above), so the runtime's
     // dynamic exclusivity checks on these hot fields only cost time.
     @exclusivity(unchecked) private var context: UnsafeMutablePointer<redisContext>?
-    /// Reused for every command: the request in RESP, as sent.
+    /// Reused for every command: the request in RESP, as sent. Empty between calls.
     @exclusivity(unchecked) private var requestBytes = OutputBuffer()
     /// A request buffer that grew past this (a large `MSET`) is released after
     /// use rather than kept for the life of a pooled connection.
@@ -154,12 +154,14 @@ public final class RedisConnection: @unchecked Sendable {
     func sendAllowingErrorReply(_ arguments: [RedisArgument]) throws(RedisError) -> RedisReply {
         let context = try liveContext()
         guard !arguments.isEmpty else { throw RedisError(.invalidArgument, "a command needs at least one argument") }
-        try queue(on: context) { buffer in RESPEncoding.append(arguments, to: &buffer) }
+        RESPEncoding.append(arguments, to: &requestBytes)
+        try appendRequest(to: context)
         return try flushAndAwait(context) { () throws(RedisError) in try readReply(from: context) }
     }
 
-    /// Sends every command before reading any reply (pipelining): all
-    /// commands go to hiredis in one `redisAppendFormattedCommand`, then one
+    /// Sends every command before reading any reply (pipelining): the
+    /// requests go to hiredis (`redisAppendFormattedCommand`) in chunks of
+    /// about 4 KiB, each written as soon as it is full, then one
     /// `redisGetReply` per command.
     ///
     /// - Parameter commands: The commands, in order.
@@ -168,23 +170,55 @@ public final class RedisConnection: @unchecked Sendable {
     /// - Throws: ``RedisError`` with a connection-fatal code when the
     ///   connection fails; the connection is then closed.
     public func pipeline(_ commands: [[RedisArgument]]) throws(RedisError) -> [RedisReply] {
-        let context = try liveContext()
         for command in commands where command.isEmpty {
             throw RedisError(.invalidArgument, "a command needs at least one argument")
         }
-        guard !commands.isEmpty else { return [] }
-        try queue(on: context) { buffer in
-            for command in commands { RESPEncoding.append(command, to: &buffer) }
+        return try pipeline(count: commands.count) { index in commands[index] }
+    }
+
+    /// Pipelines `count` commands that `command` builds on demand, in order.
+    ///
+    /// Requests are written in chunks of ``pipelineChunk`` bytes as they are
+    /// built, so the server works through the first commands while the
+    /// client still builds the rest (for `mset`, encoding JSON); it also
+    /// keeps the request buffer small for long pipelines. Replies are read
+    /// after the last chunk. When `command` throws, or builds an empty
+    /// command, after a chunk went out, the connection is closed: the
+    /// commands sent may have run, and their replies are not read.
+    func pipeline(count: Int, _ command: (Int) throws(RedisError) -> [RedisArgument]) throws(RedisError) -> [RedisReply] {
+        let context = try liveContext()
+        guard count > 0 else { return [] }
+        requestBytes.removeAll(keepingCapacityUpTo: Self.retainedRequestCapacity)
+        var sentChunk = false
+        for index in 0..<count {
+            do throws(RedisError) {
+                let arguments = try command(index)
+                guard !arguments.isEmpty else { throw RedisError(.invalidArgument, "a command needs at least one argument") }
+                RESPEncoding.append(arguments, to: &requestBytes)
+            } catch {
+                requestBytes.removeAll(keepingCapacityUpTo: Self.retainedRequestCapacity)
+                if sentChunk { close() }
+                throw error
+            }
+            if requestBytes.count >= Self.pipelineChunk, index < count - 1 {
+                try appendRequest(to: context)
+                try writeQueued(context)
+                sentChunk = true
+            }
         }
+        try appendRequest(to: context)
         return try flushAndAwait(context) { () throws(RedisError) in
             var replies: [RedisReply] = []
-            replies.reserveCapacity(commands.count)
-            for _ in commands {
+            replies.reserveCapacity(count)
+            for _ in 0..<count {
                 replies.append(try readReply(from: context))
             }
             return replies
         }
     }
+
+    /// Pipelined requests are written whenever this much is queued.
+    static let pipelineChunk = 4 * 1024
 
     // MARK: - Internals
 
@@ -195,31 +229,32 @@ public final class RedisConnection: @unchecked Sendable {
         return context
     }
 
-    /// Writes a request into the reused buffer with `encode` and appends it to
-    /// hiredis' output buffer; ``flushAndAwait(_:_:)`` sends it.
-    private func queue(
-        on context: UnsafeMutablePointer<redisContext>,
-        _ encode: (inout OutputBuffer) -> Void
-    ) throws(RedisError) {
-        requestBytes.removeAll(keepingCapacityUpTo: Self.retainedRequestCapacity)
-        encode(&requestBytes)
+    /// Hands the request bytes in ``requestBytes`` to hiredis' output buffer
+    /// (`redisAppendFormattedCommand`) and empties it.
+    private func appendRequest(to context: UnsafeMutablePointer<redisContext>) throws(RedisError) {
         let status = requestBytes.withBytes { request in
             redisAppendFormattedCommand(context, request.baseAddress!.assumingMemoryBound(to: CChar.self), request.count)
         }
+        requestBytes.removeAll(keepingCapacityUpTo: Self.retainedRequestCapacity)
         if status != REDIS_OK { throw fail() }
     }
 
-    /// Writes the queued requests (`redisBufferWrite`), lets ``ReplySpin``
-    /// poll briefly for the first reply, then runs `read`, counted in
-    /// ``ReplySpin/awaiting`` throughout.
-    private func flushAndAwait<R>(
-        _ context: UnsafeMutablePointer<redisContext>,
-        _ read: () throws(RedisError) -> R
-    ) throws(RedisError) -> R {
+    /// Writes everything queued in hiredis' output buffer (`redisBufferWrite`).
+    private func writeQueued(_ context: UnsafeMutablePointer<redisContext>) throws(RedisError) {
         var done: Int32 = 0
         repeat {
             if redisBufferWrite(context, &done) != REDIS_OK { throw fail() }
         } while done == 0
+    }
+
+    /// Writes the queued requests, lets ``ReplySpin`` poll briefly for the
+    /// first reply, then runs `read`, counted in ``ReplySpin/awaiting``
+    /// throughout.
+    private func flushAndAwait<R>(
+        _ context: UnsafeMutablePointer<redisContext>,
+        _ read: () throws(RedisError) -> R
+    ) throws(RedisError) -> R {
+        try writeQueued(context)
         let awaiting = ReplySpin.awaiting.wrappingAdd(1, ordering: .relaxed).newValue
         defer { ReplySpin.awaiting.wrappingSubtract(1, ordering: .relaxed) }
         spin.awaitReadable(context.pointee.fd, busyCallers: max(awaiting, ReplySpin.connectionsInUse.load(ordering: .relaxed)))

@@ -96,6 +96,25 @@ enum JSONWriter {
         return output.bytes
     }
 
+    /// Throws what ``write(_:into:)`` would for `value` (a NaN or infinite
+    /// number), without writing anything.
+    static func validate(_ value: JSONValue) throws(RedisError) {
+        switch value {
+        case .double(let number) where !number.isFinite:
+            throw nonFinite(number)
+        case .array(let elements):
+            for element in elements { try validate(element) }
+        case .object(let members):
+            for member in members.values { try validate(member) }
+        default:
+            break
+        }
+    }
+
+    private static func nonFinite(_ number: Double) -> RedisError {
+        RedisError(.invalidArgument, "JSON has no representation for \(number)")
+    }
+
     static func write(_ value: JSONValue, into output: inout OutputBuffer) throws(RedisError) {
         switch value {
         case .null: output.append(utf8: "null")
@@ -104,9 +123,7 @@ enum JSONWriter {
             if integer < 0 { output.append(UInt8(ascii: "-")) }
             output.appendDecimal(integer.magnitude)
         case .double(let number):
-            guard number.isFinite else {
-                throw RedisError(.invalidArgument, "JSON has no representation for \(number)")
-            }
+            guard number.isFinite else { throw nonFinite(number) }
             // Swift's shortest round-trip form matches Python's repr: 1.0, 0.1, 1e+100.
             output.append(utf8: number.description)
         case .string(let text): writeString(text, into: &output)
