@@ -71,8 +71,14 @@ public final class RedisCacheAdapter: CacheProvider {
 
     // MARK: - Values
 
+    // The generic calls below carry a specialization for JSONValue, which
+    // their generic entry points dispatch to at run time: callers in other
+    // modules otherwise run the unspecialized code (mget of 100 keys: 13,600
+    // against 11,300 instructions per key). `@_specialize` rather than
+    // Swift 6.2's `@specialized`, so that the package still builds with 6.0.
+
     /// Reads and decodes `key` (`GET`); `nil` when missing. Throws `decoding` naming the key for a value that is not JSON or not a `T`.
-    @specialized(where T == JSONValue)
+    @_specialize(where T == JSONValue)
     public func get<T: Decodable>(_ key: String, as type: T.Type) throws(RedisError) -> T? {
         try logged("get", key) { () throws(RedisError) in
             let reply = try rawClient.send("GET", storageKey(key))
@@ -82,7 +88,7 @@ public final class RedisCacheAdapter: CacheProvider {
     }
 
     /// Stores `value` as compact JSON (`SET key json [EX s|PX ms]`, `defaultTTL` when `ttl` is nil).
-    @specialized(where T == JSONValue)
+    @_specialize(where T == JSONValue)
     public func set<T: Encodable>(_ key: String, _ value: T, ttl: Duration?) throws(RedisError) {
         try logged("set", key) { () throws(RedisError) in
             let expiry = try CacheArguments.ttlArguments(ttl ?? defaultTTL)
@@ -142,7 +148,7 @@ public final class RedisCacheAdapter: CacheProvider {
     }
 
     /// Stores `value` iff `key` is absent, TTL included, atomically (`SET key json NX [EX|PX]`).
-    @specialized(where T == JSONValue)
+    @_specialize(where T == JSONValue)
     public func setnx<T: Encodable>(_ key: String, _ value: T, ttl: Duration?) throws(RedisError) -> Bool {
         try logged("setnx", key) { () throws(RedisError) in
             let expiry = try CacheArguments.ttlArguments(ttl)
@@ -154,7 +160,7 @@ public final class RedisCacheAdapter: CacheProvider {
     // MARK: - Compare-and-set
 
     /// Compare-and-set on one field of a JSON record (one `EVALSHA`; see ``CacheProvider``).
-    @specialized(where T == JSONValue)
+    @_specialize(where T == JSONValue)
     public func casDictField<T: Encodable>(
         _ key: String, field: String, expected: JSONValue, newValue: T, ttl: Duration?
     ) throws(RedisError) -> Bool {
@@ -206,7 +212,7 @@ public final class RedisCacheAdapter: CacheProvider {
     // MARK: - Bulk
 
     /// Reads many keys in one `MGET`; missing keys are omitted.
-    @specialized(where T == JSONValue)
+    @_specialize(where T == JSONValue)
     public func mget<T: Decodable>(_ keys: [String], as type: T.Type) throws(RedisError) -> [String: T] {
         guard !keys.isEmpty else { return [:] }
         return try logged("mget", "\(keys.count) keys") { () throws(RedisError) in
@@ -227,7 +233,7 @@ public final class RedisCacheAdapter: CacheProvider {
     /// can leave some keys written, and the call throws. Python Baldur wraps
     /// them in `MULTI`/`EXEC`, which doubles the server's time per key
     /// (`INFO commandstats`: 2.3 µs against 1.1 µs); `MSET` without a TTL is atomic.
-    @specialized(where T == JSONValue)
+    @_specialize(where T == JSONValue)
     public func mset<T: Encodable>(_ values: [String: T], ttl: Duration?) throws(RedisError) {
         guard !values.isEmpty else { return }
         try logged("mset", "\(values.count) keys") { () throws(RedisError) in
@@ -278,7 +284,7 @@ public final class RedisCacheAdapter: CacheProvider {
     // MARK: - Hashes
 
     /// Reads one hash field (`HGET`) and decodes it.
-    @specialized(where T == JSONValue)
+    @_specialize(where T == JSONValue)
     public func hget<T: Decodable>(_ name: String, field: String, as type: T.Type) throws(RedisError) -> T? {
         try logged("hget", name) { () throws(RedisError) in
             guard case .bulk(let bytes) = try rawClient.send("HGET", storageKey(name), RedisArgument(field)) else { return nil }
@@ -287,7 +293,7 @@ public final class RedisCacheAdapter: CacheProvider {
     }
 
     /// Stores one hash field as JSON (`HSET`).
-    @specialized(where T == JSONValue)
+    @_specialize(where T == JSONValue)
     public func hset<T: Encodable>(_ name: String, field: String, _ value: T) throws(RedisError) {
         try logged("hset", name) { () throws(RedisError) in
             try rawClient.send("HSET", storageKey(name), RedisArgument(field), .bytes(try JSONCodec.encode(value)))
@@ -315,7 +321,7 @@ public final class RedisCacheAdapter: CacheProvider {
 
     /// `RPUSH` + `LTRIM` + `PEXPIRE` in one `EVALSHA`; returns the pre-trim length.
     @discardableResult
-    @specialized(where T == JSONValue)
+    @_specialize(where T == JSONValue)
     public func pushLimit<T: Encodable>(_ key: String, _ value: T, maxLength: Int, ttl: Duration?) throws(RedisError) -> Int {
         try logged("pushLimit", key) { () throws(RedisError) in
             let reply = try BaldurScripts.pushLimit.run(
