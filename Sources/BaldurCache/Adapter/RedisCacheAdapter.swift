@@ -246,16 +246,15 @@ public final class RedisCacheAdapter: CacheProvider {
                 // works through the first while the rest are encoded. Every
                 // value is checked first: a bad one fails the call before
                 // anything is written. Other types are encoded up front.
-                let encoded: [[UInt8]]
-                if let json = items as? [JSONValue] {
-                    for value in json { try JSONWriter.validate(value) }
-                    encoded = []
-                } else {
-                    encoded = try items.map { value throws(RedisError) in try JSONCodec.encode(value) }
+                let encodedLater = items as? [JSONValue]
+                if let encodedLater {
+                    for value in encodedLater { try JSONWriter.validate(value) }
                 }
+                let encodedNow = encodedLater != nil ? [] : try items.map { value throws(RedisError) in try JSONCodec.encode(value) }
                 let first: [RedisArgument] = ["SET", RedisArgument(prefix: prefix, key: keys[0])]
                 let replies = try rawClient.pipeline(count: items.count, routedLike: first, retryable: false) { index throws(RedisError) in
-                    let json = encoded.isEmpty ? try JSONCodec.encode(items[index]) : encoded[index]
+                    let json: [UInt8]
+                    if let encodedLater { json = try JSONWriter.encode(encodedLater[index]) } else { json = encodedNow[index] }
                     return CacheArguments.setCommand(RedisArgument(prefix: prefix, key: keys[index]), json, expiry: expiry)
                 }
                 for reply in replies { try reply.throwingServerError() }
