@@ -184,3 +184,12 @@ struct WireTests {
         }
     }
 }
+
+extension RESPEncoding {
+    /// The request for one command, as bytes.
+    static func encode(_ arguments: [RedisArgument]) -> [UInt8] {
+        var buffer = OutputBuffer()
+        append(arguments, to: &buffer)
+        return buffer.bytes
+    }
+}

@@ -28,11 +28,4 @@ enum RESPEncoding {
             buffer.appendUnchecked(10)
         }
     }
-
-    /// The request for one command, as bytes.
-    static func encode(_ arguments: [RedisArgument]) -> [UInt8] {
-        var buffer = OutputBuffer()
-        append(arguments, to: &buffer)
-        return buffer.bytes
-    }
 }

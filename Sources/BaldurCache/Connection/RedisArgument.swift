@@ -66,10 +66,7 @@ public struct RedisArgument: Sendable, Hashable, ExpressibleByStringLiteral, Exp
     func withBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
         switch storage {
         case .text(let text):
-            if let result = text.utf8.withContiguousStorageIfAvailable({ body(UnsafeRawBufferPointer($0)) }) {
-                return result
-            }
-            return Array(text.utf8).withUnsafeBytes(body)
+            return text.withUTF8Bytes(body)
         case .bytes(let bytes):
             return bytes.withUnsafeBytes(body)
         case .prefixed(let prefix, let key):

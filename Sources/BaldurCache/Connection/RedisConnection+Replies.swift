@@ -66,15 +66,14 @@ extension RedisConnection {
             let table = UnsafeMutablePointer<redisReplyObjectFunctions>.allocate(capacity: 1)
             table.initialize(to: redisReplyObjectFunctions(
                 createString: { task, text, length in
-                    guard let task, let token = task.pointee.privdata else { return nil }
+                    guard let task else { return nil }
                     let bytes = UnsafeRawBufferPointer(start: text, count: length)
                     let value: RedisReply = switch task.pointee.type {
                     case REDIS_REPLY_STRING: .bulk(Array(bytes))
                     case REDIS_REPLY_STATUS: .status(String(decoding: bytes, as: UTF8.self))
                     default: .error(String(decoding: bytes, as: UTF8.self))
                     }
-                    ReplyBuilder.from(token).add(value)
-                    return token
+                    return ReplyBuilder.deliver(for: task, value)
                 },
                 createArray: { task, count in
                     // A negative count is malformed: returning NULL makes hiredis fail the read.
@@ -82,21 +81,22 @@ extension RedisConnection {
                     ReplyBuilder.from(token).beginArray(count: Int(count))
                     return token
                 },
-                createInteger: { task, value in
-                    guard let task, let token = task.pointee.privdata else { return nil }
-                    ReplyBuilder.from(token).add(.integer(Int64(value)))
-                    return token
-                },
-                createNil: { task in
-                    guard let task, let token = task.pointee.privdata else { return nil }
-                    ReplyBuilder.from(token).add(.null)
-                    return token
-                },
+                createInteger: { task, value in ReplyBuilder.deliver(for: task, .integer(Int64(value))) },
+                createNil: { task in ReplyBuilder.deliver(for: task, .null) },
                 freeObject: { token in
                     if let token { ReplyBuilder.from(token).discard() }
                 }
             ))
             return table
+        }
+
+        /// Adds `value` to the builder `task` reads for; returns the token
+        /// hiredis keeps for it (NULL, which fails the read, without a builder).
+        @inline(__always)
+        private static func deliver(for task: UnsafePointer<redisReadTask>?, _ value: RedisReply) -> UnsafeMutableRawPointer? {
+            guard let token = task?.pointee.privdata else { return nil }
+            from(token).add(value)
+            return token
         }
 
         private static func from(_ token: UnsafeMutableRawPointer) -> ReplyBuilder {

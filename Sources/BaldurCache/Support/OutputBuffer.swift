@@ -72,10 +72,6 @@ struct OutputBuffer: ~Copyable {
         appendUnchecked(bytes)
     }
 
-    mutating func append(_ bytes: [UInt8]) {
-        bytes.withUnsafeBytes { append($0) }
-    }
-
     /// Appends the UTF-8 bytes of `text`.
     mutating func append(utf8 text: String) {
         reserve(text.utf8.count)
@@ -106,10 +102,7 @@ struct OutputBuffer: ~Copyable {
     /// Stores the UTF-8 bytes of `text` without checking capacity: only after ``reserve(_:)``.
     @inline(__always)
     mutating func appendUnchecked(utf8 text: String) {
-        let done: Void? = text.utf8.withContiguousStorageIfAvailable { appendUnchecked(UnsafeRawBufferPointer($0)) }
-        if done == nil {
-            for byte in text.utf8 { appendUnchecked(byte) }
-        }
+        text.withUTF8Bytes { appendUnchecked($0) }
     }
 
     /// The most digits ``appendDecimalUnchecked(_:)`` writes (`UInt64.max`).

@@ -184,10 +184,7 @@ enum JSONWriter {
     }
 
     static func writeString(_ text: String, into output: inout OutputBuffer) {
-        let written: Void? = text.utf8.withContiguousStorageIfAvailable { bytes in
-            writeString(UnsafeRawBufferPointer(bytes), into: &output)
-        }
-        if written == nil { Array(text.utf8).withUnsafeBytes { writeString($0, into: &output) } }
+        text.withUTF8Bytes { writeString($0, into: &output) }
     }
 
     /// Writes UTF-8 `bytes` as a JSON string: quotes, control characters and
