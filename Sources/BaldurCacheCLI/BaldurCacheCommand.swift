@@ -26,6 +26,12 @@ struct BaldurCacheCommand: ParsableCommand {
             Health.self, Flush.self, LockCommand.self, Demo.self,
         ]
     )
+
+    /// Reads the command line in the shape users of `redis-cli` type it
+    /// (see ``CommandLineShape``), then runs as ArgumentParser does.
+    static func main() {
+        main(CommandLineShape.normalized(Array(CommandLine.arguments.dropFirst())))
+    }
 }
 
 struct Get: ParsableCommand {
@@ -50,7 +56,7 @@ struct SetValue: ParsableCommand {
     @OptionGroup var connection: ConnectionOptions
     @Argument(help: "The key, without the prefix.") var key: String
     @Argument(help: "The value, as JSON: 42, '\"text\"', '{\"a\":1}'.") var json: String
-    @Option(help: "Time to live: 500ms, 30s, 5m, 2h (at least 1 s).") var ttl: String?
+    @Option(parsing: .unconditional, help: "Time to live: 500ms, 30s, 5m, 2h (at least 1 s).") var ttl: String?
 
     func run() throws {
         try runReportingErrors {
@@ -101,7 +107,7 @@ struct Incr: ParsableCommand {
 
     @OptionGroup var connection: ConnectionOptions
     @Argument(help: "The key, without the prefix.") var key: String
-    @Option(help: "The amount to add (negative subtracts).") var by: Int64 = 1
+    @Option(parsing: .unconditional, help: "The amount to add (negative subtracts).") var by: Int64 = 1
 
     func run() throws {
         try runReportingErrors { try printJSON(.int(try connection.makeCache().incr(key, by: by))) }

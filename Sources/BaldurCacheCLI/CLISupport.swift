@@ -90,7 +90,10 @@ func printJSON(_ value: JSONValue) throws {
     print(try value.jsonString())
 }
 
-/// Parses a duration: `500ms`, `30s`, `5m`, `2h`, `1d`, or a plain number of seconds.
+/// Parses a duration: `500ms`, `30s`, `5m`, `2h`, `1d`, or a plain number of
+/// seconds, positive and at most ``RedisConfiguration/longestDuration``
+/// (100 years). Anything else is bad input (exit 3), checked before anything
+/// is sent.
 func parseDuration(_ text: String, option: String) throws -> Duration {
     let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
     var number = text
@@ -100,8 +103,68 @@ func parseDuration(_ text: String, option: String) throws -> Duration {
         scale = factor
         break
     }
+    let longest = Double(RedisConfiguration.longestDuration.components.seconds)
     guard let value = Double(number), value.isFinite, value > 0 else {
         throw CLIError("\(option) must be a positive duration such as 500ms, 30s, 5m or 2h, not '\(text)'", status: ExitStatus.badInput)
     }
-    return .milliseconds(Int64((value * scale * 1000).rounded()))
+    let seconds = value * scale
+    guard seconds <= longest else {
+        throw CLIError("\(option) must be at most 100 years (\(Int64(longest))s), not '\(text)'", status: ExitStatus.badInput)
+    }
+    return .milliseconds(Int64((seconds * 1000).rounded()))
+}
+
+/// Rewrites a command line into the shape ArgumentParser reads, for two
+/// things users of `redis-cli` expect:
+/// - `--url` and `--prefix` before the subcommand (`baldur-cache --url U get k`)
+///   move to just after it;
+/// - a value that starts with `-` (`set k -7`) is a value, not an unknown
+///   option: such positional values move behind a `--` (only when the line
+///   has no `--` of its own; options that take a value read it unconditionally).
+enum CommandLineShape {
+    /// Options that take a value, so the token after them is never moved.
+    static let valued: Set<String> = ["--url", "--prefix", "--ttl", "--wait", "--by", "--cursor", "--count"]
+    /// Options that may stand before the subcommand.
+    static let global: Set<String> = ["--url", "--prefix"]
+
+    static func normalized(_ arguments: [String]) -> [String] {
+        var leading: [String] = []
+        var rest = arguments[...]
+        while let first = rest.first, let name = first.split(separator: "=", maxSplits: 1).first.map(String.init), global.contains(name) {
+            leading.append(first)
+            rest = rest.dropFirst()
+            if !first.contains("="), let value = rest.first {
+                leading.append(value)
+                rest = rest.dropFirst()
+            }
+        }
+        var result: [String] = []
+        if let subcommand = rest.first {
+            result.append(subcommand)
+            rest = rest.dropFirst()
+        }
+        result += leading
+        guard !rest.contains("--") else { return result + rest }
+        var values: [String] = []
+        var index = rest.startIndex
+        while index < rest.endIndex {
+            let token = rest[index]
+            if valued.contains(token), index + 1 < rest.endIndex {
+                result += [token, rest[index + 1]]
+                index += 2
+                continue
+            }
+            if looksNegative(token) { values.append(token) } else { result.append(token) }
+            index += 1
+        }
+        return values.isEmpty ? result : result + ["--"] + values
+    }
+
+    /// `-7`, `-1.5`, `-.5`, `-5s`: a minus sign followed by a digit or a point and a digit.
+    static func looksNegative(_ token: String) -> Bool {
+        let bytes = Array(token.utf8)
+        guard bytes.count >= 2, bytes[0] == UInt8(ascii: "-") else { return false }
+        let isDigit = { (byte: UInt8) in (48...57).contains(byte) }
+        return isDigit(bytes[1]) || (bytes[1] == UInt8(ascii: ".") && bytes.count > 2 && isDigit(bytes[2]))
+    }
 }

@@ -22,8 +22,8 @@ struct LockCommand: ParsableCommand {
 
     @OptionGroup var connection: ConnectionOptions
     @Argument(help: "The lock's name, without the prefix.") var name: String
-    @Option(help: "How long the lock lives without renewal (renewed every third of it).") var ttl: String = "30s"
-    @Option(help: "How long to wait for the lock; 0s tries once.") var wait: String = "10s"
+    @Option(parsing: .unconditional, help: "How long the lock lives without renewal (renewed every third of it).") var ttl: String = "30s"
+    @Option(parsing: .unconditional, help: "How long to wait for the lock; 0s tries once.") var wait: String = "10s"
     @Flag(help: "Pass a strictly increasing fencing token to the command in BALDUR_FENCING_TOKEN.") var fencing = false
     @Argument(parsing: .postTerminator, help: "The command and its arguments, after --.") var command: [String] = []
 
@@ -78,7 +78,9 @@ struct LockCommand: ParsableCommand {
         }
         let lost = Atomic<Bool>(false)
         let name = self.name
-        lock.startAutoRenewal { _ in
+        // The interval is a third of a TTL that parseDuration checked, so this cannot throw;
+        // if it did, the command runs unrenewed and release reports a loss.
+        try? lock.startAutoRenewal { _ in
             lost.store(true, ordering: .relaxed)
             FileHandle.standardError.write(Data("baldur-cache: lock '\(name)' was lost while the command ran; sending it SIGTERM\n".utf8))
             kill(pid, SIGTERM)
@@ -91,6 +93,10 @@ struct LockCommand: ParsableCommand {
         }
         do {
             try lock.release()
+        } catch where error.code == .lockNotOwned {
+            // Someone else held the lock before the command ended: it did not run exclusively.
+            FileHandle.standardError.write(Data("baldur-cache: lock '\(name)' was lost while the command ran: \(error.message)\n".utf8))
+            return ExitStatus.lockLost
         } catch {
             FileHandle.standardError.write(Data("baldur-cache: releasing lock '\(name)': \(error.message)\n".utf8))
         }

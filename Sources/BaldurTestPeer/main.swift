@@ -7,6 +7,17 @@
 //     THREADS threads each run SECTIONS critical sections under LOCK: read
 //     COUNTER, sleep 2 ms, write COUNTER+1 and INCR DONE in one MULTI/EXEC.
 //     A lost update leaves COUNTER below DONE. Prints "completed N".
+//   baldur-test-peer black-hole PORT WRITERS DROP_MS
+//     Run inside a network namespace of the test's, as root, against a
+//     redis-server on 127.0.0.1:PORT there. WRITERS threads each write
+//     increasing sequence numbers to a key of their own through one
+//     script that records every number it applies and counts every one
+//     that arrives lower than the key's (out of order). Midway, iptables
+//     drops every packet to PORT for DROP_MS, then the rule is removed and
+//     the writers go on for 6 s. Replies are never dropped, so a write that
+//     failed reached the server only if it arrived late.
+//     Prints "acked A failed F landed L reordered R": L counts failed writes
+//     the server applied anyway.
 //
 // Test support only; not part of the library's surface.
 
@@ -82,9 +93,84 @@ do {
         if !problems.isEmpty { fail("\(problems.count) sections failed: \(problems.prefix(3))") }
         print("completed \(completed.load(ordering: .relaxed))")
 
+    case "black-hole":
+        guard arguments.count == 4, let port = Int(arguments[1]), let writers = Int(arguments[2]), let dropMilliseconds = Int(arguments[3]) else {
+            fail("black-hole PORT WRITERS DROP_MS")
+        }
+        try blackHole(port: port, writers: writers, drop: .milliseconds(dropMilliseconds))
+
     default:
         fail("unknown command \(command)")
     }
 } catch {
     fail("\(error)")
+}
+
+/// See `black-hole` above.
+func blackHole(port: Int, writers: Int, drop: Duration) throws {
+    var configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: port))
+    configuration.socketTimeout = .milliseconds(500)
+    configuration.connectTimeout = .milliseconds(500)
+    configuration.retryOnTimeout = false
+    configuration.maxConnections = writers
+    let client = try RedisClient(configuration: configuration)
+    // Stores ARGV[1] at KEYS[1] and records it in the set KEYS[3]; counts at
+    // KEYS[2] every arrival older than what is stored.
+    let script = """
+        local stored = tonumber(redis.call('GET', KEYS[1]) or '0')
+        if tonumber(ARGV[1]) < stored then redis.call('INCR', KEYS[2]) end
+        redis.call('SET', KEYS[1], ARGV[1])
+        redis.call('SADD', KEYS[3], ARGV[1])
+        return 1
+        """
+    let failedWrites = Mutex<[[Int]]>(Array(repeating: [], count: writers))
+    let acked = Atomic<Int>(0), failed = Atomic<Int>(0)
+    let phase = Atomic<Int>(0)  // 0 before the drop, 1 during, 2 after the heal, 3 stop
+    func iptables(_ action: String) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/iptables")
+        process.arguments = [action, "INPUT", "-p", "tcp", "--dport", String(port), "-j", "DROP"]
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { fail("iptables \(action) failed with \(process.terminationStatus)") }
+    }
+    let group = DispatchGroup()
+    for writer in 0..<writers {
+        group.enter()
+        Thread {
+            defer { group.leave() }
+            var sequence = 0
+            while phase.load(ordering: .relaxed) < 3 {
+                sequence += 1
+                do {
+                    try client.send("EVAL", RedisArgument(script), 3, RedisArgument("bh:\(writer)"), RedisArgument("bh:\(writer):reordered"),
+                                    RedisArgument("bh:\(writer):applied"), RedisArgument(sequence))
+                    acked.add(1, ordering: .relaxed)
+                } catch {
+                    failed.add(1, ordering: .relaxed)
+                    failedWrites.withLock { $0[writer].append(sequence) }
+                    Thread.sleep(forTimeInterval: 0.005)
+                }
+            }
+        }.start()
+    }
+    Thread.sleep(forTimeInterval: 0.3)
+    try iptables("-A")
+    phase.store(1, ordering: .relaxed)
+    Thread.sleep(forTimeInterval: Double(drop.components.seconds) + Double(drop.components.attoseconds) / 1e18)
+    try iptables("-D")
+    phase.store(2, ordering: .relaxed)
+    // Long enough for the kernel's retransmissions of anything left unsent to arrive.
+    Thread.sleep(forTimeInterval: 6)
+    phase.store(3, ordering: .relaxed)
+    group.wait()
+    var reordered = 0, landed = 0
+    for writer in 0..<writers {
+        reordered += Int(try client.send("GET", RedisArgument("bh:\(writer):reordered")).string ?? "0") ?? 0
+        let failures = failedWrites.withLock { $0[writer] }
+        let applied = RedisArgument("bh:\(writer):applied")
+        let replies = try client.pipeline(failures.map { ["SISMEMBER", applied, RedisArgument($0)] })
+        landed += replies.filter { $0 == .integer(1) }.count
+    }
+    print("acked \(acked.load(ordering: .relaxed)) failed \(failed.load(ordering: .relaxed)) landed \(landed) reordered \(reordered)")
 }

@@ -40,6 +40,21 @@ struct CLI {
 
     func run(_ arguments: String...) throws -> Outcome { try run(arguments) }
 
+    /// Runs `baldur-cache ARGUMENTS` exactly as given (no options added).
+    static func runExactly(_ arguments: [String]) throws -> Outcome {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try TestEnvironment.value("BALDUR_TEST_CLI"))
+        process.arguments = arguments
+        var environment = ProcessInfo.processInfo.environment
+        environment.removeValue(forKey: "BALDUR_REDIS_URL")
+        process.environment = environment
+        let output = Pipe(), errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+        return finish(process, output, errors)
+    }
+
     func run(_ arguments: [String]) throws -> Outcome {
         let (process, output, errors) = try start(arguments)
         return Self.finish(process, output, errors)
@@ -204,5 +219,71 @@ struct CLITests {
         #expect(outcome.status == 3)
         #expect(outcome.stdout == "ready\ngot TERM\n")
         #expect(try !cache.getLock("signalled").locked())
+    }
+
+    @Test("durations too large to represent are bad input (exit 3) before anything is sent; the command never runs", arguments: [
+        ["set", "t", "1", "--ttl", "1e16s"], ["set", "t", "1", "--ttl", "1e300"], ["set", "t", "1", "--ttl", "inf"],
+        ["lock", "L", "--ttl", "1e16s", "--", "touch"], ["lock", "L", "--wait", "1e16s", "--", "touch"], ["lock", "L", "--ttl", "1e11s", "--", "touch"],
+    ])
+    func hugeDurationsExitThree(arguments: [String]) throws {
+        let cli = try CLI()
+        defer { _ = try? cli.run("flush", "--yes") }
+        let marker = FileManager.default.temporaryDirectory.appendingPathComponent("bctest-ran-\(UUID().uuidString)").path
+        let outcome = try cli.run(arguments.last == "touch" ? arguments + [marker] : arguments)
+        #expect(outcome.status == 3, "\(outcome.stderr)")
+        #expect(outcome.stderr.hasPrefix("baldur-cache: --"))
+        #expect(!FileManager.default.fileExists(atPath: marker))
+        #expect(try cli.run("keys").json == [])
+    }
+
+    @Test("lock exits 76 when the release finds that another holder took the lock while the command ran")
+    func lockLostAtReleaseExits76() throws {
+        let cli = try CLI()
+        defer { _ = try? cli.run("flush", "--yes") }
+        let (process, output, errors) = try cli.start(["lock", "stolen", "--ttl", "30s", "--", "sh", "-c", "sleep 1; echo finished"])
+        let cache = try RedisCacheAdapter(url: TestEnvironment.url(), keyPrefix: cli.prefix)
+        defer { cache.close() }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while try !cache.getLock("stolen").locked(), ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        // Another holder overwrites the key while the command runs; renewal (every 10 s) does not see it first.
+        try cache.rawClient.send("SET", RedisArgument(cache.getLock("stolen").key), "someone-else")
+        let outcome = CLI.finish(process, output, errors)
+        #expect(outcome.status == 76)
+        #expect(outcome.stdout == "finished\n")
+        #expect(outcome.stderr.contains("lost"))
+        #expect(try cache.rawClient.send("GET", RedisArgument(cache.getLock("stolen").key)).string == "someone-else")
+    }
+
+    @Test("values that start with '-' are values: set k -7, incr --by -5, and --ttl -5s is bad input (3), not usage (64)")
+    func negativeNumbersAreValues() throws {
+        let cli = try CLI()
+        defer { _ = try? cli.run("flush", "--yes") }
+        #expect(try cli.run("set", "k", "-7").status == 0)
+        #expect(try cli.run("get", "k").json == -7)
+        #expect(try cli.run("set", "f", "-1.5e3").status == 0)
+        #expect(try cli.run("get", "f").json == .double(-1500))
+        #expect(try cli.run("incr", "c", "--by", "-5").json == -5)
+        #expect(try cli.run("incr", "c", "--by", "-5").json == -10)
+        let negativeTTL = try cli.run("set", "k", "1", "--ttl", "-5s")
+        #expect(negativeTTL.status == 3)
+        #expect(negativeTTL.stderr.contains("--ttl must be a positive duration"))
+        #expect(try cli.run("lock", "L", "--wait", "-1s", "--", "true").status == 3)
+        #expect(try cli.run("get", "k").json == -7)
+        // Unknown options are still usage errors.
+        #expect(try cli.run("get", "k", "--bogus").status == 64)
+    }
+
+    @Test("--url and --prefix may come before the subcommand, as with redis-cli -u")
+    func globalOptionsBeforeSubcommand() throws {
+        let cli = try CLI()
+        defer { _ = try? cli.run("flush", "--yes") }
+        let url = try TestEnvironment.url()
+        let prefix = try #require(cli.prefix)
+        #expect(try CLI.runExactly(["--url", url, "--prefix", prefix, "set", "early", "-3"]).status == 0)
+        #expect(try CLI.runExactly(["--url=\(url)", "--prefix=\(prefix)", "get", "early"]).json == -3)
+        #expect(try CLI.runExactly(["--prefix", prefix, "--url", url, "incr", "early", "--by", "-2"]).json == -5)
+        let locked = try CLI.runExactly(["--url", url, "--prefix", prefix, "lock", "L", "--", "sh", "-c", "echo -n ran"])
+        #expect(locked.status == 0)
+        #expect(locked.stdout == "ran")
     }
 }

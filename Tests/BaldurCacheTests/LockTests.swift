@@ -85,7 +85,8 @@ struct LockTests {
             let next = cache.getLock("fenced", timeout: .seconds(10))
             let first = try #require(try paused.acquireWithFencingToken(blocking: false))
             #expect(paused.fencingToken == first)
-            #expect(try paused.acquireWithFencingToken(blocking: false) == nil)
+            let again = #expect(throws: RedisError.self) { try paused.acquireWithFencingToken(blocking: false) }
+            #expect(again?.code == .invalidArgument)
             // The holder stalls past its 200 ms lease; the next holder takes over.
             let second = try #require(try next.acquireWithFencingToken(blocking: true, timeout: .seconds(3)))
             #expect(second > first)
@@ -124,7 +125,7 @@ struct LockTests {
             let lock = cache.getLock("lost", timeout: .milliseconds(300))
             try lock.acquire()
             let lost = DispatchSemaphore(value: 0)
-            lock.startAutoRenewal(every: .milliseconds(50)) { _ in lost.signal() }
+            try lock.startAutoRenewal(every: .milliseconds(50)) { _ in lost.signal() }
             // Simulate expiry and takeover behind the holder's back.
             try forceDelete("lost", in: cache)
             let thief = cache.getLock("lost", timeout: .seconds(10))
@@ -143,7 +144,7 @@ struct LockTests {
             do {
                 let lock = cache.getLock("abandoned", timeout: .milliseconds(300))
                 try lock.acquire()
-                lock.startAutoRenewal(every: .milliseconds(50))
+                try lock.startAutoRenewal(every: .milliseconds(50))
             }
             Thread.sleep(forTimeInterval: 0.8)
             #expect(try !cache.getLock("abandoned").locked())
@@ -269,7 +270,7 @@ struct LockTests {
         let lock = try Redlock(key: key, ttl: ttl, urls: servers.map(\.url))
         defer { lock.close() }
         let start = ContinuousClock.now
-        let lease = try #require(lock.acquire())
+        let lease = try #require(try lock.acquire())
         let measured = ContinuousClock.now - start
         #expect(lease.grantedBy >= lock.quorum && lease.of == 5)
         #expect(lease.validity <= ttl - .milliseconds(22))
@@ -290,7 +291,7 @@ struct LockTests {
         }
         let contender = try Redlock(key: key, ttl: ttl, urls: servers.map(\.url))
         defer { contender.close() }
-        #expect(contender.acquire(attempts: 2, retryDelay: .milliseconds(20)) == nil)
+        #expect(try contender.acquire(attempts: 2, retryDelay: .milliseconds(20)) == nil)
         for server in servers.suffix(2) {
             #expect(try RedisClient(url: server.url).send("EXISTS", RedisArgument(key)) == .integer(0))
         }
@@ -304,13 +305,13 @@ struct LockTests {
         servers[1].kill()
         let survivor = try Redlock(key: key, ttl: ttl, urls: servers.map(\.url))
         defer { survivor.close() }
-        let partial = try #require(survivor.acquire())
+        let partial = try #require(try survivor.acquire())
         #expect(partial.grantedBy == 3)
         survivor.release()
 
         // A third one down: no quorum.
         servers[2].kill()
-        #expect(survivor.acquire(attempts: 1) == nil)
+        #expect(try survivor.acquire(attempts: 1) == nil)
     }
 
     @Test("Redlock refuses per-node timeouts that are not far below the TTL")
@@ -341,6 +342,6 @@ private func forceDelete(_ name: String, in cache: any CacheProvider) throws {
         let lock = cache.getLock(name)
         let store = lock.store
         let owner = try #require(try store.owner(key: lock.key))
-        #expect(try store.release(key: lock.key, owner: owner))
+        #expect(try store.release(key: lock.key, owner: owner) == .released)
     }
 }

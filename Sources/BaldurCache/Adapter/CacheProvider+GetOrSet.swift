@@ -39,8 +39,13 @@ extension CacheProvider {
         waitTimeout: Duration = .seconds(10),
         factory: () throws -> T
     ) throws -> T {
+        _ = try lockTimeout.checked("getOrSet's lockTimeout", in: .milliseconds(1)...Duration.longestAccepted)
+        _ = try waitTimeout.checked("getOrSet's waitTimeout", in: .zero...Duration.longestAccepted)
         if let cached = try? get(key, as: T.self) { return cached }
-        let flight = "\(ObjectIdentifier(self))|\(SyntheticMode.isActive)|\(key)"
+        // Callers share a flight only when they would share its result: same
+        // provider, same scope, same key and the same type (a String caller
+        // must not be handed an Int leader's value).
+        let flight = SingleFlight.Key(provider: ObjectIdentifier(self), synthetic: SyntheticMode.isActive, key: key, type: ObjectIdentifier(T.self))
         return try SingleFlight.shared.run(flight) {
             try missPath(key, ttl: ttl, lockTimeout: lockTimeout, waitTimeout: waitTimeout, factory: factory)
         }
@@ -92,14 +97,23 @@ extension CacheProvider {
 final class SingleFlight: Sendable {
     static let shared = SingleFlight()
 
+    /// What makes two calls the same flight.
+    struct Key: Hashable, Sendable {
+        let provider: ObjectIdentifier
+        let synthetic: Bool
+        let key: String
+        /// The result type: calls for different types never share a result.
+        let type: ObjectIdentifier
+    }
+
     private final class Call: Sendable {
         let done = DispatchSemaphore(value: 0)
         let outcome = Mutex<Result<any Sendable, any Error>?>(nil)
     }
 
-    private let calls = Mutex<[String: (call: Call, waiters: Int)]>([:])
+    private let calls = Mutex<[Key: (call: Call, waiters: Int)]>([:])
 
-    func run<T: Sendable>(_ key: String, _ body: () throws -> T) throws -> T {
+    func run<T: Sendable>(_ key: Key, _ body: () throws -> T) throws -> T {
         let (call, leader) = calls.withLock { calls -> (Call, Bool) in
             if let entry = calls[key] {
                 calls[key]!.waiters += 1
@@ -115,9 +129,18 @@ final class SingleFlight: Sendable {
             call.outcome.withLock { $0 = outcome }
             let waiters = calls.withLock { $0.removeValue(forKey: key)?.waiters ?? 0 }
             for _ in 0..<waiters { call.done.signal() }
-            return try outcome.get() as! T
+            return try Self.typed(outcome.get(), as: T.self)
         }
         call.done.wait()
-        return try call.outcome.withLock { $0! }.get() as! T
+        return try Self.typed(call.outcome.withLock { $0! }.get(), as: T.self)
+    }
+
+    /// The shared result as `T`. The key holds the type, so this cannot
+    /// fail; if it ever did, it is an error, not a trap.
+    private static func typed<T>(_ value: any Sendable, as type: T.Type) throws(RedisError) -> T {
+        guard let typed = value as? T else {
+            throw RedisError(.decoding, "a shared getOrSet result of type \(Swift.type(of: value)) is not a \(T.self)")
+        }
+        return typed
     }
 }

@@ -16,9 +16,9 @@
 /// wrong; keep those un-`try?`'d.
 ///
 /// ## TTLs
-/// TTLs are `Duration`s of at least one second. Whole seconds go out as `EX`,
-/// fractional ones as `PX` (exact); zero, negative and sub-second TTLs throw
-/// ``RedisError/Code/invalidArgument``.
+/// TTLs are `Duration`s from one second to 100 years. Whole seconds go out
+/// as `EX`, fractional ones as `PX` (exact); zero, negative, sub-second and
+/// longer TTLs throw ``RedisError/Code/invalidArgument`` before anything is sent.
 public protocol CacheProvider: AnyObject, Sendable {
     /// The provider's name: `"redis"` or `"memory"`.
     var providerName: String { get }
@@ -238,12 +238,10 @@ enum CacheArguments {
         return command
     }
 
-    /// Rejects zero, negative and sub-second TTLs.
+    /// Rejects zero, negative and sub-second TTLs, and TTLs over
+    /// ``Swift/Duration/longestAccepted`` (100 years).
     static func validTTL(_ ttl: Duration) throws(RedisError) -> Duration {
-        guard ttl >= .seconds(1) else {
-            throw RedisError(.invalidArgument, "a TTL must be at least 1 second, not \(ttl)")
-        }
-        return ttl
+        try ttl.checked("a TTL", in: .seconds(1)...Duration.longestAccepted)
     }
 
     /// A CAS TTL in milliseconds, or 0 for none.
@@ -259,13 +257,31 @@ enum CacheArguments {
         return maxLength
     }
 
+    /// The largest magnitude a number `expected` by `casDictField` may
+    /// have: 2^53 - 1. The script compares numbers as Lua doubles (cjson
+    /// decodes every number to one); below 2^53 every integer is exact, so
+    /// no stored integer that differs can compare equal. At 2^53 and above,
+    /// `9007199254740993` reads back as `9007199254740992.0` and a CAS
+    /// would match a value it should not.
+    static let largestExactCASNumber: Int64 = 1 << 53 - 1
+
+    /// Rejects arrays and objects, and numbers too large to compare exactly
+    /// (see ``largestExactCASNumber``).
     static func validExpected(_ expected: JSONValue) throws(RedisError) -> JSONValue {
         switch expected {
         case .array, .object:
             throw RedisError(.invalidArgument, "casDictField compares scalar fields only; expected must be a string, number, boolean or null")
+        case .int(let integer) where integer.magnitude > UInt64(largestExactCASNumber):
+            throw inexact("\(integer)")
+        case .double(let number) where !(number.magnitude <= Double(largestExactCASNumber)):
+            throw inexact("\(number)")
         default:
             return expected
         }
+    }
+
+    private static func inexact(_ number: String) -> RedisError {
+        RedisError(.invalidArgument, "casDictField compares numbers exactly only up to 2^53 - 1 in magnitude; \(number) could match a different stored number, so compare it as a string field instead")
     }
 
     /// `staleBefore` as text Lua's `tonumber` reads back exactly.

@@ -452,17 +452,25 @@ private struct MemoryLockStore: LockStore {
         }
     }
 
-    func release(key: String, owner: String) throws(RedisError) -> Bool {
+    func release(key: String, owner: String) throws(RedisError) -> LockReleaseOutcome {
         try cache.lockOperation { entries, waiters in
-            guard InMemoryCacheAdapter.lockOwner(&entries, key) == owner else { return false }
+            switch InMemoryCacheAdapter.lockOwner(&entries, key) {
+            case nil: return .absent
+            case owner: break
+            default: return .heldByAnother
+            }
             entries.removeValue(forKey: key)
             // Wake the longest waiter, as the Redis signal list does.
             if var queue = waiters[key], !queue.isEmpty {
                 queue.removeFirst().signal()
                 waiters[key] = queue.isEmpty ? nil : queue
             }
-            return true
+            return .released
         }
+    }
+
+    func currentFencingToken(key: String) throws(RedisError) -> Int64 {
+        try cache.lockOperation { entries, _ in InMemoryCacheAdapter.lockOwner(&entries, key + ":fence").flatMap { Int64($0) } ?? 0 }
     }
 
     func extend(key: String, owner: String, by duration: Duration, adding: Bool) throws(RedisError) -> Bool {

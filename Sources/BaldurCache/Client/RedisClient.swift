@@ -28,6 +28,8 @@ public final class RedisClient: Sendable {
     public let configuration: RedisConfiguration
     let router: any ConnectionRouter
     let logger: Logger
+    /// Bounds how many lock waiters hold a connection in `BLPOP` (see ``RedisLockStore``).
+    let blockingWaiters: BlockingWaiterBudget
 
     /// The read-only commands that are retried once after a timeout or a dropped connection.
     public static let retryableCommands: Set<String> = [
@@ -49,6 +51,7 @@ public final class RedisClient: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.router = try ConnectionRouters.make(configuration, logger: logger)
+        self.blockingWaiters = BlockingWaiterBudget(maxConnections: configuration.maxConnections)
         logger.debug("redis client created", metadata: ["redis.url": "\(configuration)"])
     }
 
@@ -79,7 +82,7 @@ public final class RedisClient: Sendable {
             throw RedisError(.invalidArgument, "a command needs at least one argument")
         }
         return try withRetry(first.isCommand(in: Self.retryableCommands)) { connection throws(RedisError) in
-            try connection.sendAllowingErrorReply(arguments)
+            try connection.sendAllowingErrorReply(arguments, pooled: true)
         } pool: { () throws(RedisError) in
             try self.router.pool(for: arguments)
         }
@@ -93,7 +96,7 @@ public final class RedisClient: Sendable {
     public func pipeline(_ commands: [[RedisArgument]]) throws(RedisError) -> [RedisReply] {
         guard let first = commands.first else { return [] }
         return try withRetry(commands.allSatisfy { $0.first?.isCommand(in: Self.retryableCommands) ?? false }) { connection throws(RedisError) in
-            try connection.pipeline(commands)
+            try connection.pipeline(commands, pooled: true)
         } pool: { () throws(RedisError) in
             try self.router.pool(for: first)
         }
@@ -111,7 +114,7 @@ public final class RedisClient: Sendable {
     ) throws(RedisError) -> [RedisReply] {
         guard count > 0 else { return [] }
         return try withRetry(retryable) { connection throws(RedisError) in
-            try connection.pipeline(count: count, command)
+            try connection.pipeline(count: count, pooled: true, command)
         } pool: { () throws(RedisError) in
             try self.router.pool(for: routing)
         }
@@ -176,7 +179,7 @@ public final class RedisClient: Sendable {
                 return result
             } catch {
                 pool.checkin(pooled)
-                let transient = error.code == .readTimeout || error.code == .connectionClosed || error.code == .io
+                let transient = error.code == .readTimeout || error.code == .writeTimeout || error.code == .connectionClosed || error.code == .io
                 guard configuration.retryOnTimeout, transient, attempt == 1, retryable() else { throw error }
                 logger.debug("redis read-only command retried on a fresh connection", metadata: [
                     "redis.address": "\(pool.address)", "error": "\(error.code)",

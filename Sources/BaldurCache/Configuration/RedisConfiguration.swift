@@ -30,22 +30,26 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
     public var password: String?
     /// The password for the sentinels (Sentinel topology only). Never printed.
     public var sentinelPassword: String?
-    /// How long a command may wait for its reply (`redisSetTimeout`); `nil`
-    /// waits forever. Default 5 s (`BALDUR_REDIS_SOCKET_TIMEOUT`).
+    /// How long a command may wait to be written and for its reply
+    /// (`redisSetTimeout`); `nil` waits forever. Default 5 s, allowed 1 ms to
+    /// 100 years (`BALDUR_REDIS_SOCKET_TIMEOUT`).
     public var socketTimeout: Duration? = .seconds(5)
-    /// How long connecting may take. Default 5 s (`BALDUR_REDIS_SOCKET_CONNECT_TIMEOUT`).
+    /// How long connecting may take. Default 5 s, allowed 1 ms to 100 years
+    /// (`BALDUR_REDIS_SOCKET_CONNECT_TIMEOUT`).
     public var connectTimeout: Duration = .seconds(5)
     /// Retry a read-only command once on a fresh connection after a timeout or
     /// a dropped connection. Default `true` (`BALDUR_REDIS_RETRY_ON_TIMEOUT`).
     /// See ``RedisClient`` for exactly which commands retry.
     public var retryOnTimeout: Bool = true
-    /// The most connections the pool opens. Default 100 (`BALDUR_REDIS_MAX_CONNECTIONS`).
+    /// The most connections the pool opens. Default 100, allowed 1...10,000
+    /// (`BALDUR_REDIS_MAX_CONNECTIONS`).
     public var maxConnections: Int = 100
     /// An idle connection older than this is checked with `PING` before reuse.
     /// Default 30 s, allowed 5...300 s (`BALDUR_REDIS_HEALTH_CHECK_INTERVAL`).
     public var healthCheckInterval: Duration = .seconds(30)
     /// How long a caller waits for a connection when all `maxConnections` are
-    /// busy before failing with ``RedisError/Code/poolExhausted``. Default 5 s.
+    /// busy before failing with ``RedisError/Code/poolExhausted``. Default 5 s,
+    /// allowed 0 to 100 years.
     public var poolTimeout: Duration = .seconds(5)
     /// How long a thread polls its socket for a reply before sleeping in
     /// `read(2)`; `.zero` never polls. Spinning only happens while few
@@ -129,25 +133,45 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
         guard maxConnections >= 1 else {
             throw RedisError(.invalidConfiguration, "maxConnections must be at least 1, not \(maxConnections)")
         }
+        guard maxConnections <= Self.mostConnections else {
+            throw RedisError(.invalidConfiguration, "maxConnections must be at most \(Self.mostConnections), not \(maxConnections)")
+        }
         guard healthCheckInterval >= .seconds(5), healthCheckInterval <= .seconds(300) else {
-            throw RedisError(.invalidConfiguration, "healthCheckInterval must be between 5 and 300 seconds, not \(healthCheckInterval)")
+            throw RedisError(.invalidConfiguration, "healthCheckInterval must be between 5 and 300 seconds, not \(healthCheckInterval.readable)")
         }
-        guard connectTimeout > .zero else {
-            throw RedisError(.invalidConfiguration, "connectTimeout must be positive, not \(connectTimeout)")
+        _ = try connectTimeout.checked("connectTimeout", in: .milliseconds(1)...Duration.longestAccepted, code: .invalidConfiguration)
+        if let socketTimeout {
+            _ = try socketTimeout.checked("socketTimeout", in: .milliseconds(1)...Duration.longestAccepted, code: .invalidConfiguration)
         }
-        if let socketTimeout, socketTimeout <= .zero {
-            throw RedisError(.invalidConfiguration, "socketTimeout must be positive or nil, not \(socketTimeout)")
-        }
-        guard poolTimeout >= .zero else {
-            throw RedisError(.invalidConfiguration, "poolTimeout must not be negative, not \(poolTimeout)")
-        }
+        _ = try poolTimeout.checked("poolTimeout", in: .zero...Duration.longestAccepted, code: .invalidConfiguration)
         guard spinWait >= .zero, spinWait <= .milliseconds(10) else {
             throw RedisError(.invalidConfiguration, "spinWait must be between 0 and 10 ms, not \(spinWait)")
         }
-        guard database >= 0 else {
-            throw RedisError(.invalidConfiguration, "database must not be negative, not \(database)")
+        guard database >= 0, database <= Int(Int32.max) else {
+            throw RedisError(.invalidConfiguration, "database must be between 0 and \(Int32.max), not \(database)")
+        }
+        switch topology {
+        case .standalone(let address):
+            try address.validate()
+        case .sentinel(let master, let sentinels):
+            guard !master.isEmpty, master.unicodeScalars.allSatisfy(\.isPrintableASCIIWord) else {
+                throw RedisError(.invalidConfiguration, "the Sentinel master name must be non-empty printable ASCII without spaces")
+            }
+            guard !sentinels.isEmpty else { throw RedisError(.invalidConfiguration, "Sentinel needs at least one sentinel address") }
+            for sentinel in sentinels { try sentinel.validate() }
+        case .cluster(let seeds):
+            guard !seeds.isEmpty else { throw RedisError(.invalidConfiguration, "Cluster needs at least one seed address") }
+            for seed in seeds { try seed.validate() }
         }
     }
+
+    /// The longest duration any BaldurCache call accepts: 100 years. TTLs,
+    /// lock timeouts and waits, and every timeout here are checked against
+    /// it where they enter, so no deadline arithmetic can overflow.
+    public static var longestDuration: Duration { .longestAccepted }
+
+    /// The most connections one pool may open: 10,000.
+    public static let mostConnections = 10_000
 
     /// The configuration as a URL with the password masked, for logs.
     public var description: String {
@@ -170,10 +194,10 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
     }
 
     private static func seconds(_ raw: String, name: String) throws(RedisError) -> Duration {
-        guard let value = Double(raw), value.isFinite, value > 0 else {
-            throw RedisError(.invalidConfiguration, "\(name) must be a positive number of seconds, not '\(raw)'")
+        guard let value = Double(raw), value > 0, let duration = Duration.seconds(checking: value) else {
+            throw RedisError(.invalidConfiguration, "\(name) must be a positive number of seconds up to \(Duration.longestAccepted.readable), not '\(raw)'")
         }
-        return .milliseconds(Int64((value * 1000).rounded()))
+        return duration
     }
 }
 
@@ -260,9 +284,18 @@ private enum URLParser {
             user = ""
             password = Substring(credentials)
         }
-        guard let decodedUser = String(user).removingPercentEncoding,
-              let decodedPassword = password.map({ String($0).removingPercentEncoding }) ?? .some(nil)
-        else { throw invalid(url, "has badly percent-encoded credentials") }
+        guard let decodedUser = String(user).removingPercentEncoding else {
+            throw invalid(url, "has a badly percent-encoded user name")
+        }
+        var decodedPassword: String?
+        if let password {
+            // A password that does not decode is an error, never "no password":
+            // connecting without AUTH would hide the typo until production.
+            guard let decoded = String(password).removingPercentEncoding else {
+                throw invalid(url, "has a badly percent-encoded password (write % as %25)")
+            }
+            decodedPassword = decoded
+        }
         configuration.username = decodedUser.isEmpty ? nil : decodedUser
         configuration.password = (decodedPassword?.isEmpty ?? true) ? nil : decodedPassword
     }
@@ -288,7 +321,9 @@ private enum URLParser {
         guard !host.isEmpty else { throw invalid(url, "has an empty host in '\(authority)'") }
         var port = defaultPort
         if let portText {
-            guard let parsed = Int(portText), (1...65535).contains(parsed) else {
+            // Digits only: Int("+6379") would parse, and no URL writes a port that way.
+            guard !portText.isEmpty, portText.utf8.count <= 5, portText.utf8.allSatisfy({ (48...57).contains($0) }),
+                  let parsed = Int(portText), (1...65535).contains(parsed) else {
                 throw invalid(url, "has a bad port '\(portText)' (expected 1-65535)")
             }
             port = parsed

@@ -41,6 +41,14 @@ public final class RedisConnection: @unchecked Sendable {
     /// Busy-polls for replies before blocking (see ``ReplySpin``).
     @exclusivity(unchecked) private(set) var spin: ReplySpin
 
+    /// What the commands sent so far changed about the session (see ``SessionState``).
+    @exclusivity(unchecked) private(set) var session: SessionState
+    /// The server refused this connection (`maxclients`) in place of a reply.
+    private(set) var refusedByServer = false
+    /// The timeouts, for error messages.
+    private let socketTimeout: Duration?
+    private let connectTimeout: Duration
+
     /// The server this connection talks to.
     public let address: RedisServerAddress
     /// When the connection was last used successfully (monotonic clock).
@@ -65,6 +73,11 @@ public final class RedisConnection: @unchecked Sendable {
         self.address = address
         self.lastUsed = .now
         self.spin = ReplySpin(budget: configuration.spinWait)
+        self.session = SessionState(configuredDatabase: configuration.database)
+        self.socketTimeout = configuration.socketTimeout
+        self.connectTimeout = configuration.connectTimeout
+        try configuration.validate()
+        try address.validate()
         let connectTimeout = timeval(configuration.connectTimeout)
         let raw: UnsafeMutablePointer<redisContext>?
         switch address {
@@ -80,8 +93,8 @@ public final class RedisConnection: @unchecked Sendable {
         // deinit frees it on every path.
         context = raw
         if raw.pointee.err != 0 {
-            let error = Self.classify(raw, savedErrno: errno, address: address, connecting: true)
-            close()
+            let error = classify(raw, savedErrno: errno, during: .connecting)
+            close(resetting: true)
             throw error
         }
         raw.pointee.reader.pointee.fn = replyCallbacks
@@ -103,7 +116,7 @@ public final class RedisConnection: @unchecked Sendable {
                 try send(["SELECT", RedisArgument(configuration.database)])
             }
         } catch {
-            close()
+            close(resetting: true)
             throw error
         }
     }
@@ -127,12 +140,34 @@ public final class RedisConnection: @unchecked Sendable {
         return poll(&descriptor, 1, 0) != 0
     }
 
-    /// Closes the socket. Idempotent; later calls throw ``RedisError/Code/closed``.
+    /// `true` when the connection can serve another caller as it is: open,
+    /// its session as configured (no open `MULTI`, `WATCH`, other database,
+    /// subscription, `MONITOR`, `CLIENT REPLY`), and no reply data left in
+    /// hiredis' reader (a second `SUBSCRIBE` confirmation, say). The pool
+    /// also checks the socket for unexpected input before reuse.
+    var isReusable: Bool {
+        guard let context, session.isClean else { return false }
+        let reader = context.pointee.reader.pointee
+        return reader.len == reader.pos && reader.ridx < 0
+    }
+
+    /// Closes the socket gracefully. Idempotent; later calls throw ``RedisError/Code/closed``.
     public func close() {
-        if let context {
-            redisFree(context)
-            self.context = nil
+        close(resetting: false)
+    }
+
+    /// Closes the socket; with `resetting`, abortively: `SO_LINGER {1, 0}`
+    /// makes `close(2)` send a reset and drop whatever the kernel still holds
+    /// unsent, so a request that timed out cannot reach the server later and
+    /// overwrite newer writes.
+    func close(resetting: Bool) {
+        guard let context else { return }
+        if resetting, context.pointee.fd >= 0 {
+            var reset = linger(l_onoff: 1, l_linger: 0)
+            _ = setsockopt(context.pointee.fd, SOL_SOCKET, SO_LINGER, &reset, socklen_t(MemoryLayout<linger>.size))
         }
+        redisFree(context)
+        self.context = nil
     }
 
     /// Sends one command and waits for its reply: the command is written in
@@ -151,12 +186,55 @@ public final class RedisConnection: @unchecked Sendable {
     }
 
     /// Like ``send(_:)`` but returns an error reply as `.error` instead of throwing it.
-    func sendAllowingErrorReply(_ arguments: [RedisArgument]) throws(RedisError) -> RedisReply {
+    ///
+    /// - Parameter pooled: `true` for the pool's request/reply callers, which
+    ///   must not start a subscription or `MONITOR` (the next caller would
+    ///   get its messages as replies).
+    func sendAllowingErrorReply(_ arguments: [RedisArgument], pooled: Bool = false) throws(RedisError) -> RedisReply {
         let context = try liveContext()
         guard !arguments.isEmpty else { throw RedisError(.invalidArgument, "a command needs at least one argument") }
+        try admit(arguments, pooled: pooled)
         RESPEncoding.append(arguments, to: &requestBytes)
         try appendRequest(to: context)
         return try flushAndAwait(context) { () throws(RedisError) in try readReply(from: context) }
+    }
+
+    /// Waits for the next message the server sends without a request: after
+    /// `SUBSCRIBE` (each further confirmation, then every published
+    /// message) or `MONITOR`, on a connection of your own.
+    ///
+    /// ```swift
+    /// let listener = try RedisConnection(address: address, configuration: configuration)
+    /// try listener.send(["SUBSCRIBE", "news", "alerts"])   // confirms "news"
+    /// let second = try listener.receive()                 // confirms "alerts"
+    /// let message = try listener.receive()                // ["message", "news", payload]
+    /// ```
+    ///
+    /// - Throws: ``RedisError/Code/readTimeout`` when nothing arrives within
+    ///   `socketTimeout` (the connection is then closed: use `nil` for a
+    ///   listener that waits indefinitely), or another connection-fatal code.
+    public func receive() throws(RedisError) -> RedisReply {
+        let context = try liveContext()
+        return try readReply(from: context)
+    }
+
+    /// Accounts for `arguments` in ``session``, refusing what a
+    /// request/reply call cannot carry: `CLIENT REPLY OFF|SKIP` (the reply
+    /// would never come), and on pooled calls the subscription commands and
+    /// `MONITOR`.
+    @inline(__always)
+    private func admit(_ arguments: [RedisArgument], pooled: Bool) throws(RedisError) {
+        guard let kind = SessionState.kind(of: arguments) else { return }
+        switch kind {
+        case .push where pooled:
+            let name = String(decoding: arguments[0].bytes, as: UTF8.self).uppercased()
+            throw RedisError(.invalidArgument, "\(name) turns a connection into a message stream and cannot go through the pool; open a RedisConnection of your own and read messages with receive()")
+        case .session where SessionState.isClientReply(arguments) && arguments.count >= 3
+            && ["OFF", "SKIP"].contains(String(decoding: arguments[2].bytes, as: UTF8.self).uppercased()):
+            throw RedisError(.invalidArgument, "CLIENT REPLY OFF and SKIP make the server withhold replies that send() waits for; they cannot be used here")
+        default:
+            session.observe(arguments)
+        }
     }
 
     /// Sends every command before reading any reply (pipelining): the
@@ -170,10 +248,24 @@ public final class RedisConnection: @unchecked Sendable {
     /// - Throws: ``RedisError`` with a connection-fatal code when the
     ///   connection fails; the connection is then closed.
     public func pipeline(_ commands: [[RedisArgument]]) throws(RedisError) -> [RedisReply] {
+        try pipeline(commands, pooled: false)
+    }
+
+    /// ``pipeline(_:)``, refusing subscription commands for pooled callers
+    /// (see ``sendAllowingErrorReply(_:pooled:)``). Every command is checked
+    /// before any is sent.
+    func pipeline(_ commands: [[RedisArgument]], pooled: Bool) throws(RedisError) -> [RedisReply] {
         for command in commands where command.isEmpty {
             throw RedisError(.invalidArgument, "a command needs at least one argument")
         }
-        return try pipeline(count: commands.count) { index in commands[index] }
+        let before = session
+        for command in commands {
+            do { try admit(command, pooled: pooled) } catch {
+                session = before
+                throw error
+            }
+        }
+        return try pipeline(count: commands.count, admitted: true) { index in commands[index] }
     }
 
     /// Pipelines `count` commands that `command` builds on demand, in order.
@@ -185,7 +277,9 @@ public final class RedisConnection: @unchecked Sendable {
     /// after the last chunk. When `command` throws, or builds an empty
     /// command, after a chunk went out, the connection is closed: the
     /// commands sent may have run, and their replies are not read.
-    func pipeline(count: Int, _ command: (Int) throws(RedisError) -> [RedisArgument]) throws(RedisError) -> [RedisReply] {
+    func pipeline(
+        count: Int, admitted: Bool = false, pooled: Bool = false, _ command: (Int) throws(RedisError) -> [RedisArgument]
+    ) throws(RedisError) -> [RedisReply] {
         let context = try liveContext()
         guard count > 0 else { return [] }
         requestBytes.removeAll(keepingCapacityUpTo: Self.retainedRequestCapacity)
@@ -194,10 +288,11 @@ public final class RedisConnection: @unchecked Sendable {
             do throws(RedisError) {
                 let arguments = try command(index)
                 guard !arguments.isEmpty else { throw RedisError(.invalidArgument, "a command needs at least one argument") }
+                if !admitted { try admit(arguments, pooled: pooled) }
                 RESPEncoding.append(arguments, to: &requestBytes)
             } catch {
                 requestBytes.removeAll(keepingCapacityUpTo: Self.retainedRequestCapacity)
-                if sentChunk { close() }
+                if sentChunk { close(resetting: true) }
                 throw error
             }
             if requestBytes.count >= Self.pipelineChunk, index < count - 1 {
@@ -236,14 +331,14 @@ public final class RedisConnection: @unchecked Sendable {
             redisAppendFormattedCommand(context, request.baseAddress!.assumingMemoryBound(to: CChar.self), request.count)
         }
         requestBytes.removeAll(keepingCapacityUpTo: Self.retainedRequestCapacity)
-        if status != REDIS_OK { throw fail() }
+        if status != REDIS_OK { throw fail(during: .writing) }
     }
 
     /// Writes everything queued in hiredis' output buffer (`redisBufferWrite`).
     private func writeQueued(_ context: UnsafeMutablePointer<redisContext>) throws(RedisError) {
         var done: Int32 = 0
         repeat {
-            if redisBufferWrite(context, &done) != REDIS_OK { throw fail() }
+            if redisBufferWrite(context, &done) != REDIS_OK { throw fail(during: .writing) }
         } while done == 0
     }
 
@@ -268,54 +363,78 @@ public final class RedisConnection: @unchecked Sendable {
     private func readReply(from context: UnsafeMutablePointer<redisContext>) throws(RedisError) -> RedisReply {
         var token: UnsafeMutableRawPointer?
         guard redisGetReply(context, &token) == REDIS_OK, token != nil, let reply = replies.take() else {
-            throw fail()
+            throw fail(during: .reading)
+        }
+        if case .error(let text) = reply, text.hasPrefix(Self.tooManyClients) {
+            // Redis refuses a client over maxclients by sending this in place
+            // of the first reply and closing: nothing we sent ran. A refused
+            // connection, not a server answer (the pool backs off on it).
+            refusedByServer = true
+            close(resetting: true)
+            throw RedisError(.connectionRefused, "\(address) refused the connection: \(text)")
         }
         return reply
     }
 
-    /// Reads the context's error, closes the connection, and returns the error.
-    private func fail() -> RedisError {
-        let error = contextError()
-        close()
+    /// What Redis sends a client it will not serve because `maxclients` is reached.
+    static let tooManyClients = "ERR max number of clients reached"
+
+    /// What the connection was doing when hiredis reported an error.
+    enum Phase { case connecting, writing, reading }
+
+    /// Reads the context's error, closes the connection abortively (see
+    /// ``close(resetting:)``), and returns the error.
+    private func fail(during phase: Phase) -> RedisError {
+        let savedErrno = errno
+        guard let context else { return RedisError(.closed, "the connection to \(address) is closed") }
+        let error = classify(context, savedErrno: savedErrno, during: phase)
+        close(resetting: true)
         return error
     }
 
     private func contextError() -> RedisError {
         guard let context else { return RedisError(.closed, "the connection to \(address) is closed") }
-        return Self.classify(context, savedErrno: errno, address: address, connecting: false)
+        return classify(context, savedErrno: errno, during: .connecting)
     }
 
-    private static func classify(
-        _ context: UnsafeMutablePointer<redisContext>,
-        savedErrno: Int32,
-        address: RedisServerAddress,
-        connecting: Bool
-    ) -> RedisError {
+    /// Turns hiredis' error into a code that says what happened and a
+    /// message that says it in words, with the address.
+    private func classify(_ context: UnsafeMutablePointer<redisContext>, savedErrno: Int32, during phase: Phase) -> RedisError {
         let text = withUnsafeBytes(of: context.pointee.errstr) { raw in
             String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
         }
-        let message = "\(text) (\(address))"
         switch context.pointee.err {
         case REDIS_ERR_EOF:
-            return RedisError(.connectionClosed, message)
+            return RedisError(.connectionClosed, "\(address) closed the connection (\(text))")
         case REDIS_ERR_PROTOCOL:
-            return RedisError(.protocolError, message)
+            return RedisError(.protocolError, "\(address) sent a reply that cannot be parsed: \(text)")
+        case REDIS_ERR_OOM:
+            // The reply builder refused an item (a malformed array count) or
+            // an allocation failed: the reply is unusable, and sending the
+            // command again would not change that.
+            return RedisError(.protocolError, "the reply from \(address) could not be built (hiredis: \(text))")
         case REDIS_ERR_IO:
-            if text.contains("Connection refused") || text.contains("No such file or directory") || savedErrno == ECONNREFUSED {
-                return RedisError(.connectionRefused, message)
+            if savedErrno == ECONNREFUSED || savedErrno == ENOENT || text.contains("Connection refused") || text.contains("No such file or directory") {
+                return RedisError(.connectionRefused, "\(address) refused the connection (\(text))")
             }
-            if text.contains("timed out") || text.contains("Operation now in progress") || savedErrno == ETIMEDOUT {
-                return RedisError(connecting ? .connectTimeout : .readTimeout, message)
+            let timedOut = savedErrno == EAGAIN || savedErrno == EWOULDBLOCK || savedErrno == ETIMEDOUT || savedErrno == EINPROGRESS
+                || text.contains("timed out") || text.contains("Operation now in progress") || text.contains("Resource temporarily unavailable")
+            if timedOut {
+                switch phase {
+                case .connecting:
+                    return RedisError(.connectTimeout, "could not connect to \(address) within \(connectTimeout.readable) (connectTimeout)")
+                case .writing:
+                    return RedisError(.writeTimeout, "could not write the request to \(address) within \(socketTimeout?.readable ?? "the timeout") (socketTimeout): the server is not reading; the connection was reset")
+                case .reading:
+                    return RedisError(.readTimeout, "no reply from \(address) within \(socketTimeout?.readable ?? "the timeout") (socketTimeout); the connection was reset")
+                }
             }
-            if text.contains("Resource temporarily unavailable") || savedErrno == EAGAIN || savedErrno == EWOULDBLOCK {
-                return RedisError(connecting ? .connectTimeout : .readTimeout, message)
+            if savedErrno == ECONNRESET || savedErrno == EPIPE || text.contains("Connection reset") || text.contains("Broken pipe") {
+                return RedisError(.connectionClosed, "\(address) closed the connection (\(text))")
             }
-            if text.contains("Connection reset") || text.contains("Broken pipe") {
-                return RedisError(.connectionClosed, message)
-            }
-            return RedisError(.io, message)
+            return RedisError(.io, "I/O error with \(address): \(text)")
         default:
-            return RedisError(.io, message)
+            return RedisError(.io, "error with \(address): \(text)")
         }
     }
 }

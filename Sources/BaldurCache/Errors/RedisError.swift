@@ -21,6 +21,7 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
             case connectionRefused
             case connectTimeout
             case readTimeout
+            case writeTimeout
             case connectionClosed
             case io
             case protocolError
@@ -41,8 +42,13 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let connectionRefused = Code(kind: .connectionRefused)
         /// The connection was not established within `connectTimeout`.
         public static let connectTimeout = Code(kind: .connectTimeout)
-        /// The server did not answer within `socketTimeout`; the connection was discarded.
+        /// The server did not answer within `socketTimeout`; the connection was
+        /// discarded (reset, so nothing unsent reaches the server later).
         public static let readTimeout = Code(kind: .readTimeout)
+        /// The request could not be written within `socketTimeout` (the
+        /// server stopped reading); the connection was discarded and reset, so
+        /// the part not yet on the wire never reaches the server.
+        public static let writeTimeout = Code(kind: .writeTimeout)
         /// The server closed the connection (EOF).
         public static let connectionClosed = Code(kind: .connectionClosed)
         /// Any other socket error; the message carries the system's words.
@@ -96,8 +102,28 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
     /// longer be trusted and has been (or must be) discarded.
     public var isConnectionFatal: Bool {
         switch code.kind {
-        case .connectTimeout, .connectionRefused, .readTimeout, .connectionClosed, .io, .protocolError:
+        case .connectTimeout, .connectionRefused, .readTimeout, .writeTimeout, .connectionClosed, .io, .protocolError:
             return true
+        default:
+            return false
+        }
+    }
+
+    /// `true` when the same call may well succeed if tried again shortly:
+    /// the server could not be reached or answered too late, every pooled
+    /// connection was busy, or the server said it is busy or not ready
+    /// (`LOADING`, `BUSY`, `TRYAGAIN`, `MASTERDOWN`, `CLUSTERDOWN`). Whether
+    /// a retry is *safe* is the caller's question: a write that timed out
+    /// may have run.
+    public var isTransient: Bool {
+        switch code.kind {
+        case .connectTimeout, .connectionRefused, .readTimeout, .writeTimeout, .connectionClosed, .io, .poolExhausted:
+            return true
+        case .server:
+            switch prefix {
+            case "LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN": return true
+            default: return false
+            }
         default:
             return false
         }

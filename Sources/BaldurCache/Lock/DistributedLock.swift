@@ -10,14 +10,26 @@ protocol LockStore: Sendable {
     /// Like ``tryAcquire(key:owner:ttl:)`` and, on success, increments the
     /// lock's fencing counter in the same atomic step: the new token, or `nil`.
     func tryAcquireFenced(key: String, owner: String, ttl: Duration) throws(RedisError) -> Int64?
-    /// Deletes the key iff it holds `owner` and wakes one waiter: `true` when deleted.
-    func release(key: String, owner: String) throws(RedisError) -> Bool
+    /// Deletes the key iff it holds `owner` and wakes one waiter.
+    func release(key: String, owner: String) throws(RedisError) -> LockReleaseOutcome
     /// Sets (or adds to) the key's time to live iff it holds `owner`: `true` when done.
     func extend(key: String, owner: String, by duration: Duration, adding: Bool) throws(RedisError) -> Bool
     /// The owner stored at `key`, or `nil` when nobody holds it.
     func owner(key: String) throws(RedisError) -> String?
+    /// The lock's fencing counter now (`GET key:fence`), 0 when never fenced.
+    func currentFencingToken(key: String) throws(RedisError) -> Int64
     /// Waits until a release of `key` is signalled or `timeout` passes, whichever is first.
     func waitForRelease(key: String, timeout: Duration) throws(RedisError)
+}
+
+/// What a release found.
+enum LockReleaseOutcome: Sendable, Equatable {
+    /// The key held this owner and is deleted.
+    case released
+    /// Nobody holds the key (it expired, or an earlier release ran).
+    case absent
+    /// Another owner holds the key; it was left alone.
+    case heldByAnother
 }
 
 /// A lock shared by every process that uses the same key, Python Baldur
@@ -74,15 +86,21 @@ public final class DistributedLock: Sendable {
         /// Bumped on every start and stop of auto-renewal, so a stale timer stops itself.
         var renewalGeneration = 0
         var renewing = false
+        /// A release failed in a way that leaves open whether the script ran;
+        /// a retry that then finds the key gone has released it.
+        var releaseInDoubt = false
     }
 
-    init(key: String, store: any LockStore, timeout: Duration, blockingTimeout: Duration?, pollInterval: Duration = fallbackPollInterval) {
+    init(
+        key: String, store: any LockStore, timeout: Duration, blockingTimeout: Duration?,
+        pollInterval: Duration = fallbackPollInterval, owner: String? = nil
+    ) {
         self.pollInterval = pollInterval
         self.key = key
         self.store = store
         self.timeout = timeout
         self.blockingTimeout = blockingTimeout
-        self.owner = Self.makeOwner()
+        self.owner = owner ?? Self.makeOwner()
     }
 
     /// The fencing token of the current hold, when it was taken with
@@ -115,22 +133,40 @@ public final class DistributedLock: Sendable {
     }
 
     private func acquire(blocking: Bool, timeout: Duration?, fenced: Bool) throws(RedisError) -> Int64? {
-        guard self.timeout >= .milliseconds(1) else {
-            throw RedisError(.invalidArgument, "a lock timeout must be at least 1 ms, not \(self.timeout)")
+        _ = try self.timeout.checked("a lock timeout", in: .milliseconds(1)...Duration.longestAccepted)
+        let wait = try (timeout ?? blockingTimeout).map { wait throws(RedisError) in
+            try wait.checked("a lock wait", in: .zero...Duration.longestAccepted)
         }
-        let wait = timeout ?? blockingTimeout
+        if state.withLock({ $0.held }) {
+            // SET NX would fail against our own key and a blocking wait would
+            // wait for itself until the key expires.
+            throw RedisError(.invalidArgument, "lock '\(key)' is already held by this handle; release it before acquiring it again")
+        }
         let deadline = wait.map { ContinuousClock.now + $0 }
+        var backoff = Backoff()
+        var inDoubt = false
+        var attempted = false
         while true {
+            // The first attempt is always made; none is made once the wait is over.
+            if attempted, let deadline, ContinuousClock.now >= deadline { return nil }
+            attempted = true
             let token: Int64?
-            if fenced {
-                token = try store.tryAcquireFenced(key: key, owner: owner, ttl: self.timeout)
-            } else {
-                token = try store.tryAcquire(key: key, owner: owner, ttl: self.timeout) ? 0 : nil
+            do {
+                token = try attempt(fenced: fenced, afterDoubt: inDoubt)
+                inDoubt = false
+                backoff.reset()
+            } catch where blocking && error.isTransient {
+                // The SET may or may not have run: the next attempt that
+                // finds the lock taken checks whether it is ours.
+                inDoubt = true
+                guard backoff.sleep(until: deadline) else { return nil }
+                continue
             }
             if let token {
                 state.withLock { state in
                     state.held = true
                     state.lost = nil
+                    state.releaseInDoubt = false
                     state.fencingToken = fenced ? token : nil
                 }
                 return token
@@ -142,30 +178,69 @@ public final class DistributedLock: Sendable {
                 if left <= .zero { return nil }
                 pause = min(pause, left)
             }
-            try store.waitForRelease(key: key, timeout: pause)
+            do {
+                try store.waitForRelease(key: key, timeout: pause)
+                backoff.reset()
+            } catch where error.isTransient {
+                guard backoff.sleep(until: deadline) else { return nil }
+            }
         }
+    }
+
+    /// One `SET NX PX` (or the fenced script). After an attempt whose outcome
+    /// is unknown, a refusal is checked against the stored owner: if the
+    /// earlier `SET` landed, the lock is this handle's.
+    private func attempt(fenced: Bool, afterDoubt inDoubt: Bool) throws(RedisError) -> Int64? {
+        let token: Int64?
+        if fenced {
+            token = try store.tryAcquireFenced(key: key, owner: owner, ttl: timeout)
+        } else {
+            token = try store.tryAcquire(key: key, owner: owner, ttl: timeout) ? 0 : nil
+        }
+        guard token == nil, inDoubt, try store.owner(key: key) == owner else { return token }
+        // Nobody can have taken the lock between our SET and now, so the
+        // counter still holds the token that SET's script issued.
+        return fenced ? try store.currentFencingToken(key: key) : 0
     }
 
     /// Releases the lock: one script deletes the key only if it still holds
     /// this owner, and signals one waiter. Stops auto-renewal.
     ///
+    /// A release that fails with a transient error (timeout, dropped
+    /// connection) leaves the handle holding the lock, so it can be retried;
+    /// a retry that finds the key gone counts as released, since either the
+    /// first attempt ran or the key expired, and nobody else holds it.
+    ///
     /// - Throws: ``RedisError/Code/lockNotOwned`` when this handle does not
     ///   hold the lock (never acquired, already released, or expired and
     ///   perhaps taken by someone else, whose key is left alone).
     public func release() throws(RedisError) {
-        let wasHeld = state.withLock { state in
-            defer {
-                state.held = false
-                state.fencingToken = nil
-                state.renewalGeneration += 1
-                state.renewing = false
-            }
-            return state.held
+        let (wasHeld, inDoubt) = state.withLock { state in
+            state.renewalGeneration += 1
+            state.renewing = false
+            return (state.held, state.releaseInDoubt)
         }
         guard wasHeld else {
             throw RedisError(.lockNotOwned, "lock '\(key)' is not held by this handle")
         }
-        guard try store.release(key: key, owner: owner) else {
+        let outcome: LockReleaseOutcome
+        do {
+            outcome = try store.release(key: key, owner: owner)
+        } catch {
+            if error.isTransient { state.withLock { $0.releaseInDoubt = true } }
+            throw error
+        }
+        state.withLock { state in
+            state.held = false
+            state.fencingToken = nil
+            state.releaseInDoubt = false
+        }
+        switch outcome {
+        case .released:
+            return
+        case .absent where inDoubt:
+            return
+        case .absent, .heldByAnother:
             throw RedisError(.lockNotOwned, "lock '\(key)' expired before it was released; another owner may hold it")
         }
     }
@@ -206,9 +281,14 @@ public final class DistributedLock: Sendable {
     ///   had been lost before the release (the section was not exclusive to the end).
     public func withLock<R>(autoRenew: Bool = false, _ body: () throws -> R) throws -> R {
         guard try acquire() else {
-            throw RedisError(.lockNotAcquired, "lock '\(key)' was not acquired within \(blockingTimeout.map { "\($0)" } ?? "the wait")")
+            throw RedisError(.lockNotAcquired, "lock '\(key)' was not acquired within \(blockingTimeout.map { $0.readable } ?? "the wait")")
         }
-        if autoRenew { startAutoRenewal() }
+        if autoRenew {
+            do { try startAutoRenewal() } catch {
+                try? release()
+                throw error
+            }
+        }
         let result: R
         do {
             result = try body()
@@ -224,14 +304,21 @@ public final class DistributedLock: Sendable {
     /// (default a third of the timeout) on a background timer, until
     /// ``release()``, ``stopAutoRenewal()`` or the handle is deallocated.
     ///
+    /// Each renewing handle has a timer queue of its own, so a renewal stuck
+    /// on a slow server never delays another lock's.
+    ///
     /// When an extension finds the lock owned by someone else (it expired
     /// anyway: the process stalled longer than the timeout), renewal stops,
     /// ``lostError`` is set and `onLost` is called once: the holder must stop
     /// acting as the owner. A transient error (Redis unreachable) is retried
     /// at the next tick; if it lasts past the timeout, the next successful
     /// call reports the loss.
-    public func startAutoRenewal(every interval: Duration? = nil, onLost: (@Sendable (RedisError) -> Void)? = nil) {
-        let interval = interval ?? max(timeout / 3, .milliseconds(1))
+    ///
+    /// - Throws: ``RedisError/Code/invalidArgument`` when `interval` is not
+    ///   between 1 ms and the lock's timeout.
+    public func startAutoRenewal(every interval: Duration? = nil, onLost: (@Sendable (RedisError) -> Void)? = nil) throws(RedisError) {
+        let interval = try (interval ?? max(timeout / 3, .milliseconds(1)))
+            .checked("a renewal interval", in: .milliseconds(1)...max(timeout, .milliseconds(1)))
         let generation: Int? = state.withLock { state in
             guard state.held else { return nil }
             state.renewalGeneration += 1
@@ -239,7 +326,8 @@ public final class DistributedLock: Sendable {
             return state.renewalGeneration
         }
         guard let generation else { return }
-        Self.scheduleRenewal(of: self, generation: generation, interval: interval, onLost: onLost)
+        let queue = DispatchQueue(label: "BaldurCache.lock-renewal")
+        Self.scheduleRenewal(of: self, on: queue, generation: generation, interval: interval, onLost: onLost)
     }
 
     /// Stops auto-renewal; the lock stays held until it expires or is released.
@@ -250,12 +338,10 @@ public final class DistributedLock: Sendable {
         }
     }
 
-    private static let renewalQueue = DispatchQueue(label: "BaldurCache.lock-renewal")
-
     private static func scheduleRenewal(
-        of lock: DistributedLock, generation: Int, interval: Duration, onLost: (@Sendable (RedisError) -> Void)?
+        of lock: DistributedLock, on queue: DispatchQueue, generation: Int, interval: Duration, onLost: (@Sendable (RedisError) -> Void)?
     ) {
-        renewalQueue.asyncAfter(deadline: .now() + .nanoseconds(Int(interval.nanoseconds))) { [weak lock] in
+        queue.asyncAfter(deadline: .now() + .nanoseconds(Int(interval.nanoseconds))) { [weak lock] in
             guard let lock, lock.state.withLock({ $0.renewing && $0.renewalGeneration == generation }) else { return }
             do {
                 guard try lock.store.extend(key: lock.key, owner: lock.owner, by: lock.timeout, adding: false) else {
@@ -274,14 +360,12 @@ public final class DistributedLock: Sendable {
             } catch {
                 // Transient: try again at the next tick.
             }
-            scheduleRenewal(of: lock, generation: generation, interval: interval, onLost: onLost)
+            scheduleRenewal(of: lock, on: queue, generation: generation, interval: interval, onLost: onLost)
         }
     }
 
     private func extend(_ duration: Duration, adding: Bool) throws(RedisError) {
-        guard duration >= .milliseconds(1) else {
-            throw RedisError(.invalidArgument, "a lock extension must be at least 1 ms, not \(duration)")
-        }
+        _ = try duration.checked("a lock extension", in: .milliseconds(1)...Duration.longestAccepted)
         guard state.withLock({ $0.held }) else {
             throw RedisError(.lockNotOwned, "lock '\(key)' is not held by this handle")
         }

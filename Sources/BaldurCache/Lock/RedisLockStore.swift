@@ -1,3 +1,6 @@
+import Foundation
+import Synchronization
+
 /// The lock protocol on Redis, as Python Baldur speaks it (`SET NX PX`,
 /// compare-and-delete, compare-and-`PEXPIRE`), plus the release signal and
 /// fencing counter that Python ignores.
@@ -19,9 +22,21 @@ struct RedisLockStore: LockStore {
         return token > 0 ? token : nil
     }
 
-    func release(key: String, owner: String) throws(RedisError) -> Bool {
-        try BaldurScripts.releaseLock.run(on: client, keys: [RedisArgument(key), Self.signalKey(key)], arguments: [RedisArgument(owner)])
-            .expectInteger("lock release script") == 1
+    func release(key: String, owner: String) throws(RedisError) -> LockReleaseOutcome {
+        switch try BaldurScripts.releaseLock.run(on: client, keys: [RedisArgument(key), Self.signalKey(key)], arguments: [RedisArgument(owner)])
+            .expectInteger("lock release script") {
+        case 1: return .released
+        case 0: return .absent
+        default: return .heldByAnother
+        }
+    }
+
+    func currentFencingToken(key: String) throws(RedisError) -> Int64 {
+        guard let text = try client.send("GET", Self.fenceKey(key)).string else { return 0 }
+        guard let token = Int64(text) else {
+            throw RedisError(.decoding, "the fencing counter of lock '\(key)' is not an integer")
+        }
+        return token
     }
 
     func extend(key: String, owner: String, by duration: Duration, adding: Bool) throws(RedisError) -> Bool {
@@ -36,12 +51,45 @@ struct RedisLockStore: LockStore {
     }
 
     /// `BLPOP key:signal seconds`: returns when a release pushes a token, or after `timeout`.
+    ///
+    /// A `BLPOP` holds a pooled connection for its whole wait, so at most a
+    /// quarter of `maxConnections` (at least one) waiters of one client block
+    /// in it at once; the others sleep their interval and poll, leaving the
+    /// rest of the pool to ordinary traffic however many waiters there are.
     func waitForRelease(key: String, timeout: Duration) throws(RedisError) {
         // BLPOP 0 would block forever, and the wait must end well inside the socket timeout.
         var wait = max(timeout, .milliseconds(1))
         if let socketTimeout = client.configuration.socketTimeout { wait = min(wait, socketTimeout / 2) }
+        guard client.blockingWaiters.enter() else {
+            Thread.sleep(forTimeInterval: Double(wait.nanoseconds) / 1e9)
+            return
+        }
+        defer { client.blockingWaiters.leave() }
         let milliseconds = wait.wholeMillisecondsRoundedUp
         let seconds = "\(milliseconds / 1000).\(String(milliseconds % 1000).leftPadded(to: 3))"
         try client.send("BLPOP", Self.signalKey(key), RedisArgument(seconds))
     }
+}
+
+/// How many callers of one client may block in a lock wait (`BLPOP`) at once.
+final class BlockingWaiterBudget: Sendable {
+    /// The most at once: a quarter of the pool, at least one.
+    let limit: Int
+    private let inside = Atomic<Int>(0)
+
+    init(maxConnections: Int) { limit = max(1, maxConnections / 4) }
+
+    /// Takes a place when one is free; `false` when all are taken.
+    func enter() -> Bool {
+        var current = inside.load(ordering: .relaxed)
+        while current < limit {
+            let (exchanged, original) = inside.compareExchange(expected: current, desired: current + 1, ordering: .acquiringAndReleasing)
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
+
+    /// Gives back a place taken by ``enter()``.
+    func leave() { inside.subtract(1, ordering: .releasing) }
 }

@@ -44,7 +44,7 @@ public final class Redlock: Sendable {
     ///   the TTL (at most a third of it).
     public init(key: String, ttl: Duration, clients: [RedisClient]) throws(RedisError) {
         guard !clients.isEmpty else { throw RedisError(.invalidConfiguration, "Redlock needs at least one Redis master") }
-        guard ttl >= .milliseconds(10) else { throw RedisError(.invalidArgument, "a Redlock TTL must be at least 10 ms, not \(ttl)") }
+        _ = try ttl.checked("a Redlock TTL", in: .milliseconds(10)...Duration.longestAccepted)
         for client in clients {
             guard let timeout = client.configuration.socketTimeout, timeout * 3 <= ttl else {
                 throw RedisError(.invalidConfiguration, "Redlock needs per-node socket timeouts of at most a third of the TTL (\(ttl)); \(client.configuration) has \(client.configuration.socketTimeout.map { "\($0)" } ?? "none")")
@@ -77,8 +77,14 @@ public final class Redlock: Sendable {
     ///   - attempts: How many rounds to try (at least 1).
     ///   - retryDelay: The most to wait between rounds (a random part of it, to break ties).
     /// - Returns: The lease when held, `nil` when no round reached a quorum with validity left.
-    public func acquire(attempts: Int = 3, retryDelay: Duration = .milliseconds(200)) -> RedlockLease? {
-        for attempt in 1...max(attempts, 1) {
+    /// - Throws: ``RedisError/Code/invalidArgument`` when `attempts` is not
+    ///   1...1000 or `retryDelay` is not 0 to 1 hour.
+    public func acquire(attempts: Int = 3, retryDelay: Duration = .milliseconds(200)) throws(RedisError) -> RedlockLease? {
+        guard (1...1000).contains(attempts) else {
+            throw RedisError(.invalidArgument, "Redlock attempts must be between 1 and 1000, not \(attempts)")
+        }
+        _ = try retryDelay.checked("a Redlock retry delay", in: .zero...(.seconds(3600)))
+        for attempt in 1...attempts {
             let start = ContinuousClock.now
             let granted = onEveryNode { client in
                 (try? client.send("SET", RedisArgument(self.key), RedisArgument(self.owner), "NX", "PX",

@@ -13,7 +13,15 @@ import Synchronization
 ///   discarded before it is handed out, so a server restart costs no failed
 ///   command; one unused for longer than `healthCheckInterval` is also
 ///   checked with `PING`.
-/// - A connection that failed fatally is closed, never returned to the pool.
+/// - A connection that failed fatally is closed (reset, see
+///   ``RedisConnection/close(resetting:)``), never returned to the pool. So
+///   is one whose session a caller left changed (an open `MULTI`, another
+///   database, unread replies): see ``RedisConnection/isReusable``.
+/// - Failed connects back off: after the second consecutive failure
+///   (refused, timed out, or `maxclients` reached), new connections to this
+///   address are not attempted for a jittered, doubling delay (25 ms up to
+///   1 s); callers that need one meanwhile get the last connect error at
+///   once. The first connection that works resets the delay.
 final class ConnectionPool: Sendable {
     let address: RedisServerAddress
     private let configuration: RedisConfiguration
@@ -30,6 +38,11 @@ final class ConnectionPool: Sendable {
         var closed = false
         /// Bumped by `drain()`: connections from an older generation are closed on return.
         var generation = 0
+        /// Consecutive failed connects and when the next may be tried.
+        var connectBackoff = Backoff(initial: .milliseconds(25), cap: .seconds(1))
+        var connectFailures = 0
+        var nextConnectAt: ContinuousClock.Instant?
+        var lastConnectError: RedisError?
     }
 
     /// A connection and the pool generation it was opened in.
@@ -113,12 +126,27 @@ final class ConnectionPool: Sendable {
 
     func checkin(_ pooled: PooledConnection) {
         ReplySpin.connectionsInUse.wrappingSubtract(1, ordering: .relaxed)
+        let connection = pooled.connection
+        let reusable = connection.isReusable
+        let refused = connection.refusedByServer
         let keep = state.withLock { state in
-            guard !state.closed, pooled.connection.isOpen, pooled.generation == state.generation else { return false }
+            if reusable {
+                state.connectFailures = 0
+                state.connectBackoff.reset()
+                state.nextConnectAt = nil
+            } else if refused {
+                Self.countConnectFailure(&state, RedisError(.connectionRefused, "\(address) refused the connection (\(RedisConnection.tooManyClients))"))
+            }
+            guard !state.closed, reusable, pooled.generation == state.generation else { return false }
             state.idle.append(pooled)
             return true
         }
-        if !keep { discard(pooled.connection) }
+        if !keep {
+            if connection.isOpen && !reusable {
+                logger.debug("redis connection discarded: its session was left changed or replies were left unread", metadata: ["redis.address": "\(address)"])
+            }
+            discard(connection)
+        }
         permits.signal()
     }
 
@@ -127,6 +155,9 @@ final class ConnectionPool: Sendable {
     func drain() {
         let idle = state.withLock { state in
             state.generation += 1
+            state.connectFailures = 0
+            state.connectBackoff.reset()
+            state.nextConnectAt = nil
             defer { state.idle.removeAll() }
             return state.idle
         }
@@ -145,20 +176,43 @@ final class ConnectionPool: Sendable {
     }
 
     private func open(generation: Int) throws(RedisError) -> PooledConnection {
+        let backingOff: RedisError? = state.withLock { state in
+            guard let next = state.nextConnectAt, let last = state.lastConnectError else { return nil }
+            let wait = ContinuousClock.now.duration(to: next)
+            guard wait > .zero else { return nil }
+            return RedisError(last.code, "\(last.message) [no new connection tried for another \(wait.wholeMillisecondsRoundedUp) ms after \(state.connectFailures) failed connects]")
+        }
+        if let backingOff {
+            permits.signal()
+            throw backingOff
+        }
         do {
             let connection = try RedisConnection(address: address, configuration: configuration)
             state.withLock { $0.open += 1 }
             logger.debug("redis connection opened", metadata: ["redis.address": "\(address)"])
             return PooledConnection(connection: connection, generation: generation)
         } catch {
+            if error.isConnectionFatal {
+                state.withLock { Self.countConnectFailure(&$0, error) }
+            }
             permits.signal()
             logger.debug("redis connect failed", metadata: ["redis.address": "\(address)", "error": "\(error)"])
             throw error
         }
     }
 
+    /// Counts a failed connect; from the second in a row on, new connects
+    /// wait out a growing, jittered delay.
+    private static func countConnectFailure(_ state: inout State, _ error: RedisError) {
+        state.connectFailures += 1
+        state.lastConnectError = error
+        if state.connectFailures >= 2 {
+            state.nextConnectAt = .now + state.connectBackoff.nextDelay()
+        }
+    }
+
     private func discard(_ connection: RedisConnection) {
-        connection.close()
+        connection.close(resetting: true)
         state.withLock { $0.open -= 1 }
     }
 

@@ -73,15 +73,18 @@ enum BaldurScripts {
     /// Lock release. KEYS = [lock key, signal list]; ARGV = [owner]. Deletes
     /// only if the value still equals the owner, then leaves one token on the
     /// signal list (at most one, expiring) to wake the longest waiter.
-    /// Returns 1 when deleted.
+    /// Returns 1 when deleted, 0 when the key is absent, -1 when another
+    /// owner holds it.
     static let releaseLock = LuaScript("""
-        if redis.call('GET', KEYS[1]) == ARGV[1] then
+        local holder = redis.call('GET', KEYS[1])
+        if holder == ARGV[1] then
             redis.call('DEL', KEYS[1])
             redis.call('LPUSH', KEYS[2], '1')
             redis.call('LTRIM', KEYS[2], 0, 0)
             redis.call('PEXPIRE', KEYS[2], 10000)
             return 1
         end
+        if holder then return -1 end
         return 0
         """)
 

@@ -7,6 +7,12 @@ import Foundation
 /// ``JSONValue`` takes a hand-written path that needs no Foundation; any
 /// other `Codable` type goes through `JSONEncoder` / `JSONDecoder`.
 enum JSONCodec {
+    /// How deeply arrays and objects may nest, for writing and reading
+    /// alike: 512 levels. The writer refuses deeper values before anything is
+    /// sent, so nothing is stored that the reader would then refuse; and
+    /// neither recurses without bound on a hostile value.
+    static let maxDepth = 512
+
     static func encode<T: Encodable>(_ value: T) throws(RedisError) -> [UInt8] {
         if let json = value as? JSONValue { return try JSONWriter.encode(json) }
         do {
@@ -96,16 +102,19 @@ enum JSONWriter {
         return output.bytes
     }
 
-    /// Throws what ``write(_:into:)`` would for `value` (a NaN or infinite
-    /// number), without writing anything.
-    static func validate(_ value: JSONValue) throws(RedisError) {
+    /// Throws what ``write(_:into:depth:)`` would for `value` (a NaN or
+    /// infinite number, nesting deeper than ``JSONCodec/maxDepth``), without
+    /// writing anything.
+    static func validate(_ value: JSONValue, depth: Int = 0) throws(RedisError) {
         switch value {
         case .double(let number) where !number.isFinite:
             throw nonFinite(number)
         case .array(let elements):
-            for element in elements { try validate(element) }
+            try nest(depth)
+            for element in elements { try validate(element, depth: depth + 1) }
         case .object(let members):
-            for member in members.values { try validate(member) }
+            try nest(depth)
+            for member in members.values { try validate(member, depth: depth + 1) }
         default:
             break
         }
@@ -115,7 +124,17 @@ enum JSONWriter {
         RedisError(.invalidArgument, "JSON has no representation for \(number)")
     }
 
-    static func write(_ value: JSONValue, into output: inout OutputBuffer) throws(RedisError) {
+    /// Refuses to open an array or object inside `depth` enclosing ones when
+    /// that would pass ``JSONCodec/maxDepth``.
+    @inline(__always)
+    private static func nest(_ depth: Int) throws(RedisError) {
+        guard depth < JSONCodec.maxDepth else {
+            throw RedisError(.invalidArgument, "the value nests arrays and objects deeper than \(JSONCodec.maxDepth) levels, which Baldur cannot read back")
+        }
+    }
+
+    /// Writes `value` inside `depth` enclosing arrays and objects.
+    static func write(_ value: JSONValue, into output: inout OutputBuffer, depth: Int = 0) throws(RedisError) {
         switch value {
         case .null: output.append(utf8: "null")
         case .bool(let flag): output.append(utf8: flag ? "true" : "false")
@@ -128,13 +147,15 @@ enum JSONWriter {
             output.append(utf8: number.description)
         case .string(let text): writeString(text, into: &output)
         case .array(let elements):
+            try nest(depth)
             output.append(UInt8(ascii: "["))
             for index in elements.indices {
                 if index > 0 { output.append(UInt8(ascii: ",")) }
-                try write(elements[index], into: &output)
+                try write(elements[index], into: &output, depth: depth + 1)
             }
             output.append(UInt8(ascii: "]"))
         case .object(let members):
+            try nest(depth)
             output.append(UInt8(ascii: "{"))
             // Sorted, so equal records serialize to equal bytes. The order is
             // kept as dictionary positions on the stack: no copies of the
@@ -150,7 +171,7 @@ enum JSONWriter {
                     let member = members[order[position]]
                     writeString(member.key, into: &output)
                     output.append(UInt8(ascii: ":"))
-                    try write(member.value, into: &output)
+                    try write(member.value, into: &output, depth: depth + 1)
                 }
             }
             output.append(UInt8(ascii: "}"))
@@ -236,7 +257,7 @@ struct JSONReader {
     private let bytes: UnsafeBufferPointer<UInt8>
     private var index = 0
     private var depth = 0
-    private static let maxDepth = 512
+    private static let maxDepth = JSONCodec.maxDepth
 
     static func parse(_ bytes: [UInt8]) throws(Failure) -> JSONValue {
         try bytes.withUnsafeBufferPointer { buffer throws(Failure) in

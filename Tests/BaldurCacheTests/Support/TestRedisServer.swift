@@ -57,9 +57,22 @@ final class TestRedisServer: @unchecked Sendable {
     /// Kills the server with SIGKILL (a crash, not a shutdown) and waits for it to exit.
     func kill() {
         guard let process else { return }
+        Foundation.kill(process.processIdentifier, SIGCONT)
         Foundation.kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
         self.process = nil
+    }
+
+    /// Stops the server with SIGSTOP: it keeps its sockets and answers nothing (a stall).
+    func pause() {
+        guard let process else { return }
+        Foundation.kill(process.processIdentifier, SIGSTOP)
+    }
+
+    /// Resumes a paused server with SIGCONT.
+    func resume() {
+        guard let process else { return }
+        Foundation.kill(process.processIdentifier, SIGCONT)
     }
 
     func stop() {

@@ -1,0 +1,268 @@
+@testable import BaldurCache
+import Foundation
+import Synchronization
+import Testing
+
+/// Hardening: a pooled connection goes back to the pool only as it came
+/// out: no unread reply, no open transaction, the configured database, no
+/// subscription. Otherwise the next caller would get someone else's reply.
+@Suite("Pooled connections never carry state to the next caller")
+struct SessionStateTests {
+    /// A client with one pooled connection, so every call shares it unless it is discarded.
+    static func singleConnectionClient() throws -> RedisClient { try TestEnvironment.client(maxConnections: 1) }
+
+    @Test("SUBSCRIBE through pooled send is invalidArgument naming receive(); the next caller's replies stay in step")
+    func subscribeThroughThePoolIsRefused() throws {
+        let client = try Self.singleConnectionClient()
+        defer { client.close() }
+        for command: [RedisArgument] in [["SUBSCRIBE", "a", "b"], ["psubscribe", "a*"], ["SSUBSCRIBE", "a"], ["MONITOR"]] {
+            let error = #expect(throws: RedisError.self) { try client.send(command) }
+            #expect(error?.code == .invalidArgument)
+            #expect(error?.message.contains("receive()") == true)
+            let inPipeline = #expect(throws: RedisError.self) { try client.pipeline([["PING"], command]) }
+            #expect(inPipeline?.code == .invalidArgument)
+        }
+        #expect(try client.send("ECHO", "in step").string == "in step")
+        #expect(try client.send("PING") == .status("PONG"))
+    }
+
+    @Test("a SUBSCRIBE of two channels inside withConnection leaves its second confirmation unread: the connection is discarded, not reused")
+    func unreadRepliesDiscardTheConnection() throws {
+        let client = try Self.singleConnectionClient()
+        defer { client.close() }
+        try client.ping()
+        let first = try client.withConnection { connection in try connection.send(["SUBSCRIBE", "bctest-a", "bctest-b"]) }
+        #expect(first.array?.first?.string == "subscribe")
+        // Before: the next caller got ["subscribe", "bctest-b", 2], and every reply after it was one behind.
+        #expect(try client.send("PING") == .status("PONG"))
+        #expect(try client.send("ECHO", "mine").string == "mine")
+    }
+
+    @Test("MULTI left open by one caller does not turn the next caller's SET into QUEUED: the write lands")
+    func openTransactionIsNotReused() throws {
+        let client = try Self.singleConnectionClient()
+        defer { client.close() }
+        let cache = try RedisCacheAdapter(client: client, keyPrefix: TestKeys().prefix)
+        try client.send("MULTI")
+        try cache.set("after-multi", "written", ttl: .seconds(60))
+        #expect(try cache.get("after-multi", as: String.self) == "written")
+        try cache.delete("after-multi")
+    }
+
+    @Test("a withConnection body that throws mid-transaction leaves nothing queued for the next caller")
+    func throwingTransactionBody() throws {
+        struct Abandon: Error {}
+        let client = try Self.singleConnectionClient()
+        defer { client.close() }
+        let keys = TestKeys()
+        #expect(throws: Abandon.self) {
+            try client.withConnection { connection in
+                try connection.send(["MULTI"])
+                try connection.send(["SET", RedisArgument(keys("queued")), "never"])
+                throw Abandon()
+            }
+        }
+        #expect(try client.send("SET", RedisArgument(keys("next")), "landed") == .status("OK"))
+        #expect(try client.send("GET", RedisArgument(keys("next"))).string == "landed")
+        #expect(try client.send("EXISTS", RedisArgument(keys("queued"))) == .integer(0))
+        try client.send("DEL", RedisArgument(keys("next")))
+    }
+
+    @Test("SELECT of another database by one caller does not move the next caller's writes there")
+    func selectIsNotReused() throws {
+        let client = try Self.singleConnectionClient()
+        defer { client.close() }
+        let keys = TestKeys()
+        try client.send("SELECT", "7")
+        try client.send("SET", RedisArgument(keys("where")), "db0")
+        let checker = try TestEnvironment.client()
+        defer { checker.close() }
+        #expect(try checker.send("GET", RedisArgument(keys("where"))).string == "db0")
+        try checker.send("DEL", RedisArgument(keys("where")))
+        // SELECT of the configured database, and a transaction that ends, keep the connection.
+        try client.send("SELECT", "0")
+        _ = try client.pipeline([["MULTI"], ["INCR", RedisArgument(keys("n"))], ["EXEC"]])
+        let id = try client.send("CLIENT", "ID")
+        #expect(try client.send("CLIENT", "ID") == id)
+        try client.send("DEL", RedisArgument(keys("n")))
+    }
+
+    @Test("CLIENT REPLY OFF and SKIP are invalidArgument on every request/reply path, never a hang")
+    func clientReplyOffIsRefused() throws {
+        let client = try Self.singleConnectionClient()
+        defer { client.close() }
+        for mode in ["OFF", "skip"] {
+            let error = #expect(throws: RedisError.self) { try client.send("CLIENT", "REPLY", RedisArgument(mode)) }
+            #expect(error?.code == .invalidArgument)
+            let direct = #expect(throws: RedisError.self) {
+                try client.withConnection { connection in try connection.send(["CLIENT", "REPLY", RedisArgument(mode)]) }
+            }
+            #expect(direct?.code == .invalidArgument)
+        }
+        #expect(try client.send("CLIENT", "REPLY", "ON") == .status("OK"))
+        #expect(try client.send("ECHO", "answered").string == "answered")
+    }
+
+    @Test("a connection of one's own subscribes, and receive() reads the further confirmations and the messages")
+    func receiveServesSubscriptions() throws {
+        let configuration = try TestEnvironment.configuration()
+        guard case .standalone(let address) = configuration.topology else { return }
+        let listener = try RedisConnection(address: address, configuration: configuration)
+        defer { listener.close() }
+        let channel = "bctest-\(UUID().uuidString)"
+        let first = try listener.send(["SUBSCRIBE", RedisArgument(channel + "-a"), RedisArgument(channel + "-b")])
+        #expect(first == .array([.bulk(Array("subscribe".utf8)), .bulk(Array((channel + "-a").utf8)), .integer(1)]))
+        #expect(try listener.receive() == .array([.bulk(Array("subscribe".utf8)), .bulk(Array((channel + "-b").utf8)), .integer(2)]))
+        let publisher = try TestEnvironment.client()
+        defer { publisher.close() }
+        #expect(try publisher.send("PUBLISH", RedisArgument(channel + "-b"), "hello") == .integer(1))
+        #expect(try listener.receive() == .array([.bulk(Array("message".utf8)), .bulk(Array((channel + "-b").utf8)), .bulk(Array("hello".utf8))]))
+    }
+
+    @Test("the session tracker tells the commands that change a session from the rest, in any letter case")
+    func sessionTracking() {
+        var session = SessionState(configuredDatabase: 2)
+        #expect(session.isClean)
+        for command: [RedisArgument] in [["GET", "k"], ["SET", "k", "v"], ["EVALSHA", "x", "0"], ["CLIENT", "ID"], ["SELECT", "2"], ["exec"], ["UNWATCH"]] {
+            session.observe(command)
+        }
+        #expect(session.isClean)
+        session.observe(["multi"])
+        #expect(!session.isClean)
+        session.observe(["EXEC"])
+        #expect(session.isClean)
+        session.observe(["WATCH", "k"])
+        #expect(!session.isClean)
+        session.observe(["DISCARD"])
+        #expect(session.isClean)
+        session.observe(["select", "3"])
+        #expect(!session.isClean)
+        session.observe(["SELECT", "2"])
+        #expect(session.isClean)
+        for command: [RedisArgument] in [["Subscribe", "c"], ["MONITOR"], ["RESET"], ["CLIENT", "REPLY", "ON"], ["HELLO", "3"]] {
+            var fresh = SessionState(configuredDatabase: 0)
+            fresh.observe(command)
+            #expect(!fresh.isClean, "\(command)")
+        }
+    }
+}
+
+/// Hardening: failures say what happened, in words, with the address; and
+/// a refused server is not hammered with reconnects.
+@Suite("Failure codes and reconnect backoff")
+struct FailureTests {
+    @Test("a server that stops reading gives writeTimeout, not readTimeout, with the address and the timeout in words")
+    func writeTimeoutIsItsOwnCode() throws {
+        let server = try TestRedisServer()
+        defer { server.stop() }
+        let client = try RedisClient(configuration: server.configuration(socketTimeout: .milliseconds(300)))
+        defer { client.close() }
+        try client.ping()
+        server.pause()
+        defer { server.resume() }
+        // Far more than the two socket buffers hold: the write itself blocks.
+        let value = [UInt8](repeating: 120, count: 64 << 20)
+        let error = #expect(throws: RedisError.self) { try client.send("SET", "big", .bytes(value)) }
+        #expect(error?.code == .writeTimeout)
+        #expect(error?.message.contains("127.0.0.1:\(server.port)") == true)
+        #expect(error?.message.contains("300 ms") == true)
+        #expect(error?.message.contains("Resource temporarily unavailable") == false)
+        #expect(error?.isConnectionFatal == true)
+    }
+
+    @Test("a reply that does not come gives readTimeout whose message says so in words, with the address")
+    func readTimeoutInWords() throws {
+        let server = try TestRedisServer()
+        defer { server.stop() }
+        var configuration = try server.configuration(socketTimeout: .milliseconds(200))
+        configuration.retryOnTimeout = false
+        let client = try RedisClient(configuration: configuration)
+        defer { client.close() }
+        let error = #expect(throws: RedisError.self) { try client.send("DEBUG", "SLEEP", "0.6") }
+        #expect(error?.code == .readTimeout)
+        #expect(error?.message == "no reply from 127.0.0.1:\(server.port) within 200 ms (socketTimeout); the connection was reset")
+    }
+
+    @Test("a reply the builder refuses (a negative array count) is a protocolError and is not retried")
+    func refusedReplyIsNotRetried() throws {
+        let (listener, port) = try boundLoopbackSocket()
+        defer { close(listener) }
+        #expect(listen(listener, 4) == 0)
+        let accepted = Mutex(0)
+        let peer = Thread {
+            // Answers every connection's first request with "*-5", for up to 1.5 s.
+            var descriptor = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
+            while poll(&descriptor, 1, 1500) > 0 {
+                let connection = accept(listener, nil, nil)
+                guard connection >= 0 else { return }
+                accepted.withLock { $0 += 1 }
+                var request = [UInt8](repeating: 0, count: 256)
+                _ = read(connection, &request, request.count)
+                let reply = Array("*-5\r\n".utf8)
+                _ = reply.withUnsafeBytes { write(connection, $0.baseAddress, $0.count) }
+                Thread.sleep(forTimeInterval: 0.2)
+                close(connection)
+            }
+        }
+        peer.start()
+        var configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: port))
+        configuration.socketTimeout = .milliseconds(500)
+        let client = try RedisClient(configuration: configuration)
+        defer { client.close() }
+        let error = #expect(throws: RedisError.self) { try client.send("GET", "k") }
+        #expect(error?.code == .protocolError)
+        #expect(error?.message.contains("127.0.0.1:\(port)") == true)
+        Thread.sleep(forTimeInterval: 0.3)
+        #expect(accepted.withLock { $0 } == 1)
+    }
+
+    @Test("against a server at maxclients, failed connects back off (dozens, not thousands, per second) and recover once it accepts again")
+    func reconnectStormBacksOff() throws {
+        let server = try TestRedisServer(extraArguments: ["--maxclients", "1"])
+        defer { server.stop() }
+        let configuration = try server.configuration(socketTimeout: .seconds(2))
+        // The one connection the server allows; retried until the start-up probe's slot is free.
+        var hog: RedisConnection?
+        let deadline = ContinuousClock.now + .seconds(5)
+        while hog == nil, ContinuousClock.now < deadline {
+            if let connection = try? RedisConnection(address: .tcp(host: "127.0.0.1", port: server.port), configuration: configuration),
+               (try? connection.send(["PING"])) != nil {
+                hog = connection
+            } else {
+                Thread.sleep(forTimeInterval: 0.02)
+            }
+        }
+        let admin = try #require(hog)
+        func rejected() throws -> Int {
+            let info = try admin.send(["INFO", "stats"]).string ?? ""
+            let line = info.split(whereSeparator: \.isNewline).first { $0.hasPrefix("rejected_connections:") }
+            return Int(line?.split(separator: ":").last ?? "") ?? -1
+        }
+        let before = try rejected()
+        let client = try RedisClient(configuration: configuration)
+        defer { client.close() }
+        var failures = 0
+        var lastError: RedisError?
+        let storm = ContinuousClock.now + .seconds(1)
+        while ContinuousClock.now < storm {
+            do { try client.send("GET", "k") } catch {
+                failures += 1
+                lastError = error
+            }
+        }
+        let attempts = try rejected() - before
+        #expect(failures > 100)
+        #expect(lastError?.code == .connectionRefused)
+        #expect(lastError?.message.contains("max number of clients") == true)
+        // Before: ~29,000 connects in that second. Backing off from 25 ms to 1 s allows about ten.
+        #expect(attempts >= 1 && attempts < 50, "\(attempts) connects in 1 s")
+
+        admin.close()
+        var recovered = false
+        let recovery = ContinuousClock.now + .seconds(5)
+        while !recovered, ContinuousClock.now < recovery {
+            if (try? client.send("PING")) == .status("PONG") { recovered = true } else { Thread.sleep(forTimeInterval: 0.01) }
+        }
+        #expect(recovered)
+    }
+}
