@@ -1,4 +1,5 @@
 @testable import BaldurCache
+import CHiredis
 import Foundation
 import Synchronization
 import Testing
@@ -183,7 +184,30 @@ struct FailureTests {
         #expect(error?.message == "no reply from 127.0.0.1:\(server.port) within 200 ms (socketTimeout); the connection was reset")
     }
 
-    @Test("a reply the builder refuses (a negative array count) is a protocolError and is not retried")
+    @Test("hiredis failures are classified by what happened, in words with the address: write and read timeouts apart, a refused reply never as I/O", arguments: [
+        (REDIS_ERR_IO, "Resource temporarily unavailable", EAGAIN, RedisConnection.Phase.writing, "writeTimeout", "could not write the request to 127.0.0.1:6379 within 250 ms"),
+        (REDIS_ERR_IO, "Resource temporarily unavailable", EAGAIN, .reading, "readTimeout", "no reply from 127.0.0.1:6379 within 250 ms"),
+        (REDIS_ERR_IO, "Connection timed out", ETIMEDOUT, .connecting, "connectTimeout", "could not connect to 127.0.0.1:6379 within 2 seconds"),
+        (REDIS_ERR_IO, "Connection refused", ECONNREFUSED, .connecting, "connectionRefused", "127.0.0.1:6379 refused the connection"),
+        (REDIS_ERR_IO, "Connection reset by peer", ECONNRESET, .reading, "connectionClosed", "127.0.0.1:6379 closed the connection"),
+        (REDIS_ERR_EOF, "Server closed the connection", 0, .reading, "connectionClosed", "127.0.0.1:6379 closed the connection"),
+        (REDIS_ERR_PROTOCOL, "Protocol error, got \"!\" as reply type byte", 0, .reading, "protocolError", "127.0.0.1:6379 sent a reply that cannot be parsed"),
+        (REDIS_ERR_OOM, "Out of memory", 0, .reading, "protocolError", "the reply from 127.0.0.1:6379 could not be built"),
+        (REDIS_ERR_OTHER, "something else", 0, .reading, "io", "127.0.0.1:6379"),
+    ])
+    func classification(code: Int32, text: String, errno: Int32, phase: RedisConnection.Phase, expected: String, words: String) {
+        let error = RedisConnection.classify(
+            hiredisError: code, text: text, errno: errno, during: phase,
+            address: .tcp(host: "127.0.0.1", port: 6379), socketTimeout: .milliseconds(250), connectTimeout: .seconds(2)
+        )
+        #expect(error.code.description == expected)
+        #expect(error.message.contains(words), "\(error.message)")
+        #expect(!error.message.contains("Resource temporarily unavailable"))
+        // Only what may succeed on a fresh connection is transient (and so retried for reads).
+        #expect(error.isTransient == (expected != "protocolError"))
+    }
+
+    @Test("a malformed array count (*-5) is a protocolError and is not retried")
     func refusedReplyIsNotRetried() throws {
         let (listener, port) = try boundLoopbackSocket()
         defer { close(listener) }

@@ -397,13 +397,25 @@ public final class RedisConnection: @unchecked Sendable {
         return classify(context, savedErrno: errno, during: .connecting)
     }
 
-    /// Turns hiredis' error into a code that says what happened and a
-    /// message that says it in words, with the address.
+    /// Turns the context's error into a ``RedisError`` (see ``classify(hiredisError:text:errno:during:address:socketTimeout:connectTimeout:)``).
     private func classify(_ context: UnsafeMutablePointer<redisContext>, savedErrno: Int32, during phase: Phase) -> RedisError {
         let text = withUnsafeBytes(of: context.pointee.errstr) { raw in
             String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
         }
-        switch context.pointee.err {
+        return Self.classify(
+            hiredisError: context.pointee.err, text: text, errno: savedErrno, during: phase,
+            address: address, socketTimeout: socketTimeout, connectTimeout: connectTimeout
+        )
+    }
+
+    /// Turns hiredis' error (`err`, `errstr`, and `errno` as it was) into a
+    /// code that says what happened and a message that says it in words,
+    /// with the address.
+    static func classify(
+        hiredisError: Int32, text: String, errno savedErrno: Int32, during phase: Phase,
+        address: RedisServerAddress, socketTimeout: Duration?, connectTimeout: Duration
+    ) -> RedisError {
+        switch hiredisError {
         case REDIS_ERR_EOF:
             return RedisError(.connectionClosed, "\(address) closed the connection (\(text))")
         case REDIS_ERR_PROTOCOL:
