@@ -9,12 +9,16 @@
 #   unix    - a unix socket only
 # exports their addresses to the tests, runs `swift test`, and stops the
 # servers by PID on every exit path. Extra arguments go to `swift test`.
+#
+# BALDUR_SANITIZE=thread runs the suite under ThreadSanitizer, built in
+# .build-thread so the ordinary build is left alone; any report fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 # apt-get update + apt-get install -y for whichever of these is missing (scripts/lib.sh).
-ensure_packages libhiredis-dev redis-server redis-tools
+# iptables and iproute2: the black-hole test drops packets inside a network namespace it makes.
+ensure_packages libhiredis-dev redis-server redis-tools iptables iproute2
 # pip install 'baldur-framework[redis]' into a virtualenv, once.
 ensure_python_reference
 
@@ -44,10 +48,16 @@ export BALDUR_TEST_REDIS_ACL_PASSWORD="acl-$auth_password"
 export BALDUR_TEST_REDIS_UNIX_SOCKET="$unix_socket"
 export BALDUR_TEST_REDIS_SERVER="$(command -v redis-server)"
 export BALDUR_TEST_TMPDIR="$BALDUR_TMP"
-bin_path="$(swift build --show-bin-path)"
+build=()
+if [ -n "${BALDUR_SANITIZE:-}" ]; then
+    build=(--sanitize="$BALDUR_SANITIZE" --scratch-path ".build-$BALDUR_SANITIZE")
+    # Fail on the first report, in the test process and in the CLI and peer it starts.
+    export TSAN_OPTIONS="halt_on_error=1 exitcode=66 ${TSAN_OPTIONS:-}"
+fi
+bin_path="$(swift build "${build[@]}" --show-bin-path)"
 export BALDUR_TEST_PEER="$bin_path/baldur-test-peer"
 export BALDUR_TEST_CLI="$bin_path/baldur-cache"
 
-log "servers: plain :$plain_port, auth :$auth_port, unix $unix_socket"
-swift build --build-tests
-swift test --skip-build "$@"
+log "servers: plain :$plain_port, auth :$auth_port, unix $unix_socket${BALDUR_SANITIZE:+ (sanitizer: $BALDUR_SANITIZE)}"
+swift build "${build[@]}" --build-tests
+swift test "${build[@]}" --skip-build "$@"

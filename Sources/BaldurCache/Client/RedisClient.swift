@@ -13,7 +13,7 @@ import Logging
 ///
 /// ## Retries
 /// With ``RedisConfiguration/retryOnTimeout`` (the default), a command that
-/// fails with a read timeout, EOF or I/O error is sent once more on a fresh
+/// fails with a read or write timeout, EOF or I/O error is sent once more on a fresh
 /// connection **only if it is read-only**, so a retry can never apply a write
 /// twice. The commands that retry are exactly those in
 /// ``RedisClient/retryableCommands``: `GET`, `MGET`, `EXISTS`, `TTL`, `PTTL`,
@@ -23,6 +23,14 @@ import Logging
 /// `ECHO`, `TIME`, `INFO`. A pipeline retries only when every command in it
 /// is one of those. Writes (`SET`, `INCRBY`, `DEL`, `EVALSHA`, ...) never retry:
 /// their error reaches the caller, who knows whether a second try is safe.
+///
+/// ## Pooled connections
+/// A connection returns to the pool only with no reply left unread and its
+/// session as configured; one left in `MULTI`/`WATCH`, on another database
+/// or subscribed is discarded. `SUBSCRIBE`, `PSUBSCRIBE`, `SSUBSCRIBE` and
+/// `MONITOR` cannot go through ``send(_:)-([RedisArgument])`` or
+/// ``pipeline(_:)``: use a ``RedisConnection`` of your own and
+/// ``RedisConnection/receive()``.
 public final class RedisClient: Sendable {
     /// The configuration this client was made with.
     public let configuration: RedisConfiguration

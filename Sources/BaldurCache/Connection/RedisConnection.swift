@@ -11,8 +11,9 @@ import Darwin
 /// A connection is used by one caller at a time; ``RedisClient`` hands
 /// connections out of its pool so that this holds. Once any call fails with
 /// an error whose ``RedisError/isConnectionFatal`` is `true` (I/O error,
-/// EOF, protocol error, read timeout) the connection is broken for good:
-/// hiredis may have half a reply buffered, so every later call throws
+/// EOF, protocol error, read or write timeout) the connection is broken for
+/// good: hiredis may have half a reply buffered, so it is reset (unsent bytes
+/// dropped, see ``close(resetting:)``), every later call throws
 /// ``RedisError/Code/closed`` and the pool discards it.
 ///
 /// ```swift

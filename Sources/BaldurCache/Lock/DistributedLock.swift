@@ -112,12 +112,19 @@ public final class DistributedLock: Sendable {
 
     /// Takes the lock: `SET key owner NX PX timeout`, retried while blocking.
     ///
+    /// A blocking acquire retries transient failures (``RedisError/isTransient``:
+    /// a restart, a dropped connection, `LOADING`) with jittered backoff
+    /// until its wait is spent, and makes no attempt once it is.
+    ///
     /// - Parameters:
     ///   - blocking: `false` tries once.
-    ///   - timeout: How long to wait when blocking; defaults to the lock's `blockingTimeout`
-    ///     (`nil` there: forever).
+    ///   - timeout: How long to wait when blocking (0 to 100 years); defaults
+    ///     to the lock's `blockingTimeout` (`nil` there: forever).
     /// - Returns: `true` when this handle now holds the lock.
-    /// - Throws: ``RedisError`` when the store cannot be reached.
+    /// - Throws: ``RedisError/Code/invalidArgument`` when this handle already
+    ///   holds the lock, or the lock's timeout is not 1 ms to 100 years;
+    ///   ``RedisError`` when the store cannot be reached (non-blocking) or a
+    ///   failure is not transient.
     @discardableResult
     public func acquire(blocking: Bool = true, timeout: Duration? = nil) throws(RedisError) -> Bool {
         try acquire(blocking: blocking, timeout: timeout, fenced: false) != nil
