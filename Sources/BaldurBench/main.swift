@@ -335,8 +335,8 @@ pythonBaseline?.stop()
 func handoffLatencies(waiters: Int, handoffs: Int) -> (p50: Double, p99: Double) {
     let cache = makeCache(connections: waiters + 2)
     let name = "handoff:\(waiters)"
-    let releasedAt = Mutex<ContinuousClock.Instant?>(nil)
-    let samples = Mutex<[Double]>([])
+    let releasedAt = PlainMutex<ContinuousClock.Instant?>(nil)
+    let samples = PlainMutex<[Double]>([])
     let remaining = Atomic<Int>(handoffs)
     runOnThreads(waiters) { _ in
         let lock = cache.getLock(name, timeout: .seconds(10))

@@ -39,7 +39,7 @@ struct Demo: ParsableCommand {
             // 3. Compare-and-set under contention.
             step(3, "casDictField under contention", "8 threads race to move one record from pending to claimed; one Lua script each, so exactly one wins.")
             try cache.set(run + "job", ["status": "pending"] as JSONValue)
-            let winners = Mutex<[Int]>([])
+            let winners = PlainMutex<[Int]>([])
             runOnThreads(8) { worker in
                 let claimed: JSONValue = ["status": "claimed", "by": .int(Int64(worker))]
                 if (try? cache.casDictField(run + "job", field: "status", expected: "pending", newValue: claimed)) == true {
@@ -65,7 +65,7 @@ struct Demo: ParsableCommand {
             // 6. getOrSet.
             step(6, "getOrSet computes once for many callers", "16 threads miss the same cold key at once; a single-flight plus a lock elects one to compute.")
             let runs = Atomic<Int>(0)
-            let values = Mutex<Set<String>>([])
+            let values = PlainMutex<Set<String>>([])
             progress("16 callers, a factory that takes 0.5 s")
             runOnThreads(16) { _ in
                 let value = try? cache.getOrSet(run + "report", as: String.self, ttl: .seconds(60)) {

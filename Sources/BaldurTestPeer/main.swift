@@ -40,7 +40,7 @@ do {
         guard arguments.count == 6, let threads = Int(arguments[4]) else { fail("get-or-set URL PREFIX KEY THREADS COUNTER") }
         let cache = try RedisCacheAdapter(url: arguments[1], keyPrefix: arguments[2])
         let key = arguments[3], counter = arguments[5]
-        let seen = Mutex<[String]>([])
+        let seen = PlainMutex<[String]>([])
         let start = DispatchSemaphore(value: 0)
         let group = DispatchGroup()
         for _ in 0..<threads {
@@ -70,7 +70,7 @@ do {
         let lockName = arguments[3]
         let counter = RedisArgument(arguments[2] + arguments[4]), done = RedisArgument(arguments[2] + arguments[5])
         let completed = Atomic<Int>(0)
-        let failures = Mutex<[String]>([])
+        let failures = PlainMutex<[String]>([])
         runOnThreads(threads) { _ in
             let lock = cache.getLock(lockName, timeout: .milliseconds(ttl), blockingTimeout: .seconds(120))
             for _ in 0..<sections {
@@ -123,7 +123,7 @@ func blackHole(port: Int, writers: Int, drop: Duration) throws {
         redis.call('SADD', KEYS[3], ARGV[1])
         return 1
         """
-    let failedWrites = Mutex<[[Int]]>(Array(repeating: [], count: writers))
+    let failedWrites = PlainMutex<[[Int]]>(Array(repeating: [], count: writers))
     let acked = Atomic<Int>(0), failed = Atomic<Int>(0)
     let phase = Atomic<Int>(0)  // 0 before the drop, 1 during, 2 after the heal, 3 stop
     func iptables(_ action: String) throws {

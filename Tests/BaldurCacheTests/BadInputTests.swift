@@ -187,7 +187,7 @@ struct BadInputTests {
     func jsonHundredThousandDeep() throws {
         let cache = try Provider.redis.make()
         defer { cache.close() }
-        let outcome = Mutex<RedisError?>(nil)
+        let outcome = PlainMutex<RedisError?>(nil)
         // Building and freeing such a value recurses in the runtime itself, so
         // the test does both on a thread with room for it; set must not need that room.
         let done = DispatchSemaphore(value: 0)
@@ -206,7 +206,7 @@ struct BadInputTests {
     @Test("getOrSet of one key as Int and as String at once: each gets its own type, no trap", arguments: Provider.allCases)
     func getOrSetKeepsTypesApart(provider: Provider) throws {
         try withProvider(provider) { cache throws in
-            let results = Mutex<(Int?, String?)>((nil, nil))
+            let results = PlainMutex<(Int?, String?)>((nil, nil))
             let started = DispatchSemaphore(value: 0)
             runOnThreads(2) { index in
                 if index == 0 {

@@ -228,7 +228,7 @@ struct InteropTests {
         #expect(try PythonPeer.run([["op": "lock_release_as", "prefix": p, "name": "job", "owner": "someone-else"]]) == [false])
         let waiter = cache.getLock("job", timeout: .seconds(10))
         let waited = DispatchSemaphore(value: 0)
-        let gotIt = Mutex(false)
+        let gotIt = PlainMutex(false)
         DispatchQueue.global().async {
             gotIt.withLock { $0 = (try? waiter.acquire(blocking: true, timeout: .seconds(5))) ?? false }
             waited.signal()

@@ -18,7 +18,7 @@ struct LockFaultTests {
         let holder = cache.getLock("restart", timeout: .seconds(30))
         try holder.acquire()
         let acquired = Atomic<Int>(0)
-        let failures = Mutex<[String]>([])
+        let failures = PlainMutex<[String]>([])
         let waiting = DispatchGroup()
         for _ in 0..<4 {
             waiting.enter()

@@ -155,7 +155,7 @@ struct LockTests {
     func getOrSetInProcess(provider: Provider) throws {
         try withProvider(provider) { cache throws in
             let runs = Atomic<Int>(0)
-            let values = Mutex<[String]>([])
+            let values = PlainMutex<[String]>([])
             runOnThreads(16) { _ in
                 let value = try? cache.getOrSet("cold", as: String.self, ttl: .seconds(60)) {
                     runs.add(1, ordering: .relaxed)

@@ -11,7 +11,7 @@ struct PoolTests {
         let client = try TestEnvironment.client(maxConnections: 4)
         defer { client.close() }
         let mismatches = Atomic<Int>(0)
-        let failures = Mutex<[String]>([])
+        let failures = PlainMutex<[String]>([])
         runOnThreads(32) { thread in
             for index in 0..<1000 {
                 let token = "t\(thread)-c\(index)"

@@ -212,7 +212,7 @@ struct FailureTests {
         let (listener, port) = try boundLoopbackSocket()
         defer { close(listener) }
         #expect(listen(listener, 4) == 0)
-        let accepted = Mutex(0)
+        let accepted = PlainMutex(0)
         let peer = Thread {
             // Answers every connection's first request with "*-5", for up to 1.5 s.
             var descriptor = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)

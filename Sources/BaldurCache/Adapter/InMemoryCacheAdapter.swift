@@ -18,7 +18,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
     /// The TTL ``set(_:_:ttl:)`` uses when given none.
     public let defaultTTL: Duration?
 
-    private let state = Mutex(State())
+    private let state = PlainMutex(State())
 
     private struct State {
         var entries: [String: Entry] = [:]

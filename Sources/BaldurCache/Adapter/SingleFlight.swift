@@ -16,10 +16,10 @@ final class SingleFlight: Sendable {
 
     private final class Call: Sendable {
         let done = DispatchSemaphore(value: 0)
-        let outcome = Mutex<Result<any Sendable, any Error>?>(nil)
+        let outcome = PlainMutex<Result<any Sendable, any Error>?>(nil)
     }
 
-    private let calls = Mutex<[Key: (call: Call, waiters: Int)]>([:])
+    private let calls = PlainMutex<[Key: (call: Call, waiters: Int)]>([:])
 
     func run<T: Sendable>(_ key: Key, _ body: () throws -> T) throws -> T {
         let (call, leader) = calls.withLock { calls -> (Call, Bool) in

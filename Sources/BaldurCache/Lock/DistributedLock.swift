@@ -77,7 +77,7 @@ public final class DistributedLock: Sendable {
     let pollInterval: Duration
 
     let store: any LockStore
-    private let state = Mutex(State())
+    private let state = PlainMutex(State())
 
     private struct State {
         var held = false

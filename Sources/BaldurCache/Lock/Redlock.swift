@@ -131,8 +131,8 @@ public final class Redlock: Sendable {
     }
 
     private final class Outcomes: Sendable {
-        let values: Mutex<[Bool]>
-        init(count: Int) { values = Mutex([Bool](repeating: false, count: count)) }
+        let values: PlainMutex<[Bool]>
+        init(count: Int) { values = PlainMutex([Bool](repeating: false, count: count)) }
     }
 }
 

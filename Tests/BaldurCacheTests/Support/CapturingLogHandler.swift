@@ -1,3 +1,4 @@
+import BaldurCache
 import Logging
 import Synchronization
 
@@ -12,7 +13,7 @@ final class LogCapture: Sendable {
         var fullText: String { ([message] + metadata.map { "\($0.key)=\($0.value)" }).joined(separator: " ") }
     }
 
-    private let records = Mutex<[Record]>([])
+    private let records = PlainMutex<[Record]>([])
 
     var all: [Record] { records.withLock { $0 } }
 
