@@ -194,8 +194,11 @@ public final class RedisConnection: @unchecked Sendable {
     func sendAllowingErrorReply(_ arguments: [RedisArgument], pooled: Bool = false) throws(RedisError) -> RedisReply {
         let context = try liveContext()
         guard !arguments.isEmpty else { throw RedisError(.invalidArgument, "a command needs at least one argument") }
-        try admit(arguments, pooled: pooled)
-        RESPEncoding.append(arguments, to: &requestBytes)
+        let name = RESPEncoding.append(arguments, to: &requestBytes)
+        do { try admit(arguments, name: name, pooled: pooled) } catch {
+            requestBytes.removeAll(keepingCapacityUpTo: Self.retainedRequestCapacity)
+            throw error
+        }
         try appendRequest(to: context)
         return try flushAndAwait(context) { () throws(RedisError) in try readReply(from: context) }
     }
@@ -219,13 +222,15 @@ public final class RedisConnection: @unchecked Sendable {
         return try readReply(from: context)
     }
 
-    /// Accounts for `arguments` in ``session``, refusing what a
-    /// request/reply call cannot carry: `CLIENT REPLY OFF|SKIP` (the reply
-    /// would never come), and on pooled calls the subscription commands and
-    /// `MONITOR`.
+    /// Accounts for `arguments`, whose name the encoder wrote at `name` in
+    /// ``requestBytes``, in ``session``; refuses what a request/reply call
+    /// cannot carry: `CLIENT REPLY OFF|SKIP` (the reply would never come),
+    /// and on pooled calls the subscription commands and `MONITOR`.
     @inline(__always)
-    private func admit(_ arguments: [RedisArgument], pooled: Bool) throws(RedisError) {
-        guard let kind = SessionState.kind(of: arguments) else { return }
+    private func admit(_ arguments: [RedisArgument], name: Range<Int>, pooled: Bool) throws(RedisError) {
+        guard SessionState.mayChangeSession(nameLength: name.count),
+              let kind = requestBytes.withBytes({ SessionState.kind(ofName: UnsafeRawBufferPointer(rebasing: $0[name])) })
+        else { return }
         switch kind {
         case .push where pooled:
             let name = String(decoding: arguments[0].bytes, as: UTF8.self).uppercased()
@@ -234,7 +239,7 @@ public final class RedisConnection: @unchecked Sendable {
             && ["OFF", "SKIP"].contains(String(decoding: arguments[2].bytes, as: UTF8.self).uppercased()):
             throw RedisError(.invalidArgument, "CLIENT REPLY OFF and SKIP make the server withhold replies that send() waits for; they cannot be used here")
         default:
-            session.observe(arguments)
+            session.observe(kind, arguments)
         }
     }
 
@@ -253,20 +258,12 @@ public final class RedisConnection: @unchecked Sendable {
     }
 
     /// ``pipeline(_:)``, refusing subscription commands for pooled callers
-    /// (see ``sendAllowingErrorReply(_:pooled:)``). Every command is checked
-    /// before any is sent.
+    /// (see ``sendAllowingErrorReply(_:pooled:)``).
     func pipeline(_ commands: [[RedisArgument]], pooled: Bool) throws(RedisError) -> [RedisReply] {
         for command in commands where command.isEmpty {
             throw RedisError(.invalidArgument, "a command needs at least one argument")
         }
-        let before = session
-        for command in commands {
-            do { try admit(command, pooled: pooled) } catch {
-                session = before
-                throw error
-            }
-        }
-        return try pipeline(count: commands.count, admitted: true) { index in commands[index] }
+        return try pipeline(count: commands.count, pooled: pooled) { index in commands[index] }
     }
 
     /// Pipelines `count` commands that `command` builds on demand, in order.
@@ -277,23 +274,26 @@ public final class RedisConnection: @unchecked Sendable {
     /// keeps the request buffer small for long pipelines. Replies are read
     /// after the last chunk. When `command` throws, or builds an empty
     /// command, after a chunk went out, the connection is closed: the
-    /// commands sent may have run, and their replies are not read.
+    /// commands sent may have run, and their replies are not read. So is a
+    /// command refused as ``sendAllowingErrorReply(_:pooled:)`` refuses it:
+    /// nothing is sent when it comes before the first chunk.
     func pipeline(
-        count: Int, admitted: Bool = false, pooled: Bool = false, _ command: (Int) throws(RedisError) -> [RedisArgument]
+        count: Int, pooled: Bool = false, _ command: (Int) throws(RedisError) -> [RedisArgument]
     ) throws(RedisError) -> [RedisReply] {
         let context = try liveContext()
         guard count > 0 else { return [] }
         requestBytes.removeAll(keepingCapacityUpTo: Self.retainedRequestCapacity)
+        let sessionBefore = session
         var sentChunk = false
         for index in 0..<count {
             do throws(RedisError) {
                 let arguments = try command(index)
                 guard !arguments.isEmpty else { throw RedisError(.invalidArgument, "a command needs at least one argument") }
-                if !admitted { try admit(arguments, pooled: pooled) }
-                RESPEncoding.append(arguments, to: &requestBytes)
+                let name = RESPEncoding.append(arguments, to: &requestBytes)
+                try admit(arguments, name: name, pooled: pooled)
             } catch {
                 requestBytes.removeAll(keepingCapacityUpTo: Self.retainedRequestCapacity)
-                if sentChunk { close(resetting: true) }
+                if sentChunk { close(resetting: true) } else { session = sessionBefore }
                 throw error
             }
             if requestBytes.count >= Self.pipelineChunk, index < count - 1 {

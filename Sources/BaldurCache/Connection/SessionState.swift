@@ -4,9 +4,9 @@
 ///
 /// The connection feeds every command it sends through ``observe(_:)``; the
 /// pool takes a connection back only while ``isClean`` holds, and discards
-/// (resets) it otherwise. A few command names are all it looks for, and the
-/// length of the name rules out the common commands (`GET`, `SET`, `EVALSHA`)
-/// after one comparison.
+/// (resets) it otherwise. A few command names are all it looks for; the
+/// connection looks at each name as the request encoder wrote it, and the
+/// length alone rules out the most common commands (`GET`, `SET`, `MGET`).
 struct SessionState: Sendable, Equatable {
     /// `MULTI` was sent and no `EXEC` or `DISCARD` since: the server queues commands.
     private(set) var inTransaction = false
@@ -42,7 +42,11 @@ struct SessionState: Sendable, Equatable {
 
     /// Accounts for `command` being sent.
     mutating func observe(_ command: [RedisArgument]) {
-        guard let kind = Self.kind(of: command) else { return }
+        if let kind = Self.kind(of: command) { observe(kind, command) }
+    }
+
+    /// Accounts for `command`, already known to be of `kind`, being sent.
+    mutating func observe(_ kind: Command, _ command: [RedisArgument]) {
         switch kind {
         case .multi: inTransaction = true
         case .exec, .discard:
@@ -62,27 +66,38 @@ struct SessionState: Sendable, Equatable {
     /// The session-changing command `command` is, or `nil` for any other.
     static func kind(of command: [RedisArgument]) -> Command? {
         guard let name = command.first else { return nil }
-        return name.withBytes { raw -> Command? in
-            switch raw.count {
-            case 4: return matches(raw, "EXEC") ? .exec : nil
-            case 5:
-                if matches(raw, "MULTI") { return .multi }
-                if matches(raw, "WATCH") { return .watch }
-                if matches(raw, "RESET") || matches(raw, "HELLO") { return .session }
-                return nil
-            case 6:
-                if matches(raw, "SELECT") { return .select }
-                if matches(raw, "CLIENT") { return .session }
-                return nil
-            case 7:
-                if matches(raw, "DISCARD") { return .discard }
-                if matches(raw, "UNWATCH") { return .unwatch }
-                if matches(raw, "MONITOR") { return .push }
-                return nil
-            case 9: return matches(raw, "SUBSCRIBE") ? .push : nil
-            case 10: return matches(raw, "PSUBSCRIBE") || matches(raw, "SSUBSCRIBE") ? .push : nil
-            default: return nil
-            }
+        return name.withBytes { kind(ofName: $0) }
+    }
+
+    /// `true` when a command name of `length` bytes may change the session:
+    /// most are ruled out by their length alone (GET, SET, DEL, MGET, ...).
+    @inline(__always)
+    static func mayChangeSession(nameLength length: Int) -> Bool {
+        length >= 4 && length <= 10 && length != 8
+    }
+
+    /// The session-changing command named by `raw` (any letter case), or `nil`.
+    static func kind(ofName raw: UnsafeRawBufferPointer) -> Command? {
+        guard mayChangeSession(nameLength: raw.count) else { return nil }
+        switch raw.count {
+        case 4: return matches(raw, "EXEC") ? .exec : nil
+        case 5:
+            if matches(raw, "MULTI") { return .multi }
+            if matches(raw, "WATCH") { return .watch }
+            if matches(raw, "RESET") || matches(raw, "HELLO") { return .session }
+            return nil
+        case 6:
+            if matches(raw, "SELECT") { return .select }
+            if matches(raw, "CLIENT") { return .session }
+            return nil
+        case 7:
+            if matches(raw, "DISCARD") { return .discard }
+            if matches(raw, "UNWATCH") { return .unwatch }
+            if matches(raw, "MONITOR") { return .push }
+            return nil
+        case 9: return matches(raw, "SUBSCRIBE") ? .push : nil
+        case 10: return matches(raw, "PSUBSCRIBE") || matches(raw, "SSUBSCRIBE") ? .push : nil
+        default: return nil
         }
     }
 

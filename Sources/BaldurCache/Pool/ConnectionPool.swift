@@ -128,9 +128,9 @@ final class ConnectionPool: Sendable {
         ReplySpin.connectionsInUse.wrappingSubtract(1, ordering: .relaxed)
         let connection = pooled.connection
         let reusable = connection.isReusable
-        let refused = connection.refusedByServer
+        let refused = !reusable && connection.refusedByServer
         let keep = state.withLock { state in
-            if reusable {
+            if reusable, state.connectFailures > 0 {
                 state.connectFailures = 0
                 state.connectBackoff.reset()
                 state.nextConnectAt = nil
