@@ -25,9 +25,14 @@ struct CLI {
         var options = ["--url", url]
         if let prefix { options += ["--prefix", prefix] }
         if let separator = full.firstIndex(of: "--") { full.insert(contentsOf: options, at: separator) } else { full += options }
+        return try Self.launch(full)
+    }
+
+    /// Starts `baldur-cache ARGUMENTS` exactly as given, without BALDUR_REDIS_URL.
+    static func launch(_ arguments: [String]) throws -> (Process, Pipe, Pipe) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try TestEnvironment.value("BALDUR_TEST_CLI"))
-        process.arguments = full
+        process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment
         environment.removeValue(forKey: "BALDUR_REDIS_URL")
         process.environment = environment
@@ -42,16 +47,7 @@ struct CLI {
 
     /// Runs `baldur-cache ARGUMENTS` exactly as given (no options added).
     static func runExactly(_ arguments: [String]) throws -> Outcome {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try TestEnvironment.value("BALDUR_TEST_CLI"))
-        process.arguments = arguments
-        var environment = ProcessInfo.processInfo.environment
-        environment.removeValue(forKey: "BALDUR_REDIS_URL")
-        process.environment = environment
-        let output = Pipe(), errors = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
+        let (process, output, errors) = try launch(arguments)
         return finish(process, output, errors)
     }
 

@@ -57,7 +57,6 @@ final class TestRedisServer: @unchecked Sendable {
     /// Kills the server with SIGKILL (a crash, not a shutdown) and waits for it to exit.
     func kill() {
         guard let process else { return }
-        Foundation.kill(process.processIdentifier, SIGCONT)
         Foundation.kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
         self.process = nil
