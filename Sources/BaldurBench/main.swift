@@ -18,7 +18,9 @@
 import BaldurCache
 import Dispatch
 import Foundation
+import InMemoryTracing
 import Logging
+import MetricsTestKit
 import Synchronization
 
 // MARK: - Options
@@ -190,14 +192,20 @@ let quiet: Logger = {
     return logger
 }()
 
-func makeCache(connections: Int, spinWait: Duration? = nil) -> RedisCacheAdapter {
+func makeCache(connections: Int, spinWait: Duration? = nil, observability: RedisObservability = .global) -> RedisCacheAdapter {
     do {
         var configuration = try RedisConfiguration(url: url)
         configuration.maxConnections = connections
         if let spinWait = spinWait ?? defaultSpinWait { configuration.spinWait = spinWait }
-        return try RedisCacheAdapter(client: RedisClient(configuration: configuration, logger: quiet), keyPrefix: "bench:swift:", logger: quiet)
+        let client = try RedisClient(configuration: configuration, logger: quiet, observability: observability)
+        return try RedisCacheAdapter(client: client, keyPrefix: "bench:swift:", logger: quiet)
     } catch { die("\(error)") }
 }
+
+/// Recording backends (swift-metrics' TestMetrics, swift-distributed-tracing's
+/// InMemoryTracer): what metrics and tracing cost when something records them.
+let recordingTracer = InMemoryTracer()
+let observedSingle = makeCache(connections: 1, observability: RedisObservability(metrics: TestMetrics(), tracer: recordingTracer))
 
 let single = makeCache(connections: 1)
 /// The same with the reply spin-wait off: what the client costs when every wait sleeps in read(2).
@@ -260,6 +268,14 @@ let allRows: [Row] = [
         cBaseline: { hiredisC("get") }, benchmarkBaseline: { redisBenchmark("get", clients: 1) }, pythonName: "get"),
     Row(name: "set, 1 connection", unit: "calls", ours: { measure { try single.set("record", record) } },
         cBaseline: { hiredisC("set") }, benchmarkBaseline: { redisBenchmark("set", clients: 1) }, pythonName: "set"),
+    Row(name: "get, 1 connection, metrics + tracing recorded", unit: "calls", ours: {
+        defer { recordingTracer.clearAll() }
+        return measure { _ = try observedSingle.get("record") }
+    }, cBaseline: { hiredisC("get") }, benchmarkBaseline: { redisBenchmark("get", clients: 1) }),
+    Row(name: "set, 1 connection, metrics + tracing recorded", unit: "calls", ours: {
+        defer { recordingTracer.clearAll() }
+        return measure { try observedSingle.set("record", record) }
+    }, cBaseline: { hiredisC("set") }, benchmarkBaseline: { redisBenchmark("set", clients: 1) }),
     Row(name: "get, 1 connection, spinWait 0", unit: "calls", ours: { measure { _ = try singleNoSpin.get("record") } },
         cBaseline: { hiredisC("get") }, benchmarkBaseline: { redisBenchmark("get", clients: 1) }, pythonName: "get"),
     Row(name: "set, 1 connection, spinWait 0", unit: "calls", ours: { measure { try singleNoSpin.set("record", record) } },
@@ -420,6 +436,13 @@ for row in rows {
     // Python's rates are per call; bulk rows compare calls with calls.
     print("| \(row.name) | \(format(median(mine))) | \(row.unit) | \(ratio(mine, cRates[row.name]?.map(\.rate))) "
         + "| \(ratio(mine, benchmarkRates[row.name]?.map(\.rate))) | \(ratio(mine, pythonRates[row.name], divisor: row.perKeyFactor)) | \(cpuColumn) |")
+}
+for call in ["get", "set"] {
+    let plain = (ours["\(call), 1 connection"] ?? []).map(\.rate)
+    let recorded = (ours["\(call), 1 connection, metrics + tracing recorded"] ?? []).map(\.rate)
+    guard !plain.isEmpty, !recorded.isEmpty else { continue }
+    print("")
+    print("\(call) with metrics and tracing recorded (TestMetrics, InMemoryTracer) / with no backend: \(ratio(recorded, plain)) (same rounds)")
 }
 print("")
 print("| lock handoff | p50 | p99 |")

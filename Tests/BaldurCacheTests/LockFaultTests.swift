@@ -193,6 +193,7 @@ private final class FailOnce: LockStore {
         try base.extend(key: key, owner: owner, by: duration, adding: adding)
     }
     func owner(key: String) throws(RedisError) -> String? { try base.owner(key: key) }
+    var telemetry: Telemetry { base.telemetry }
     func currentFencingToken(key: String) throws(RedisError) -> Int64 { try base.currentFencingToken(key: key) }
     func waitForRelease(key: String, timeout: Duration) throws(RedisError) { try base.waitForRelease(key: key, timeout: timeout) }
 }

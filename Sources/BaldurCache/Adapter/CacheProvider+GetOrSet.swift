@@ -41,13 +41,20 @@ extension CacheProvider {
     ) throws -> T {
         _ = try lockTimeout.checked("getOrSet's lockTimeout", in: .milliseconds(1)...Duration.longestAccepted)
         _ = try waitTimeout.checked("getOrSet's waitTimeout", in: .zero...Duration.longestAccepted)
-        if let cached = try? get(key, as: T.self) { return cached }
+        let telemetry = (self as? RedisCacheAdapter)?.rawClient.telemetry ?? .disabled
+        if let cached = try? get(key, as: T.self) {
+            telemetry.cacheLookup("getOrSet", hits: 1, misses: 0)
+            return cached
+        }
+        telemetry.cacheLookup("getOrSet", hits: 0, misses: 1)
         // Callers share a flight only when they would share its result: same
         // provider, same scope, same key and the same type (a String caller
         // must not be handed an Int leader's value).
         let flight = SingleFlight.Key(provider: ObjectIdentifier(self), synthetic: SyntheticMode.isActive, key: key, type: ObjectIdentifier(T.self))
-        return try SingleFlight.shared.run(flight) {
-            try missPath(key, ttl: ttl, lockTimeout: lockTimeout, waitTimeout: waitTimeout, factory: factory)
+        return try telemetry.operation("getOrSet") {
+            try SingleFlight.shared.run(flight) {
+                try missPath(key, ttl: ttl, lockTimeout: lockTimeout, waitTimeout: waitTimeout, factory: factory)
+            }
         }
     }
 

@@ -469,6 +469,8 @@ private struct MemoryLockStore: LockStore {
         }
     }
 
+    var telemetry: Telemetry { .disabled }
+
     func currentFencingToken(key: String) throws(RedisError) -> Int64 {
         try cache.lockOperation { entries, _ in InMemoryCacheAdapter.lockOwner(&entries, key + ":fence").flatMap { Int64($0) } ?? 0 }
     }

@@ -41,6 +41,8 @@ public final class RedisCacheAdapter: CacheProvider {
     ///   - socketConnectTimeout: Overrides the connect timeout.
     ///   - retryOnTimeout: Overrides whether read-only commands retry once.
     ///   - logger: Receives debug and info messages with keys and operations, never values.
+    ///   - observability: Where metrics and spans go, for a client made here
+    ///     (an injected `client` keeps its own).
     /// - Throws: ``RedisError/Code/invalidConfiguration`` for a bad URL or variable.
     public init(
         url: String? = nil,
@@ -50,7 +52,8 @@ public final class RedisCacheAdapter: CacheProvider {
         socketTimeout: Duration? = nil,
         socketConnectTimeout: Duration? = nil,
         retryOnTimeout: Bool? = nil,
-        logger: Logger = Logger(label: "BaldurCache")
+        logger: Logger = Logger(label: "BaldurCache"),
+        observability: RedisObservability = .global
     ) throws(RedisError) {
         if let defaultTTL { _ = try CacheArguments.validTTL(defaultTTL) }
         if let client {
@@ -62,7 +65,7 @@ public final class RedisCacheAdapter: CacheProvider {
             if let socketTimeout { configuration.socketTimeout = socketTimeout }
             if let socketConnectTimeout { configuration.connectTimeout = socketConnectTimeout }
             if let retryOnTimeout { configuration.retryOnTimeout = retryOnTimeout }
-            rawClient = try RedisClient(configuration: configuration, logger: logger)
+            rawClient = try RedisClient(configuration: configuration, logger: logger, observability: observability)
         }
         self.keyPrefix = KeyPrefix(keyPrefix)
         self.defaultTTL = defaultTTL
@@ -82,7 +85,11 @@ public final class RedisCacheAdapter: CacheProvider {
     public func get<T: Decodable>(_ key: String, as type: T.Type) throws(RedisError) -> T? {
         try logged("get", key) { () throws(RedisError) in
             let reply = try rawClient.send("GET", storageKey(key))
-            guard case .bulk(let bytes) = reply else { return nil }
+            guard case .bulk(let bytes) = reply else {
+                rawClient.telemetry.cacheLookup("get", hits: 0, misses: 1)
+                return nil
+            }
+            rawClient.telemetry.cacheLookup("get", hits: 1, misses: 0)
             return try JSONCodec.decode(bytes, as: T.self, key: key)
         }
     }
@@ -220,9 +227,14 @@ public final class RedisCacheAdapter: CacheProvider {
             let replies = try rawClient.send(["MGET"] + keys.map { RedisArgument(prefix: prefix, key: $0) }).expectArray("MGET")
             var result: [String: T] = [:]
             result.reserveCapacity(keys.count)
+            var hits = 0
             for (key, reply) in zip(keys, replies) {
-                if case .bulk(let bytes) = reply { result[key] = try JSONCodec.decode(bytes, as: T.self, key: key) }
+                if case .bulk(let bytes) = reply {
+                    hits += 1
+                    result[key] = try JSONCodec.decode(bytes, as: T.self, key: key)
+                }
             }
+            rawClient.telemetry.cacheLookup("mget", hits: hits, misses: keys.count - hits)
             return result
         }
     }
@@ -363,7 +375,7 @@ public final class RedisCacheAdapter: CacheProvider {
     @discardableResult
     public func flushAll() throws(RedisError) -> Int {
         let prefix = keyPrefix.resolve()
-        return try logged("flushAll", prefix) { () throws(RedisError) in
+        return try logged("flushAll", prefix) { () throws(RedisError) in try rawClient.telemetry.operation("flushAll") { () throws(RedisError) in
             var deleted = 0
             var cursor: UInt64 = 0
             repeat {
@@ -375,13 +387,13 @@ public final class RedisCacheAdapter: CacheProvider {
             } while cursor != 0
             logger.info("redis cache flushed its prefix", metadata: ["prefix": "\(prefix)", "deleted": "\(deleted)"])
             return deleted
-        }
+        } }
     }
 
     /// Every key matching `pattern` under the prefix, without it (a full `SCAN`, never `KEYS`).
     public func keys(_ pattern: String) throws(RedisError) -> [String] {
         let prefix = keyPrefix.resolve()
-        return try logged("keys", pattern) { () throws(RedisError) in
+        return try logged("keys", pattern) { () throws(RedisError) in try rawClient.telemetry.operation("keys") { () throws(RedisError) in
             var found: [String] = []
             var cursor: UInt64 = 0
             repeat {
@@ -392,7 +404,7 @@ public final class RedisCacheAdapter: CacheProvider {
             // SCAN may return a key more than once while the keyspace is rehashed.
             var seen = Set<String>()
             return found.filter { seen.insert($0).inserted }
-        }
+        } }
     }
 
     /// One `SCAN cursor MATCH prefix+pattern COUNT count` page, keys without the prefix.

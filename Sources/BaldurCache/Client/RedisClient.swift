@@ -38,6 +38,8 @@ public final class RedisClient: Sendable {
     let logger: Logger
     /// Bounds how many lock waiters hold a connection in `BLPOP` (see ``RedisLockStore``).
     let blockingWaiters: BlockingWaiterBudget
+    /// Metrics and spans (see ``RedisObservability``).
+    let telemetry: Telemetry
 
     /// The read-only commands that are retried once after a timeout or a dropped connection.
     public static let retryableCommands: Set<String> = [
@@ -52,20 +54,27 @@ public final class RedisClient: Sendable {
     /// - Parameters:
     ///   - configuration: Where Redis is and how the pool behaves.
     ///   - logger: Receives debug and info messages (never values or passwords).
+    ///   - observability: Where metrics and spans go; by default the
+    ///     process-wide backends (none unless bootstrapped).
     /// - Throws: ``RedisError/Code/invalidConfiguration`` for out-of-range
     ///   values, ``RedisError/Code/unsupported`` for Sentinel and Cluster.
-    public init(configuration: RedisConfiguration, logger: Logger = Logger(label: "BaldurCache")) throws(RedisError) {
+    public init(
+        configuration: RedisConfiguration, logger: Logger = Logger(label: "BaldurCache"), observability: RedisObservability = .global
+    ) throws(RedisError) {
         try configuration.validate()
         self.configuration = configuration
         self.logger = logger
-        self.router = try ConnectionRouters.make(configuration, logger: logger)
+        var server: RedisServerAddress?
+        if case .standalone(let address) = configuration.topology { server = address }
+        self.telemetry = Telemetry(observability, server: server, database: configuration.database)
+        self.router = try ConnectionRouters.make(configuration, logger: logger, telemetry: telemetry)
         self.blockingWaiters = BlockingWaiterBudget(maxConnections: configuration.maxConnections)
         logger.debug("redis client created", metadata: ["redis.url": "\(configuration)"])
     }
 
     /// Creates a client from a URL (see ``RedisConfiguration/init(url:)``).
-    public convenience init(url: String, logger: Logger = Logger(label: "BaldurCache")) throws(RedisError) {
-        try self.init(configuration: try RedisConfiguration(url: url), logger: logger)
+    public convenience init(url: String, logger: Logger = Logger(label: "BaldurCache"), observability: RedisObservability = .global) throws(RedisError) {
+        try self.init(configuration: try RedisConfiguration(url: url), logger: logger, observability: observability)
     }
 
     /// Sends one command and returns its reply. Sends exactly the arguments given.
@@ -86,6 +95,15 @@ public final class RedisClient: Sendable {
 
     /// Like ``send(_:)`` but returns an error reply as `.error` instead of throwing it.
     func sendAllowingErrorReply(_ arguments: [RedisArgument]) throws(RedisError) -> RedisReply {
+        guard telemetry.isEnabled else { return try sendUnobserved(arguments) }
+        return try telemetry.command(
+            Telemetry.operationName(of: arguments), key: arguments.count > 1 ? arguments[1] : nil,
+            failure: { reply in if case .error(let message) = reply { RedisError(.server, message) } else { nil } }
+        ) { () throws(RedisError) in try sendUnobserved(arguments) }
+    }
+
+    @inline(__always)
+    private func sendUnobserved(_ arguments: [RedisArgument]) throws(RedisError) -> RedisReply {
         guard let first = arguments.first else {
             throw RedisError(.invalidArgument, "a command needs at least one argument")
         }
@@ -103,7 +121,15 @@ public final class RedisClient: Sendable {
     /// - Throws: ``RedisError`` when the connection fails.
     public func pipeline(_ commands: [[RedisArgument]]) throws(RedisError) -> [RedisReply] {
         guard let first = commands.first else { return [] }
-        return try withRetry(commands.allSatisfy { $0.first?.isCommand(in: Self.retryableCommands) ?? false }) { connection throws(RedisError) in
+        guard telemetry.isEnabled else { return try pipelineUnobserved(commands, first: first) }
+        return try telemetry.command("PIPELINE", batchSize: commands.count) { () throws(RedisError) in
+            try pipelineUnobserved(commands, first: first)
+        }
+    }
+
+    @inline(__always)
+    private func pipelineUnobserved(_ commands: [[RedisArgument]], first: [RedisArgument]) throws(RedisError) -> [RedisReply] {
+        try withRetry(commands.allSatisfy { $0.first?.isCommand(in: Self.retryableCommands) ?? false }) { connection throws(RedisError) in
             try connection.pipeline(commands, pooled: true)
         } pool: { () throws(RedisError) in
             try self.router.pool(for: first)
@@ -121,10 +147,16 @@ public final class RedisClient: Sendable {
         _ command: (Int) throws(RedisError) -> [RedisArgument]
     ) throws(RedisError) -> [RedisReply] {
         guard count > 0 else { return [] }
-        return try withRetry(retryable) { connection throws(RedisError) in
-            try connection.pipeline(count: count, pooled: true, command)
-        } pool: { () throws(RedisError) in
-            try self.router.pool(for: routing)
+        return try withoutActuallyEscaping(command) { command throws(RedisError) in
+            let run = { () throws(RedisError) -> [RedisReply] in
+                try self.withRetry(retryable) { connection throws(RedisError) in
+                    try connection.pipeline(count: count, pooled: true, command)
+                } pool: { () throws(RedisError) in
+                    try self.router.pool(for: routing)
+                }
+            }
+            guard telemetry.isEnabled else { return try run() }
+            return try telemetry.command("PIPELINE", batchSize: count, run)
         }
     }
 

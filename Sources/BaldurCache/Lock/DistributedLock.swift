@@ -20,6 +20,8 @@ protocol LockStore: Sendable {
     func currentFencingToken(key: String) throws(RedisError) -> Int64
     /// Waits until a release of `key` is signalled or `timeout` passes, whichever is first.
     func waitForRelease(key: String, timeout: Duration) throws(RedisError)
+    /// Where lock metrics go.
+    var telemetry: Telemetry { get }
 }
 
 /// What a release found.
@@ -153,6 +155,8 @@ public final class DistributedLock: Sendable {
         var backoff = Backoff()
         var inDoubt = false
         var attempted = false
+        /// When an attempt first found the lock held, for the handoff metric.
+        var contendedSince: ContinuousClock.Instant?
         while true {
             // The first attempt is always made; none is made once the wait is over.
             if attempted, let deadline, ContinuousClock.now >= deadline { return nil }
@@ -176,7 +180,12 @@ public final class DistributedLock: Sendable {
                     state.releaseInDoubt = false
                     state.fencingToken = fenced ? token : nil
                 }
+                store.telemetry.lock(.acquired(after: contendedSince.map { ContinuousClock.now - $0 }))
                 return token
+            }
+            if contendedSince == nil {
+                contendedSince = .now
+                store.telemetry.lock(.contended)
             }
             guard blocking else { return nil }
             var pause = pollInterval * Double.random(in: 0.8...1.2)
@@ -248,6 +257,7 @@ public final class DistributedLock: Sendable {
         case .absent where inDoubt:
             return
         case .absent, .heldByAnother:
+            store.telemetry.lock(.lost)
             throw RedisError(.lockNotOwned, "lock '\(key)' expired before it was released; another owner may hold it")
         }
     }
@@ -362,7 +372,10 @@ public final class DistributedLock: Sendable {
                     state.renewing = false
                     return true
                 }
-                if report { onLost?(error) }
+                if report {
+                    lock.store.telemetry.lock(.lost)
+                    onLost?(error)
+                }
                 return
             } catch {
                 // Transient: try again at the next tick.

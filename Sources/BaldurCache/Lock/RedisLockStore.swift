@@ -6,6 +6,8 @@ import Foundation
 struct RedisLockStore: LockStore {
     let client: RedisClient
 
+    var telemetry: Telemetry { client.telemetry }
+
     static func signalKey(_ key: String) -> RedisArgument { RedisArgument(key + ":signal") }
     static func fenceKey(_ key: String) -> RedisArgument { RedisArgument(key + ":fence") }
 

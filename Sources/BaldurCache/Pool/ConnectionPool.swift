@@ -51,10 +51,14 @@ final class ConnectionPool: Sendable {
         let generation: Int
     }
 
-    init(address: RedisServerAddress, configuration: RedisConfiguration, logger: Logger) {
+    /// Gauges of idle and used connections and waiting callers, when metrics are on.
+    private let meters: Telemetry.PoolMeters?
+
+    init(address: RedisServerAddress, configuration: RedisConfiguration, logger: Logger, meters: Telemetry.PoolMeters? = nil) {
         self.address = address
         self.configuration = configuration
         self.logger = logger
+        self.meters = meters
         self.permits = DispatchSemaphore(value: configuration.maxConnections)
     }
 
@@ -77,13 +81,32 @@ final class ConnectionPool: Sendable {
         let pooled = try takeConnection()
         // Counted process-wide so that replies are not spun for while many callers compete for the CPUs.
         ReplySpin.connectionsInUse.wrappingAdd(1, ordering: .relaxed)
+        reportConnections()
         return pooled
+    }
+
+    /// Takes a permit, waiting until `deadline`; with metrics on, a caller
+    /// that has to wait is counted in `db.client.connection.pending_requests`.
+    private func takePermit(until deadline: DispatchTime) -> Bool {
+        guard let meters else { return permits.wait(timeout: deadline) == .success }
+        if permits.wait(timeout: .now()) == .success { return true }
+        meters.waiting.increment()
+        defer { meters.waiting.decrement() }
+        return permits.wait(timeout: deadline) == .success
+    }
+
+    /// Sets the idle and used connection gauges from the pool's state.
+    private func reportConnections() {
+        guard let meters else { return }
+        let (idle, open) = state.withLock { ($0.idle.count, $0.open) }
+        meters.idle.set(idle)
+        meters.used.set(max(open - idle, 0))
     }
 
     private func takeConnection() throws(RedisError) -> PooledConnection {
         if isClosed.load(ordering: .acquiring) { throw closedError() }
         let waitUntil = DispatchTime.now() + .nanoseconds(Int(configuration.poolTimeout.nanoseconds))
-        guard permits.wait(timeout: waitUntil) == .success else {
+        guard takePermit(until: waitUntil) else {
             logger.debug("redis pool exhausted", metadata: ["redis.address": "\(address)"])
             throw RedisError(
                 .poolExhausted,
@@ -148,6 +171,7 @@ final class ConnectionPool: Sendable {
             discard(connection)
         }
         permits.signal()
+        reportConnections()
     }
 
     /// Closes every idle connection and marks connections in use to be
@@ -162,6 +186,7 @@ final class ConnectionPool: Sendable {
             return state.idle
         }
         for pooled in idle { discard(pooled.connection) }
+        reportConnections()
     }
 
     /// Closes every connection; later checkouts throw ``RedisError/Code/closed``. Idempotent.
@@ -173,6 +198,7 @@ final class ConnectionPool: Sendable {
             return state.idle
         }
         for pooled in idle { discard(pooled.connection) }
+        reportConnections()
     }
 
     private func open(generation: Int) throws(RedisError) -> PooledConnection {

@@ -21,10 +21,10 @@ struct StandaloneRouter: ConnectionRouter {
 
 enum ConnectionRouters {
     /// The router for a configuration's topology.
-    static func make(_ configuration: RedisConfiguration, logger: Logger) throws(RedisError) -> any ConnectionRouter {
+    static func make(_ configuration: RedisConfiguration, logger: Logger, telemetry: Telemetry) throws(RedisError) -> any ConnectionRouter {
         switch configuration.topology {
         case .standalone(let address):
-            return StandaloneRouter(pool: ConnectionPool(address: address, configuration: configuration, logger: logger))
+            return StandaloneRouter(pool: ConnectionPool(address: address, configuration: configuration, logger: logger, meters: telemetry.poolMeters()))
         case .sentinel(let master, _):
             throw RedisError(.unsupported, "Redis Sentinel (master '\(master)') is not yet supported by BaldurCache; connect to the master with redis:// for now")
         case .cluster:
