@@ -407,4 +407,17 @@ struct AsyncOffloadTests {
         }
         #expect(try await cache.offload { try $0.get("many") } == 32)
     }
+
+    @Test("offload carries the task's synthetic mode: a synthetic-scope write lands on the xtest: key, not the production one")
+    func offloadKeepsSyntheticMode() async throws {
+        let cache = try RedisCacheAdapter(url: TestEnvironment.url())
+        defer { cache.close() }
+        let name = "bctest:offload:\(UUID().uuidString)"
+        try await SyntheticMode.run {
+            try await cache.offload { try $0.set(name, "synthetic", ttl: .seconds(60)) }
+        }
+        #expect(try cache.rawClient.send("GET", RedisArgument("xtest:baldur:" + name)).string == #""synthetic""#)
+        #expect(try cache.rawClient.send("EXISTS", RedisArgument("baldur:" + name)) == .integer(0))
+        try cache.rawClient.send("DEL", RedisArgument("xtest:baldur:" + name))
+    }
 }

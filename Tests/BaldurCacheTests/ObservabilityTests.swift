@@ -192,4 +192,18 @@ struct ObservabilityTests {
         #expect(Telemetry.operationName(of: [RedisArgument(String(repeating: "A", count: 33))]) == "OTHER")
         #expect(Telemetry.operationName(of: ["user:42"]) == "OTHER")
     }
+
+    @Test("a span started in the caller's task is the parent of the command spans of an offloaded call")
+    func offloadKeepsServiceContext() async throws {
+        let observed = try Observed()
+        let cache = try RedisCacheAdapter(client: observed.client, keyPrefix: TestKeys().prefix)
+        defer { cache.close() }
+        try await observed.tracer.withSpan("request") { _ in
+            _ = try await cache.offload { try $0.get("anything") }
+        }
+        let request = try #require(observed.spans(named: "request").first)
+        let get = try #require(observed.spans(named: "GET").first)
+        #expect(get.parentSpanID == request.spanID)
+        #expect(get.traceID == request.traceID)
+    }
 }

@@ -1,4 +1,5 @@
 import Dispatch
+import Tracing
 import Synchronization
 
 /// Where blocking calls made from `async` code run: never Swift's cooperative
@@ -14,17 +15,32 @@ enum BlockingIO {
     static let lanes = (0..<64).map { DispatchQueue(label: "BaldurCache.blocking-io.\($0)") }
     private static let next = Atomic<Int>(0)
 
+    /// Runs `operation` on a lane, inside the calling task's synthetic mode
+    /// and service context (task-locals do not cross to a dispatch queue by
+    /// themselves): a synthetic-scope write still lands on its `xtest:` key,
+    /// and the call's spans are children of the caller's.
     static func run<R: Sendable>(_ operation: @escaping @Sendable () throws -> R) async throws -> R {
         let lane = lanes[next.add(1, ordering: .relaxed).oldValue & 63]
+        let synthetic = SyntheticMode.isActive
+        let context = ServiceContext.current
         return try await withCheckedThrowingContinuation { continuation in
-            lane.async { continuation.resume(with: Result { try operation() }) }
+            lane.async {
+                let result = Result {
+                    try SyntheticMode.$active.withValue(synthetic) {
+                        try ServiceContext.withValue(context) { try operation() }
+                    }
+                }
+                continuation.resume(with: result)
+            }
         }
     }
 }
 
 extension CacheProvider {
     /// Runs synchronous cache calls from `async` code without blocking Swift's
-    /// cooperative thread pool: `operation` runs on BaldurCache's own I/O queue.
+    /// cooperative thread pool: `operation` runs on BaldurCache's own I/O queue,
+    /// inside the calling task's ``SyntheticMode`` and service context (so its
+    /// spans are children of the caller's).
     ///
     /// ```swift
     /// let user = try await cache.offload { try $0.get("user:42") }
