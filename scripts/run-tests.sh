@@ -10,8 +10,9 @@
 # exports their addresses to the tests, runs `swift test`, and stops the
 # servers by PID on every exit path. Extra arguments go to `swift test`.
 #
-# BALDUR_SANITIZE=thread runs the suite under ThreadSanitizer, built in
-# .build-thread so the ordinary build is left alone; any report fails the run.
+# --sanitize=thread (as `swift test --sanitize=thread`) runs the suite under
+# ThreadSanitizer, built in .build-thread so the ordinary build is left alone;
+# any report fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -48,9 +49,18 @@ export BALDUR_TEST_REDIS_ACL_PASSWORD="acl-$auth_password"
 export BALDUR_TEST_REDIS_UNIX_SOCKET="$unix_socket"
 export BALDUR_TEST_REDIS_SERVER="$(command -v redis-server)"
 export BALDUR_TEST_TMPDIR="$BALDUR_TMP"
+# --sanitize=NAME goes to the build as well as to swift test; the rest to swift test.
 build=()
-if [ -n "${BALDUR_SANITIZE:-}" ]; then
-    build=(--sanitize="$BALDUR_SANITIZE" --scratch-path ".build-$BALDUR_SANITIZE")
+sanitizer=""
+test_arguments=()
+for argument in "$@"; do
+    case "$argument" in
+        --sanitize=*) sanitizer="${argument#--sanitize=}" ;;
+        *) test_arguments+=("$argument") ;;
+    esac
+done
+if [ -n "$sanitizer" ]; then
+    build=(--sanitize="$sanitizer" --scratch-path ".build-$sanitizer")
     # Fail on the first report, in the test process and in the CLI and peer it starts.
     export TSAN_OPTIONS="halt_on_error=1 exitcode=66 ${TSAN_OPTIONS:-}"
 fi
@@ -58,6 +68,6 @@ bin_path="$(swift build "${build[@]}" --show-bin-path)"
 export BALDUR_TEST_PEER="$bin_path/baldur-test-peer"
 export BALDUR_TEST_CLI="$bin_path/baldur-cache"
 
-log "servers: plain :$plain_port, auth :$auth_port, unix $unix_socket${BALDUR_SANITIZE:+ (sanitizer: $BALDUR_SANITIZE)}"
+log "servers: plain :$plain_port, auth :$auth_port, unix $unix_socket${sanitizer:+ (sanitizer: $sanitizer)}"
 swift build "${build[@]}" --build-tests
-swift test "${build[@]}" --skip-build "$@"
+swift test "${build[@]}" --skip-build "${test_arguments[@]}"
