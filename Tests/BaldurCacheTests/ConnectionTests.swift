@@ -58,21 +58,9 @@ struct ConnectionTests {
 
     @Test("a reply cut off inside an array times out, and the partial reply goes with the connection")
     func partialReply() throws {
-        let (listener, port) = try boundLoopbackSocket()
-        defer { close(listener) }
-        #expect(listen(listener, 1) == 0)
         // A peer that answers the first command with half an array, then stalls.
-        let peer = Thread {
-            let accepted = accept(listener, nil, nil)
-            guard accepted >= 0 else { return }
-            var request = [UInt8](repeating: 0, count: 256)
-            _ = read(accepted, &request, request.count)
-            let half = Array("*3\r\n:1\r\n*2\r\n$5\r\nhello\r\n$5\r\nwor".utf8)
-            _ = half.withUnsafeBytes { write(accepted, $0.baseAddress, $0.count) }
-            Thread.sleep(forTimeInterval: 1)
-            close(accepted)
-        }
-        peer.start()
+        let peer = try ScriptedPeer(reply: "*3\r\n:1\r\n*2\r\n$5\r\nhello\r\n$5\r\nwor", hold: .seconds(1))
+        let port = peer.port
         var configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: port))
         configuration.socketTimeout = .milliseconds(200)
         configuration.spinWait = .zero

@@ -209,26 +209,9 @@ struct FailureTests {
 
     @Test("a malformed array count (*-5) is a protocolError and is not retried")
     func refusedReplyIsNotRetried() throws {
-        let (listener, port) = try boundLoopbackSocket()
-        defer { close(listener) }
-        #expect(listen(listener, 4) == 0)
-        let accepted = PlainMutex(0)
-        let peer = Thread {
-            // Answers every connection's first request with "*-5", for up to 1.5 s.
-            var descriptor = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
-            while poll(&descriptor, 1, 1500) > 0 {
-                let connection = accept(listener, nil, nil)
-                guard connection >= 0 else { return }
-                accepted.withLock { $0 += 1 }
-                var request = [UInt8](repeating: 0, count: 256)
-                _ = read(connection, &request, request.count)
-                let reply = Array("*-5\r\n".utf8)
-                _ = reply.withUnsafeBytes { write(connection, $0.baseAddress, $0.count) }
-                Thread.sleep(forTimeInterval: 0.2)
-                close(connection)
-            }
-        }
-        peer.start()
+        // Answers every connection's first request with "*-5".
+        let peer = try ScriptedPeer(reply: "*-5\r\n", hold: .milliseconds(200))
+        let port = peer.port
         var configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: port))
         configuration.socketTimeout = .milliseconds(500)
         let client = try RedisClient(configuration: configuration)
@@ -237,7 +220,7 @@ struct FailureTests {
         #expect(error?.code == .protocolError)
         #expect(error?.message.contains("127.0.0.1:\(port)") == true)
         Thread.sleep(forTimeInterval: 0.3)
-        #expect(accepted.withLock { $0 } == 1)
+        #expect(peer.accepted == 1)
     }
 
     @Test("against a server at maxclients, failed connects back off (dozens, not thousands, per second) and recover once it accepts again")

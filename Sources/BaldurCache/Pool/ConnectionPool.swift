@@ -38,9 +38,10 @@ final class ConnectionPool: Sendable {
         var closed = false
         /// Bumped by `drain()`: connections from an older generation are closed on return.
         var generation = 0
-        /// Consecutive failed connects and when the next may be tried.
-        var connectBackoff = Backoff(initial: .milliseconds(25), cap: .seconds(1))
-        var connectFailures = 0
+        /// Consecutive failed connects (its `failures`) and when the next may be
+        /// tried. The first failure is not waited out, so the delays applied
+        /// are 25 ms, 50 ms, ... up to 1 s.
+        var connectBackoff = Backoff(initial: .microseconds(12_500), cap: .seconds(1))
         var nextConnectAt: ContinuousClock.Instant?
         var lastConnectError: RedisError?
     }
@@ -153,8 +154,7 @@ final class ConnectionPool: Sendable {
         let reusable = connection.isReusable
         let refused = !reusable && connection.refusedByServer
         let keep = state.withLock { state in
-            if reusable, state.connectFailures > 0 {
-                state.connectFailures = 0
+            if reusable, state.connectBackoff.failures > 0 {
                 state.connectBackoff.reset()
                 state.nextConnectAt = nil
             } else if refused {
@@ -179,7 +179,6 @@ final class ConnectionPool: Sendable {
     func drain() {
         let idle = state.withLock { state in
             state.generation += 1
-            state.connectFailures = 0
             state.connectBackoff.reset()
             state.nextConnectAt = nil
             defer { state.idle.removeAll() }
@@ -206,7 +205,7 @@ final class ConnectionPool: Sendable {
             guard let next = state.nextConnectAt, let last = state.lastConnectError else { return nil }
             let wait = ContinuousClock.now.duration(to: next)
             guard wait > .zero else { return nil }
-            return RedisError(last.code, "\(last.message) [no new connection tried for another \(wait.wholeMillisecondsRoundedUp) ms after \(state.connectFailures) failed connects]")
+            return RedisError(last.code, "\(last.message) [no new connection tried for another \(wait.wholeMillisecondsRoundedUp) ms after \(state.connectBackoff.failures) failed connects]")
         }
         if let backingOff {
             permits.signal()
@@ -230,11 +229,10 @@ final class ConnectionPool: Sendable {
     /// Counts a failed connect; from the second in a row on, new connects
     /// wait out a growing, jittered delay.
     private static func countConnectFailure(_ state: inout State, _ error: RedisError) {
-        state.connectFailures += 1
         state.lastConnectError = error
-        if state.connectFailures >= 2 {
-            state.nextConnectAt = .now + state.connectBackoff.nextDelay()
-        }
+        let delay = state.connectBackoff.nextDelay()
+        // A restart's first refused connect must not delay the one after it.
+        if state.connectBackoff.failures >= 2 { state.nextConnectAt = .now + delay }
     }
 
     private func discard(_ connection: RedisConnection) {
