@@ -13,16 +13,22 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
         .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.1.0"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.1.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
     ],
     targets: [
         .systemLibrary(
             name: "CHiredis",
             providers: [.apt(["libhiredis-dev"])]
         ),
+        // epoll and eventfd, which Glibc's Swift module leaves out; Linux only.
+        .systemLibrary(name: "CLinuxEvents"),
         .target(
             name: "BaldurCache",
             dependencies: [
-                "CHiredis",
+                "CHiredis", "CLinuxEvents",
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
@@ -60,6 +66,7 @@ let package = Package(
             name: "BaldurCacheTests",
             dependencies: [
                 "BaldurCache", "CHiredis",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
             ]

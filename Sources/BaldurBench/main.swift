@@ -61,11 +61,14 @@ func log(_ text: String) { FileHandle.standardError.write(Data("\(text)\n".utf8)
 struct Sample {
     var rate: Double
     var cpuMicrosecondsPerOperation: Double?
+    /// Per-call latency percentiles in microseconds, where measured.
+    var p50: Double? = nil
+    var p99: Double? = nil
 }
 
 /// User + system CPU seconds of this process (`RUSAGE_SELF`) or of its
 /// finished children (`RUSAGE_CHILDREN`).
-func cpuSeconds(_ who: __rusage_who_t) -> Double {
+@Sendable func cpuSeconds(_ who: __rusage_who_t) -> Double {
     var usage = rusage()
     getrusage(who, &usage)
     func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
@@ -117,7 +120,7 @@ func run(_ executable: String, _ arguments: [String]) -> (output: String, cpuSec
 /// redis-benchmark's requests per second for `test` with `clients` connections and pipeline `depth`.
 /// `command`, when given, replaces `-t test` with that exact command (its first word must be `test`).
 func redisBenchmark(_ test: String, clients: Int, depth: Int = 1, command: [String] = []) -> Sample {
-    let requests = depth > 1 ? 400_000 : 8_000 * clients
+    let requests = depth > 1 ? 400_000 : min(8_000 * clients, 200_000)
     let what = command.isEmpty ? ["-t", test] : ["-r", "100"] + command
     let (csv, cpu) = run("/usr/bin/env", ["redis-benchmark", "-h", host, "-p", String(port), "-c", String(clients), "-n", String(requests),
                                    "-P", String(depth), "-d", String(recordSize), "--csv", "-q"] + what)
@@ -126,7 +129,10 @@ func redisBenchmark(_ test: String, clients: Int, depth: Int = 1, command: [Stri
     for line in csv.split(whereSeparator: \.isNewline) where line.hasPrefix("\"\(name)\"") {
         let fields = line.split(separator: ",").map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
         if fields.count > 1, let rps = Double(fields[1]) {
-            return Sample(rate: rps, cpuMicrosecondsPerOperation: cpu / Double(requests) * 1e6)
+            // Columns: test, rps, avg, min, p50, p95, p99, max (milliseconds).
+            let p50 = fields.count > 6 ? Double(fields[4]).map { $0 * 1000 } : nil
+            let p99 = fields.count > 6 ? Double(fields[6]).map { $0 * 1000 } : nil
+            return Sample(rate: rps, cpuMicrosecondsPerOperation: cpu / Double(requests) * 1e6, p50: p50, p99: p99)
         }
     }
     die("could not read redis-benchmark output: \(csv)")
@@ -345,6 +351,88 @@ for round in 1...rounds {
 }
 pythonBaseline?.stop()
 
+// MARK: - The async engine
+
+/// Runs `body` on the cooperative pool and waits for it on this (main) thread.
+func blockingAwait<R: Sendable>(_ body: @Sendable @escaping () async -> R) -> R {
+    let result = PlainMutex<R?>(nil)
+    let done = DispatchSemaphore(value: 0)
+    Task {
+        let value = await body()
+        result.withLock { $0 = value }
+        done.signal()
+    }
+    done.wait()
+    return result.withLock { $0! }
+}
+
+/// Runs `body` in `tasks` concurrent tasks for `seconds`: calls per second,
+/// client CPU per call, and each call's latency (p50, p99).
+func measureAsync(tasks: Int, _ body: @Sendable @escaping () async throws -> Void) -> Sample {
+    let measureSeconds = seconds
+    return blockingAwait {
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<min(tasks, 256) { group.addTask { for _ in 0..<20 { try? await body() } } }
+        }
+        final class Failures: Sendable { let count = Atomic<Int>(0) }
+        let failures = Failures()
+        let cpuBefore = cpuSeconds(RUSAGE_SELF.rawValue)
+        let start = ContinuousClock.now
+        let deadline = start + .milliseconds(Int(measureSeconds * 1000))
+        let latencies = await withTaskGroup(of: [Float].self) { group in
+            for _ in 0..<tasks {
+                group.addTask {
+                    var samples: [Float] = []
+                    samples.reserveCapacity(4096)
+                    var now = ContinuousClock.now
+                    while now < deadline {
+                        let sent = now
+                        do { try await body() } catch { failures.count.add(1, ordering: .relaxed) }
+                        now = ContinuousClock.now
+                        let elapsed = sent.duration(to: now)
+                        samples.append(Float(elapsed.components.seconds) * 1e6 + Float(elapsed.components.attoseconds) / 1e12)
+                    }
+                    return samples
+                }
+            }
+            return await group.reduce(into: [Float]()) { $0 += $1 }
+        }
+        let elapsed = ContinuousClock.now - start
+        let cpu = cpuSeconds(RUSAGE_SELF.rawValue) - cpuBefore
+        if failures.count.load(ordering: .relaxed) > 0 { die("\(failures.count.load(ordering: .relaxed)) async calls failed") }
+        let secondsElapsed = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let sorted = latencies.sorted()
+        let operations = Double(sorted.count)
+        return Sample(
+            rate: operations / secondsElapsed, cpuMicrosecondsPerOperation: cpu / operations * 1e6,
+            p50: Double(sorted[sorted.count / 2]), p99: Double(sorted[min(sorted.count - 1, sorted.count * 99 / 100)])
+        )
+    }
+}
+
+/// The async rows: raw GET and adapter get at each concurrency against
+/// redis-benchmark with as many connections, and its pipelined ceiling.
+let asyncConcurrency = option("--async-tasks").map { $0.split(separator: ",").compactMap { Int($0) } } ?? [1, 16, 64, 256, 1024]
+let runAsyncRows = option("--only").map { "async".contains($0) || $0.contains("async") } ?? true
+let asyncCache = makeCache(connections: 16)
+var asyncRaw: [Int: [Sample]] = [:]
+var asyncGet: [Int: [Sample]] = [:]
+var asyncBenchmark: [Int: [Sample]] = [:]
+var syncLatency: [Sample] = []
+var pipelinedCeiling: [Sample] = []
+if runAsyncRows {
+    for round in 1...rounds {
+        log("async round \(round)/\(rounds)")
+        syncLatency.append(measure { _ = try single.rawClient.send("GET", "bench:swift:record") })
+        pipelinedCeiling.append(redisBenchmark("get", clients: 64, depth: 16))
+        for tasks in asyncConcurrency {
+            asyncRaw[tasks, default: []].append(measureAsync(tasks: tasks) { _ = try await asyncCache.rawClient.send("GET", "bench:swift:record") })
+            asyncGet[tasks, default: []].append(measureAsync(tasks: tasks) { _ = try await asyncCache.get("record") })
+            asyncBenchmark[tasks, default: []].append(redisBenchmark("get", clients: tasks))
+        }
+    }
+}
+
 // MARK: - Lock handoff latency
 
 /// Latency from a release to the next waiter's acquisition, with `waiters` threads contending.
@@ -443,6 +531,27 @@ for call in ["get", "set"] {
     guard !plain.isEmpty, !recorded.isEmpty else { continue }
     print("")
     print("\(call) with metrics and tracing recorded (TestMetrics, InMemoryTracer) / with no backend: \(ratio(recorded, plain)) (same rounds)")
+}
+if runAsyncRows {
+    func latency(_ samples: [Sample]?, _ path: KeyPath<Sample, Double?>) -> String {
+        let values = (samples ?? []).compactMap { $0[keyPath: path] }
+        return values.isEmpty ? "-" : format(median(values))
+    }
+    let ceiling = pipelinedCeiling.map(\.rate)
+    print("")
+    print("| async, concurrent tasks | raw GET/s | vs redis-benchmark -c C | vs -P 16 ceiling | CPU µs/GET | p50 / p99 µs | redis-benchmark p50 / p99 µs | adapter get/s | get / raw GET |")
+    print("|---:|---:|---:|---:|---:|---|---|---:|---:|")
+    for tasks in asyncConcurrency {
+        let raw = (asyncRaw[tasks] ?? []).map(\.rate)
+        let get = (asyncGet[tasks] ?? []).map(\.rate)
+        print("| \(tasks) | \(format(median(raw))) | \(ratio(raw, asyncBenchmark[tasks]?.map(\.rate))) | \(ratio(raw, ceiling)) | \(cpu(asyncRaw[tasks])) "
+            + "| \(latency(asyncRaw[tasks], \.p50)) / \(latency(asyncRaw[tasks], \.p99)) | \(latency(asyncBenchmark[tasks], \.p50)) / \(latency(asyncBenchmark[tasks], \.p99)) "
+            + "| \(format(median(get))) | \(ratio(get, raw)) |")
+    }
+    let syncRates = syncLatency.map(\.rate)
+    let oneTask = (asyncRaw[1] ?? []).map(\.rate)
+    print("")
+    print("redis-benchmark -c 64 -P 16 (the pipelined ceiling): \(format(median(ceiling))) GET/s. One task, async raw GET / sync raw GET on one connection: \(ratio(oneTask, syncRates)) (same rounds; 1.00x = the same latency).")
 }
 print("")
 print("| lock handoff | p50 | p99 |")

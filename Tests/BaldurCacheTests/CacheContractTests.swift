@@ -27,6 +27,25 @@ struct Order: Codable, Equatable {
     var shipped: Bool?
 }
 
+/// How the contract is driven: through the synchronous calls or the async ones.
+enum Mode: String, CaseIterable, CustomTestStringConvertible, Sendable {
+    case sync, async
+
+    var testDescription: String { rawValue }
+
+    /// `cache` seen through ``AsyncCacheProvider``: its own async calls, or
+    /// its blocking calls behind a thin driver.
+    func drive(_ cache: any CacheProvider & AsyncCacheProvider) -> any AsyncCacheProvider {
+        self == .async ? cache : SyncDriver(cache)
+    }
+}
+
+extension Provider {
+    func makeBoth(defaultTTL: Duration? = nil) throws -> any CacheProvider & AsyncCacheProvider {
+        try make(defaultTTL: defaultTTL) as! any CacheProvider & AsyncCacheProvider
+    }
+}
+
 /// Runs `body` with a fresh provider and removes its keys afterwards.
 func withProvider(_ provider: Provider, defaultTTL: Duration? = nil, _ body: (any CacheProvider) throws -> Void) throws {
     let cache = try provider.make(defaultTTL: defaultTTL)
@@ -37,387 +56,455 @@ func withProvider(_ provider: Provider, defaultTTL: Duration? = nil, _ body: (an
     try body(cache)
 }
 
+/// Runs `body` with a fresh provider, driven as `mode` says, and removes its keys afterwards.
+func withProvider(
+    _ provider: Provider, _ mode: Mode, defaultTTL: Duration? = nil, _ body: (any AsyncCacheProvider) async throws -> Void
+) async throws {
+    let cache = try provider.makeBoth(defaultTTL: defaultTTL)
+    let driven = mode.drive(cache)
+    do {
+        try await body(driven)
+    } catch {
+        _ = try? await driven.flushAll()
+        await driven.close()
+        throw error
+    }
+    _ = try? await driven.flushAll()
+    await driven.close()
+}
+
 @Suite("CacheProvider contract")
 struct CacheContractTests {
-    @Test("every JSON kind round-trips through set and get", arguments: Provider.allCases)
-    func jsonKinds(provider: Provider) throws {
-        try withProvider(provider) { cache throws in
+    @Test("every JSON kind round-trips through set and get", arguments: Provider.allCases, Mode.allCases)
+    func jsonKinds(provider: Provider, mode: Mode) async throws {
+        try await withProvider(provider, mode) { cache async throws in
             let values: [JSONValue] = [
                 42, -7, 1.0, 0.1, 1e100, true, false, nil, "h\u{e9}llo \u{1F600}", "", "quote \" backslash \\ newline \n nul \u{0}",
                 .int(.max), .int(.min), [], [:], [1, "two", [3.5, nil]], ["status": "executing", "started_at": 1732640000.5, "nested": ["a": [true]]],
             ]
             for (index, value) in values.enumerated() {
-                try cache.set("v\(index)", value)
-                #expect(try cache.get("v\(index)") == value, "value \(index)")
+                try await cache.set("v\(index)", value)
+                #expect(try await cache.get("v\(index)") == value, "value \(index)")
             }
-            #expect(try cache.get("missing") == nil)
+            #expect(try await cache.get("missing") == nil)
         }
     }
 
-    @Test("Codable values round-trip and decode errors name the key", arguments: Provider.allCases)
-    func codable(provider: Provider) throws {
-        try withProvider(provider) { cache throws in
+    @Test("Codable values round-trip and decode errors name the key", arguments: Provider.allCases, Mode.allCases)
+    func codable(provider: Provider, mode: Mode) async throws {
+        try await withProvider(provider, mode) { cache async throws in
             let order = Order(id: 7, customer: "Zoë", total: 19.5, tags: ["a", "b"], shipped: nil)
-            try cache.set("order", order)
-            #expect(try cache.get("order", as: Order.self) == order)
-            try cache.set("not-an-order", ["id": "seven"] as JSONValue)
-            let error = #expect(throws: RedisError.self) { try cache.get("not-an-order", as: Order.self) }
+            try await cache.set("order", order)
+            #expect(try await cache.get("order", as: Order.self) == order)
+            try await cache.set("not-an-order", ["id": "seven"] as JSONValue)
+            let error = await #expect(throws: RedisError.self) { try await cache.get("not-an-order", as: Order.self) }
             #expect(error?.code == .decoding)
             #expect(error?.message.contains("not-an-order") == true)
             #expect(error?.message.contains("seven") == false)
         }
     }
 
-    @Test("delete and exists", arguments: Provider.allCases)
-    func deleteAndExists(provider: Provider) throws {
-        try withProvider(provider) { cache throws in
-            try cache.set("k", 1)
-            #expect(try cache.exists("k"))
-            #expect(try cache.delete("k"))
-            #expect(try !cache.exists("k"))
-            #expect(try !cache.delete("k"))
+    @Test("delete and exists", arguments: Provider.allCases, Mode.allCases)
+    func deleteAndExists(provider: Provider, mode: Mode) async throws {
+        try await withProvider(provider, mode) { cache async throws in
+            try await cache.set("k", 1)
+            #expect(try await cache.exists("k"))
+            #expect(try await cache.delete("k"))
+            #expect(try await !cache.exists("k"))
+            #expect(try await !cache.delete("k"))
         }
     }
 
-    @Test("counters add and subtract, start at 0, read back as JSON integers, and refuse non-integers", arguments: Provider.allCases)
-    func counters(provider: Provider) throws {
-        try withProvider(provider) { cache throws in
-            #expect(try cache.incr("c") == 1)
-            #expect(try cache.incr("c", by: 10) == 11)
-            #expect(try cache.decr("c") == 10)
-            #expect(try cache.decr("c", by: 15) == -5)
-            #expect(try cache.get("c") == .int(-5))
-            try cache.set("text", "abc")
-            let error = #expect(throws: RedisError.self) { try cache.incr("text") }
+    @Test("counters add and subtract, start at 0, read back as JSON integers, and refuse non-integers", arguments: Provider.allCases, Mode.allCases)
+    func counters(provider: Provider, mode: Mode) async throws {
+        try await withProvider(provider, mode) { cache async throws in
+            #expect(try await cache.incr("c") == 1)
+            #expect(try await cache.incr("c", by: 10) == 11)
+            #expect(try await cache.decr("c") == 10)
+            #expect(try await cache.decr("c", by: 15) == -5)
+            #expect(try await cache.get("c") == .int(-5))
+            try await cache.set("text", "abc")
+            let error = await #expect(throws: RedisError.self) { try await cache.incr("text") }
             #expect(error?.code == .server)
             #expect(error?.message.contains("not an integer") == true)
         }
     }
 
-    @Test("TTLs: set, defaultTTL, expire and ttl tell no-expiry from missing", arguments: Provider.allCases)
-    func ttls(provider: Provider) throws {
-        try withProvider(provider, defaultTTL: .seconds(100)) { cache in
-            try cache.set("default", 1)
-            #expect((90...100).contains(try cache.ttl("default") ?? -1))
-            try cache.set("explicit", 1, ttl: .seconds(30))
-            #expect((25...30).contains(try cache.ttl("explicit") ?? -1))
-            try cache.set("fractional", 1, ttl: .milliseconds(1500))
-            #expect((1...2).contains(try cache.ttl("fractional") ?? -1))
-            #expect(try cache.ttl("missing") == -2)
-            #expect(try cache.incr("persistent") == 1)
-            #expect(try cache.ttl("persistent") == nil)
-            #expect(try cache.expire("persistent", ttl: .seconds(60)))
-            #expect((55...60).contains(try cache.ttl("persistent") ?? -1))
-            #expect(try !cache.expire("missing", ttl: .seconds(60)))
+    @Test("TTLs: set, defaultTTL, expire and ttl tell no-expiry from missing", arguments: Provider.allCases, Mode.allCases)
+    func ttls(provider: Provider, mode: Mode) async throws {
+        try await withProvider(provider, mode, defaultTTL: .seconds(100)) { cache async throws in
+            try await cache.set("default", 1)
+            #expect((90...100).contains(try await cache.ttl("default") ?? -1))
+            try await cache.set("explicit", 1, ttl: .seconds(30))
+            #expect((25...30).contains(try await cache.ttl("explicit") ?? -1))
+            try await cache.set("fractional", 1, ttl: .milliseconds(1500))
+            #expect((1...2).contains(try await cache.ttl("fractional") ?? -1))
+            #expect(try await cache.ttl("missing") == -2)
+            #expect(try await cache.incr("persistent") == 1)
+            #expect(try await cache.ttl("persistent") == nil)
+            #expect(try await cache.expire("persistent", ttl: .seconds(60)))
+            #expect((55...60).contains(try await cache.ttl("persistent") ?? -1))
+            #expect(try await !cache.expire("missing", ttl: .seconds(60)))
         }
     }
 
-    @Test("a key set with a short TTL expires", arguments: Provider.allCases)
-    func expiry(provider: Provider) throws {
-        try withProvider(provider) { cache throws in
-            try cache.set("short", "gone soon", ttl: .seconds(1))
-            #expect(try cache.exists("short"))
-            Thread.sleep(forTimeInterval: 1.3)
-            #expect(try cache.get("short") == nil)
-            #expect(try cache.ttl("short") == -2)
+    @Test("a key set with a short TTL expires", arguments: Provider.allCases, Mode.allCases)
+    func expiry(provider: Provider, mode: Mode) async throws {
+        try await withProvider(provider, mode) { cache async throws in
+            try await cache.set("short", "gone soon", ttl: .seconds(1))
+            #expect(try await cache.exists("short"))
+            try await Task.sleep(for: .milliseconds(1300))
+            #expect(try await cache.get("short") == nil)
+            #expect(try await cache.ttl("short") == -2)
         }
     }
 
-    @Test("zero, negative and sub-second TTLs are refused clearly", arguments: Provider.allCases)
-    func badTTLs(provider: Provider) throws {
-        try withProvider(provider) { cache throws in
+    @Test("zero, negative and sub-second TTLs are refused clearly", arguments: Provider.allCases, Mode.allCases)
+    func badTTLs(provider: Provider, mode: Mode) async throws {
+        try await withProvider(provider, mode) { cache async throws in
             for ttl: Duration in [.zero, .seconds(-5), .milliseconds(500)] {
-                let setError = #expect(throws: RedisError.self) { try cache.set("k", 1, ttl: ttl) }
+                let setError = await #expect(throws: RedisError.self) { try await cache.set("k", 1, ttl: ttl) }
                 #expect(setError?.code == .invalidArgument)
                 #expect(setError?.message.contains("at least 1 second") == true)
-                #expect(throws: RedisError.self) { try cache.expire("k", ttl: ttl) }
-                #expect(throws: RedisError.self) { try cache.setnx("k", 1, ttl: ttl) }
-                #expect(throws: RedisError.self) { try cache.mset(["k": 1], ttl: ttl) }
-                #expect(throws: RedisError.self) { try cache.pushLimit("l", 1, maxLength: 3, ttl: ttl) }
+                await #expect(throws: RedisError.self) { try await cache.expire("k", ttl: ttl) }
+                await #expect(throws: RedisError.self) { try await cache.setnx("k", 1, ttl: ttl) }
+                await #expect(throws: RedisError.self) { try await cache.mset(["k": 1], ttl: ttl) }
+                await #expect(throws: RedisError.self) { try await cache.pushLimit("l", 1, maxLength: 3, ttl: ttl) }
             }
-            #expect(try !cache.exists("k"))
+            #expect(try await !cache.exists("k"))
         }
     }
 
-    @Test("setnx stores only when absent, with its TTL in the same command", arguments: Provider.allCases)
-    func setnx(provider: Provider) throws {
-        try withProvider(provider) { cache throws in
-            #expect(try cache.setnx("claim", ["owner": "a"] as JSONValue, ttl: .seconds(20)))
-            #expect(try !cache.setnx("claim", ["owner": "b"] as JSONValue, ttl: .seconds(20)))
-            #expect(try cache.get("claim")?["owner"] == "a")
-            #expect((15...20).contains(try cache.ttl("claim") ?? -1))
-            #expect(try cache.setnx("forever", 1))
-            #expect(try cache.ttl("forever") == nil)
+    @Test("setnx stores only when absent, with its TTL in the same command", arguments: Provider.allCases, Mode.allCases)
+    func setnx(provider: Provider, mode: Mode) async throws {
+        try await withProvider(provider, mode) { cache async throws in
+            #expect(try await cache.setnx("claim", ["owner": "a"] as JSONValue, ttl: .seconds(20)))
+            #expect(try await !cache.setnx("claim", ["owner": "b"] as JSONValue, ttl: .seconds(20)))
+            #expect(try await cache.get("claim")?["owner"] == "a")
+            #expect((15...20).contains(try await cache.ttl("claim") ?? -1))
+            #expect(try await cache.setnx("forever", 1))
+            #expect(try await cache.ttl("forever") == nil)
         }
     }
 
-    @Test("casDictField compares strings, numbers, booleans and null by type", arguments: Provider.allCases)
-    func casDictField(provider: Provider) throws {
-        try withProvider(provider) { cache throws in
-            try cache.set("r", ["status": "pending", "n": 3, "f": 1.0, "ok": false, "none": nil] as JSONValue)
-            #expect(try !cache.casDictField("r", field: "status", expected: "done", newValue: ["status": "x"] as JSONValue))
-            #expect(try cache.casDictField("r", field: "status", expected: "pending", newValue: ["status": "claimed", "n": 3, "f": 1.0, "ok": false, "none": nil] as JSONValue))
-            #expect(try cache.get("r")?["status"] == "claimed")
-            #expect(try !cache.casDictField("r", field: "n", expected: "3", newValue: ["v": 1] as JSONValue))
-            #expect(try cache.casDictField("r", field: "n", expected: 3, newValue: ["n": 4, "f": 1.0, "ok": false, "none": nil] as JSONValue))
-            #expect(try cache.casDictField("r", field: "f", expected: 1, newValue: ["n": 4, "f": 2.5, "ok": false, "none": nil] as JSONValue))
-            #expect(try !cache.casDictField("r", field: "ok", expected: "false", newValue: ["v": 1] as JSONValue))
-            #expect(try cache.casDictField("r", field: "ok", expected: false, newValue: ["n": 4, "ok": true, "none": nil] as JSONValue))
-            #expect(try cache.casDictField("r", field: "none", expected: nil, newValue: ["n": 5, "ok": true] as JSONValue))
-            #expect(try cache.casDictField("r", field: "absent", expected: nil, newValue: ["n": 6] as JSONValue))
-            #expect(try !cache.casDictField("r", field: "n", expected: nil, newValue: ["n": 7] as JSONValue))
-            #expect(try cache.get("r") == ["n": 6])
+    @Test("casDictField compares strings, numbers, booleans and null by type", arguments: Provider.allCases, Mode.allCases)
+    func casDictField(provider: Provider, mode: Mode) async throws {
+        try await withProvider(provider, mode) { cache async throws in
+            try await cache.set("r", ["status": "pending", "n": 3, "f": 1.0, "ok": false, "none": nil] as JSONValue)
+            #expect(try await !cache.casDictField("r", field: "status", expected: "done", newValue: ["status": "x"] as JSONValue))
+            #expect(try await cache.casDictField("r", field: "status", expected: "pending", newValue: ["status": "claimed", "n": 3, "f": 1.0, "ok": false, "none": nil] as JSONValue))
+            #expect(try await cache.get("r")?["status"] == "claimed")
+            #expect(try await !cache.casDictField("r", field: "n", expected: "3", newValue: ["v": 1] as JSONValue))
+            #expect(try await cache.casDictField("r", field: "n", expected: 3, newValue: ["n": 4, "f": 1.0, "ok": false, "none": nil] as JSONValue))
+            #expect(try await cache.casDictField("r", field: "f", expected: 1, newValue: ["n": 4, "f": 2.5, "ok": false, "none": nil] as JSONValue))
+            #expect(try await !cache.casDictField("r", field: "ok", expected: "false", newValue: ["v": 1] as JSONValue))
+            #expect(try await cache.casDictField("r", field: "ok", expected: false, newValue: ["n": 4, "ok": true, "none": nil] as JSONValue))
+            #expect(try await cache.casDictField("r", field: "none", expected: nil, newValue: ["n": 5, "ok": true] as JSONValue))
+            #expect(try await cache.casDictField("r", field: "absent", expected: nil, newValue: ["n": 6] as JSONValue))
+            #expect(try await !cache.casDictField("r", field: "n", expected: nil, newValue: ["n": 7] as JSONValue))
+            #expect(try await cache.get("r") == ["n": 6])
         }
     }
 
-    @Test("casDictField: missing key, non-object and scalar JSON are no match; object expected is refused; TTL applies", arguments: Provider.allCases)
-    func casDictFieldEdges(provider: Provider) throws {
-        try withProvider(provider) { cache throws in
-            #expect(try !cache.casDictField("missing", field: "a", expected: nil, newValue: ["a": 1] as JSONValue))
-            try cache.set("array", [1, 2] as JSONValue)
-            #expect(try !cache.casDictField("array", field: "a", expected: nil, newValue: ["a": 1] as JSONValue))
-            try cache.set("scalar", "text")
-            #expect(try !cache.casDictField("scalar", field: "a", expected: nil, newValue: ["a": 1] as JSONValue))
-            let error = #expect(throws: RedisError.self) {
-                try cache.casDictField("array", field: "a", expected: ["x": 1], newValue: ["a": 1] as JSONValue)
+    @Test("casDictField: missing key, non-object and scalar JSON are no match; object expected is refused; TTL applies", arguments: Provider.allCases, Mode.allCases)
+    func casDictFieldEdges(provider: Provider, mode: Mode) async throws {
+        try await withProvider(provider, mode) { cache async throws in
+            #expect(try await !cache.casDictField("missing", field: "a", expected: nil, newValue: ["a": 1] as JSONValue))
+            try await cache.set("array", [1, 2] as JSONValue)
+            #expect(try await !cache.casDictField("array", field: "a", expected: nil, newValue: ["a": 1] as JSONValue))
+            try await cache.set("scalar", "text")
+            #expect(try await !cache.casDictField("scalar", field: "a", expected: nil, newValue: ["a": 1] as JSONValue))
+            let error = await #expect(throws: RedisError.self) {
+                try await cache.casDictField("array", field: "a", expected: ["x": 1], newValue: ["a": 1] as JSONValue)
             }
             #expect(error?.code == .invalidArgument)
-            try cache.set("rec", ["s": "a"] as JSONValue)
-            #expect(try cache.casDictField("rec", field: "s", expected: "a", newValue: ["s": "b"] as JSONValue, ttl: .seconds(40)))
-            #expect((35...40).contains(try cache.ttl("rec") ?? -1))
-            #expect(try cache.casDictField("rec", field: "s", expected: "b", newValue: ["s": "c"] as JSONValue))
-            #expect(try cache.ttl("rec") == nil)
+            try await cache.set("rec", ["s": "a"] as JSONValue)
+            #expect(try await cache.casDictField("rec", field: "s", expected: "a", newValue: ["s": "b"] as JSONValue, ttl: .seconds(40)))
+            #expect((35...40).contains(try await cache.ttl("rec") ?? -1))
+            #expect(try await cache.casDictField("rec", field: "s", expected: "b", newValue: ["s": "c"] as JSONValue))
+            #expect(try await cache.ttl("rec") == nil)
         }
     }
 
-    @Test("casTakeover takes failed and stale executing records, once", arguments: Provider.allCases)
-    func casTakeover(provider: Provider) throws {
-        try withProvider(provider) { cache throws in
+    @Test("casTakeover takes failed and stale executing records, once", arguments: Provider.allCases, Mode.allCases)
+    func casTakeover(provider: Provider, mode: Mode) async throws {
+        try await withProvider(provider, mode) { cache async throws in
             let now = 1_732_640_000.5
             let claim: JSONValue = ["status": "executing", "started_at": .double(now)]
-            try cache.set("failed", ["status": "failed"] as JSONValue)
-            #expect(try cache.casTakeover("failed", newRecord: claim, staleBefore: now - 60, ttl: .seconds(30)))
-            #expect((25...30).contains(try cache.ttl("failed") ?? -1))
-            try cache.set("stale", ["status": "executing", "started_at": .double(now - 120)] as JSONValue)
-            #expect(try cache.casTakeover("stale", newRecord: claim, staleBefore: now - 60))
+            try await cache.set("failed", ["status": "failed"] as JSONValue)
+            #expect(try await cache.casTakeover("failed", newRecord: claim, staleBefore: now - 60, ttl: .seconds(30)))
+            #expect((25...30).contains(try await cache.ttl("failed") ?? -1))
+            try await cache.set("stale", ["status": "executing", "started_at": .double(now - 120)] as JSONValue)
+            #expect(try await cache.casTakeover("stale", newRecord: claim, staleBefore: now - 60))
             // The fresh claim is not stale: a second taker loses.
-            #expect(try !cache.casTakeover("stale", newRecord: claim, staleBefore: now - 60))
-            #expect(try cache.get("stale") == claim)
-            try cache.set("completed", ["status": "completed", "started_at": 0] as JSONValue)
-            #expect(try !cache.casTakeover("completed", newRecord: claim, staleBefore: now))
-            try cache.set("no-start", ["status": "executing"] as JSONValue)
-            #expect(try !cache.casTakeover("no-start", newRecord: claim, staleBefore: now))
-            #expect(try !cache.casTakeover("missing", newRecord: claim, staleBefore: now))
-            #expect(throws: RedisError.self) { try cache.casTakeover("failed", newRecord: claim, staleBefore: .nan) }
+            #expect(try await !cache.casTakeover("stale", newRecord: claim, staleBefore: now - 60))
+            #expect(try await cache.get("stale") == claim)
+            try await cache.set("completed", ["status": "completed", "started_at": 0] as JSONValue)
+            #expect(try await !cache.casTakeover("completed", newRecord: claim, staleBefore: now))
+            try await cache.set("no-start", ["status": "executing"] as JSONValue)
+            #expect(try await !cache.casTakeover("no-start", newRecord: claim, staleBefore: now))
+            #expect(try await !cache.casTakeover("missing", newRecord: claim, staleBefore: now))
+            await #expect(throws: RedisError.self) { try await cache.casTakeover("failed", newRecord: claim, staleBefore: .nan) }
         }
     }
 
-    @Test("mget omits missing keys; mset stores with and without a TTL; mdelete counts; empty calls are no-ops", arguments: Provider.allCases)
-    func bulk(provider: Provider) throws {
-        try withProvider(provider) { cache throws in
-            try cache.mset(["a": 1, "b": 2] as [String: JSONValue])
-            try cache.mset(["c": "three"] as [String: JSONValue], ttl: .seconds(50))
-            #expect(try cache.mget(["a", "b", "c", "missing"]) == ["a": 1, "b": 2, "c": "three"])
-            #expect(try cache.ttl("a") == nil)
-            #expect((45...50).contains(try cache.ttl("c") ?? -1))
-            #expect(try cache.mget([]) == [:])
-            try cache.mset([String: JSONValue]())
-            #expect(try cache.mdelete([]) == 0)
-            #expect(try cache.mdelete(["a", "c", "missing"]) == 2)
-            #expect(try cache.mget(["a", "b", "c"]) == ["b": 2])
+    @Test("mget omits missing keys; mset stores with and without a TTL; mdelete counts; empty calls are no-ops", arguments: Provider.allCases, Mode.allCases)
+    func bulk(provider: Provider, mode: Mode) async throws {
+        try await withProvider(provider, mode) { cache async throws in
+            try await cache.mset(["a": 1, "b": 2] as [String: JSONValue])
+            try await cache.mset(["c": "three"] as [String: JSONValue], ttl: .seconds(50))
+            #expect(try await cache.mget(["a", "b", "c", "missing"]) == ["a": 1, "b": 2, "c": "three"])
+            #expect(try await cache.ttl("a") == nil)
+            #expect((45...50).contains(try await cache.ttl("c") ?? -1))
+            #expect(try await cache.mget([]) == [:])
+            try await cache.mset([String: JSONValue]())
+            #expect(try await cache.mdelete([]) == 0)
+            #expect(try await cache.mdelete(["a", "c", "missing"]) == 2)
+            #expect(try await cache.mget(["a", "b", "c"]) == ["b": 2])
         }
     }
 
-    @Test("hashes: raw field names, JSON values", arguments: Provider.allCases)
-    func hashes(provider: Provider) throws {
-        try withProvider(provider) { cache throws in
-            try cache.hset("h", field: "count", 3)
-            try cache.hset("h", field: "naïve field", ["x": [1, 2]] as JSONValue)
-            #expect(try cache.hget("h", field: "count") == 3)
-            #expect(try cache.hget("h", field: "missing") == nil)
-            #expect(try cache.hget("no-hash", field: "count") == nil)
-            #expect(try cache.hgetall("h") == ["count": 3, "naïve field": ["x": [1, 2]]])
-            #expect(try cache.hgetall("no-hash") == [:])
-            try cache.set("string", 1)
-            let error = #expect(throws: RedisError.self) { try cache.hget("string", field: "x") }
+    @Test("hashes: raw field names, JSON values", arguments: Provider.allCases, Mode.allCases)
+    func hashes(provider: Provider, mode: Mode) async throws {
+        try await withProvider(provider, mode) { cache async throws in
+            try await cache.hset("h", field: "count", 3)
+            try await cache.hset("h", field: "naïve field", ["x": [1, 2]] as JSONValue)
+            #expect(try await cache.hget("h", field: "count") == 3)
+            #expect(try await cache.hget("h", field: "missing") == nil)
+            #expect(try await cache.hget("no-hash", field: "count") == nil)
+            #expect(try await cache.hgetall("h") == ["count": 3, "naïve field": ["x": [1, 2]]])
+            #expect(try await cache.hgetall("no-hash") == [:])
+            try await cache.set("string", 1)
+            let error = await #expect(throws: RedisError.self) { try await cache.hget("string", field: "x") }
             #expect(error?.prefix == "WRONGTYPE")
         }
     }
 
-    @Test("pushLimit keeps the last N, returns the pre-trim length, renews the TTL; bad maxLength is refused", arguments: Provider.allCases)
-    func pushLimit(provider: Provider) throws {
-        try withProvider(provider) { cache throws in
+    @Test("pushLimit keeps the last N, returns the pre-trim length, renews the TTL; bad maxLength is refused", arguments: Provider.allCases, Mode.allCases)
+    func pushLimit(provider: Provider, mode: Mode) async throws {
+        try await withProvider(provider, mode) { cache async throws in
             for index in 1...5 {
-                #expect(try cache.pushLimit("events", ["i": .int(Int64(index))] as JSONValue, maxLength: 3, ttl: .seconds(60)) == min(index, 3) + (index > 3 ? 1 : 0))
+                #expect(try await cache.pushLimit("events", ["i": .int(Int64(index))] as JSONValue, maxLength: 3, ttl: .seconds(60)) == min(index, 3) + (index > 3 ? 1 : 0))
             }
-            #expect(try cache.listRange("events") == [["i": 3], ["i": 4], ["i": 5]])
-            #expect(try cache.listRange("events", start: 1, end: 1) == [["i": 4]])
-            #expect(try cache.listRange("events", start: -2, end: -1) == [["i": 4], ["i": 5]])
-            #expect(try cache.listRange("events", start: 5, end: 10) == [])
-            #expect(try cache.listRange("missing") == [])
-            #expect((55...60).contains(try cache.ttl("events") ?? -1))
+            #expect(try await cache.listRange("events") == [["i": 3], ["i": 4], ["i": 5]])
+            #expect(try await cache.listRange("events", start: 1, end: 1) == [["i": 4]])
+            #expect(try await cache.listRange("events", start: -2, end: -1) == [["i": 4], ["i": 5]])
+            #expect(try await cache.listRange("events", start: 5, end: 10) == [])
+            #expect(try await cache.listRange("missing") == [])
+            #expect((55...60).contains(try await cache.ttl("events") ?? -1))
             for bad in [0, -1] {
-                let error = #expect(throws: RedisError.self) { try cache.pushLimit("events", 1, maxLength: bad) }
+                let error = await #expect(throws: RedisError.self) { try await cache.pushLimit("events", 1, maxLength: bad) }
                 #expect(error?.code == .invalidArgument)
             }
-            #expect(try cache.listRange("events").count == 3)
+            #expect(try await cache.listRange("events").count == 3)
         }
     }
 
-    @Test("keys and scan return keys without the prefix, unicode and binary-looking keys included", arguments: Provider.allCases)
-    func keysAndScan(provider: Provider) throws {
-        try withProvider(provider) { cache throws in
+    @Test("keys and scan return keys without the prefix, unicode and binary-looking keys included", arguments: Provider.allCases, Mode.allCases)
+    func keysAndScan(provider: Provider, mode: Mode) async throws {
+        try await withProvider(provider, mode) { cache async throws in
             let names = ["plain", "ключ", "with space", "tab\tand\r\nnewline", "nul\u{0}byte", "glob*[chars]?", "emoji 🚀"]
-            for name in names { try cache.set(name, name) }
-            #expect(Set(try cache.keys()) == Set(names))
-            for name in names { #expect(try cache.get(name) == .string(name)) }
-            #expect(try cache.keys("pl*") == ["plain"])
-            #expect(try cache.keys("glob\\*\\[chars\\]\\?") == ["glob*[chars]?"])
+            for name in names { try await cache.set(name, name) }
+            #expect(Set(try await cache.keys()) == Set(names))
+            for name in names { #expect(try await cache.get(name) == .string(name)) }
+            #expect(try await cache.keys("pl*") == ["plain"])
+            #expect(try await cache.keys("glob\\*\\[chars\\]\\?") == ["glob*[chars]?"])
             var seen = Set<String>()
             var cursor: UInt64 = 0
             repeat {
-                let page = try cache.scan("*", count: 2, cursor: cursor)
+                let page = try await cache.scan("*", count: 2, cursor: cursor)
                 seen.formUnion(page.keys)
                 cursor = page.cursor
             } while cursor != 0
             #expect(seen == Set(names))
-            #expect(throws: RedisError.self) { try cache.scan("*", count: 0, cursor: 0) }
+            await #expect(throws: RedisError.self) { try await cache.scan("*", count: 0, cursor: 0) }
         }
     }
 
-    @Test("flushAll deletes only keys under the prefix", arguments: Provider.allCases)
-    func flushAllScope(provider: Provider) throws {
-        let cache = try provider.make()
-        defer { cache.close() }
-        let neighbour: any CacheProvider
+    @Test("flushAll deletes only keys under the prefix", arguments: Provider.allCases, Mode.allCases)
+    func flushAllScope(provider: Provider, mode: Mode) async throws {
+        let made = try provider.makeBoth()
+        let cache = mode.drive(made)
+        let neighbour: any AsyncCacheProvider
         switch provider {
-        case .redis: neighbour = try RedisCacheAdapter(client: (cache as! RedisCacheAdapter).rawClient, keyPrefix: "bctest:\(UUID().uuidString):")
+        case .redis: neighbour = mode.drive(try RedisCacheAdapter(client: (made as! RedisCacheAdapter).rawClient, keyPrefix: "bctest:\(UUID().uuidString):"))
         case .memory: neighbour = cache
         }
-        try neighbour.set("survivor", 1)
-        for index in 0..<1200 { try cache.set("doomed\(index)", index) }
+        try await neighbour.set("survivor", 1)
+        for index in 0..<1200 { try await cache.set("doomed\(index)", index) }
         if provider == .redis {
-            #expect(try cache.flushAll() == 1200)
-            #expect(try neighbour.get("survivor") == 1)
-            _ = try neighbour.flushAll()
+            #expect(try await cache.flushAll() == 1200)
+            #expect(try await neighbour.get("survivor") == 1)
+            _ = try await neighbour.flushAll()
         } else {
-            #expect(try cache.flushAll() == 1201)
+            #expect(try await cache.flushAll() == 1201)
         }
-        #expect(try cache.keys() == [])
+        #expect(try await cache.keys() == [])
+        await cache.close()
     }
 
-    @Test("locks: exclusive, released by their owner only, extended by adding or replacing", arguments: Provider.allCases)
-    func locks(provider: Provider) throws {
-        try withProvider(provider) { cache throws in
+    @Test("locks: exclusive, released by their owner only, extended by adding or replacing", arguments: Provider.allCases, Mode.allCases)
+    func locks(provider: Provider, mode: Mode) async throws {
+        try await withProvider(provider, mode) { cache async throws in
             let first = cache.getLock("job", timeout: .seconds(10))
             let second = cache.getLock("job", timeout: .seconds(10))
             #expect(first.owner != second.owner)
-            #expect(try first.acquire(blocking: false))
-            #expect(try !second.acquire(blocking: false))
-            #expect(try !second.acquire(blocking: true, timeout: .milliseconds(150)))
-            #expect(try first.locked() && first.owned())
-            #expect(try second.locked() && !second.owned())
-            let notOwned = #expect(throws: RedisError.self) { try second.release() }
+            #expect(try await first.acquire(blocking: false))
+            #expect(try await !second.acquire(blocking: false))
+            #expect(try await !second.acquire(blocking: true, timeout: .milliseconds(150)))
+            #expect(try await first.locked())
+            #expect(try await first.owned())
+            #expect(try await second.locked())
+            #expect(try await !second.owned())
+            let notOwned = await #expect(throws: RedisError.self) { try await second.release() }
             #expect(notOwned?.code == .lockNotOwned)
-            #expect(throws: RedisError.self) { try second.extend(by: .seconds(5)) }
-            try first.extend(to: .seconds(30))
-            #expect((25...30).contains(try cache.ttl("job") ?? -1))
-            try first.extend(by: .seconds(30))
-            #expect((55...60).contains(try cache.ttl("job") ?? -1))
-            try first.release()
-            #expect(try !first.locked())
-            #expect(throws: RedisError.self) { try first.release() }
-            #expect(try second.acquire(blocking: false))
-            try second.release()
+            await #expect(throws: RedisError.self) { try await second.extend(by: .seconds(5)) }
+            try await first.extend(to: .seconds(30))
+            #expect((25...30).contains(try await cache.ttl("job") ?? -1))
+            try await first.extend(by: .seconds(30))
+            #expect((55...60).contains(try await cache.ttl("job") ?? -1))
+            try await first.release()
+            #expect(try await !first.locked())
+            await #expect(throws: RedisError.self) { try await first.release() }
+            #expect(try await second.acquire(blocking: false))
+            try await second.release()
         }
     }
 
-    @Test("a lock that expired and was taken over is not released by its old holder", arguments: Provider.allCases)
-    func expiredLock(provider: Provider) throws {
-        try withProvider(provider) { cache throws in
+    @Test("a lock that expired and was taken over is not released by its old holder", arguments: Provider.allCases, Mode.allCases)
+    func expiredLock(provider: Provider, mode: Mode) async throws {
+        try await withProvider(provider, mode) { cache async throws in
             let old = cache.getLock("lease", timeout: .milliseconds(100))
             let new = cache.getLock("lease", timeout: .seconds(10))
-            #expect(try old.acquire(blocking: false))
-            #expect(try new.acquire(blocking: true, timeout: .seconds(2)))
-            let error = #expect(throws: RedisError.self) { try old.release() }
+            #expect(try await old.acquire(blocking: false))
+            #expect(try await new.acquire(blocking: true, timeout: .seconds(2)))
+            let error = await #expect(throws: RedisError.self) { try await old.release() }
             #expect(error?.code == .lockNotOwned)
-            #expect(try new.owned())
-            try new.release()
+            #expect(try await new.owned())
+            try await new.release()
         }
     }
 
-    @Test("withLock releases on success and on throw, and reports a lock it could not get", arguments: Provider.allCases)
-    func withLock(provider: Provider) throws {
+    @Test("withLock releases on success and on throw, and reports a lock it could not get", arguments: Provider.allCases, Mode.allCases)
+    func withLock(provider: Provider, mode: Mode) async throws {
         struct Boom: Error {}
-        try withProvider(provider) { cache throws in
+        try await withProvider(provider, mode) { cache async throws in
             let lock = cache.getLock("scoped", timeout: .seconds(10), blockingTimeout: .milliseconds(100))
-            #expect(try lock.withLock { try lock.owned() })
-            #expect(try !lock.locked())
-            #expect(throws: Boom.self) { try lock.withLock { throw Boom() } }
-            #expect(try !lock.locked())
+            #expect(try await lock.withLock { try await lock.owned() })
+            #expect(try await !lock.locked())
+            await #expect(throws: Boom.self) { try await lock.withLock { () async throws -> Void in throw Boom() } }
+            #expect(try await !lock.locked())
             let holder = cache.getLock("scoped", timeout: .seconds(10))
-            try holder.acquire()
-            let error = #expect(throws: RedisError.self) { try lock.withLock { } }
+            try await holder.acquire()
+            let error = await #expect(throws: RedisError.self) { try await lock.withLock { () async in } }
             #expect(error?.code == .lockNotAcquired)
-            try holder.release()
+            try await holder.release()
         }
     }
 
-    @Test("after close() every call fails with .closed and healthCheck is false", arguments: Provider.allCases)
-    func closed(provider: Provider) throws {
-        let cache = try provider.make()
-        #expect(cache.healthCheck())
-        #expect(cache.ping())
-        cache.close()
-        cache.close()
-        #expect(!cache.healthCheck())
-        let error = #expect(throws: RedisError.self) { try cache.get("k") }
+    @Test("after close() every call fails with .closed and healthCheck is false", arguments: Provider.allCases, Mode.allCases)
+    func closed(provider: Provider, mode: Mode) async throws {
+        let cache = mode.drive(try provider.makeBoth())
+        #expect(await cache.healthCheck())
+        await cache.close()
+        await cache.close()
+        #expect(await !cache.healthCheck())
+        let error = await #expect(throws: RedisError.self) { try await cache.get("k") }
         #expect(error?.code == .closed)
     }
 }
 
-@Suite("Async offload")
-struct AsyncOffloadTests {
-    @Test("offload runs calls off the cooperative pool and returns their results and errors", arguments: Provider.allCases)
-    func offload(provider: Provider) async throws {
-        let cache = try provider.make()
-        defer { _ = try? cache.flushAll(); cache.close() }
-        try await cache.offload { try $0.set("k", 41) }
-        #expect(try await cache.offload { try $0.incr("k") } == 42)
-        await #expect(throws: RedisError.self) { try await cache.offload { try $0.get("k", as: [String].self) } }
-        // 32 offloaded calls that each block until all 32 are running at once: impossible
-        // on the cooperative pool (one thread per core), so they must run on threads of their own.
-        final class Counter: Sendable { let value = Atomic<Int>(0) }
-        let running = Counter()
-        try await withThrowingTaskGroup(of: Bool.self) { group in
-            for _ in 0..<32 {
-                group.addTask {
-                    try await cache.offload { cache in
-                        _ = try cache.incr("many")
-                        running.value.add(1, ordering: .relaxed)
-                        let deadline = ContinuousClock.now + .seconds(10)
-                        while running.value.load(ordering: .relaxed) < 32, ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.001) }
-                        return running.value.load(ordering: .relaxed) == 32
-                    }
-                }
-            }
-            var results: [Bool] = []
-            for try await value in group { results.append(value) }
-            #expect(results == Array(repeating: true, count: 32))
-        }
-        #expect(try await cache.offload { try $0.get("many") } == 32)
-    }
-
-    @Test("offload carries the task's synthetic mode: a synthetic-scope write lands on the xtest: key, not the production one")
-    func offloadKeepsSyntheticMode() async throws {
+@Suite("Async API and task-locals")
+struct AsyncTaskLocalTests {
+    @Test("SyntheticMode reaches every async entry point: each synthetic-scope write lands on the xtest: key, not the production one")
+    func syntheticModeThroughAsyncCalls() async throws {
         let cache = try RedisCacheAdapter(url: TestEnvironment.url())
         defer { cache.close() }
-        let name = "bctest:offload:\(UUID().uuidString)"
+        let name = "bctest:synthetic:\(UUID().uuidString):"
+        let client = cache.rawClient
         try await SyntheticMode.run {
-            try await cache.offload { try $0.set(name, "synthetic", ttl: .seconds(60)) }
+            try await cache.set(name + "set", "synthetic", ttl: .seconds(60))
+            #expect(try await cache.setnx(name + "setnx", 1, ttl: .seconds(60)))
+            try await cache.incr(name + "incr")
+            try await cache.mset([name + "mset": 1] as [String: JSONValue], ttl: .seconds(60))
+            try await cache.hset(name + "hset", field: "f", 1)
+            try await cache.pushLimit(name + "push", 1, maxLength: 2, ttl: .seconds(60))
+            try await cache.set(name + "cas", ["s": "a"] as JSONValue, ttl: .seconds(60))
+            #expect(try await cache.casDictField(name + "cas", field: "s", expected: "a", newValue: ["s": "b"] as JSONValue, ttl: .seconds(60)))
+            _ = try await cache.getOrSet(name + "getOrSet", ttl: .seconds(60)) { "computed" }
+            try await cache.getLock(name + "lock").withLock { () async throws in
+                #expect(try await client.send("EXISTS", RedisArgument("xtest:baldur:" + name + "lock")) == .integer(1))
+            }
+            #expect(try await cache.get(name + "set") == "synthetic")
+            let written = Set(["set", "setnx", "incr", "mset", "hset", "push", "cas", "getOrSet"].map { name + $0 })
+            #expect(Set(try await cache.keys(name + "*")).isSuperset(of: written))
         }
-        #expect(try cache.rawClient.send("GET", RedisArgument("xtest:baldur:" + name)).string == #""synthetic""#)
-        #expect(try cache.rawClient.send("EXISTS", RedisArgument("baldur:" + name)) == .integer(0))
-        try cache.rawClient.send("DEL", RedisArgument("xtest:baldur:" + name))
+        for suffix in ["set", "setnx", "incr", "mset", "hset", "push", "cas", "getOrSet"] {
+            #expect(try await client.send("EXISTS", RedisArgument("xtest:baldur:" + name + suffix)) == .integer(1), "\(suffix)")
+            #expect(try await client.send("EXISTS", RedisArgument("baldur:" + name + suffix)) == .integer(0), "\(suffix)")
+        }
+        #expect(try await cache.keys(name + "*") == [])
+        try await SyntheticMode.run { _ = try await cache.flushAll() }
+    }
+
+    @Test("two tasks hand a lock over: the waiter gets it when the holder releases, not at expiry", arguments: Provider.allCases)
+    func lockHandoffBetweenTasks(provider: Provider) async throws {
+        try await withProvider(provider, .async) { cache async throws in
+            let holder = cache.getLock("handoff", timeout: .seconds(30))
+            let waiter = cache.getLock("handoff", timeout: .seconds(30), blockingTimeout: .seconds(10))
+            #expect(try await holder.acquire(blocking: false))
+            let started = ContinuousClock.now
+            let waiting = Task { try await waiter.acquire() }
+            try await Task.sleep(for: .milliseconds(300))
+            try await holder.release()
+            #expect(try await waiting.value)
+            #expect(ContinuousClock.now - started < .seconds(5))
+            #expect(try await waiter.owned())
+            try await waiter.release()
+        }
+    }
+
+    @Test("many tasks waiting on one lock take turns, each holding it alone", arguments: Provider.allCases)
+    func lockMutualExclusionAcrossTasks(provider: Provider) async throws {
+        try await withProvider(provider, .async) { cache async throws in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<20 {
+                    group.addTask {
+                        try await cache.getLock("turns", timeout: .seconds(10), blockingTimeout: .seconds(20)).withLock {
+                            let inside = try await cache.incr("inside")
+                            #expect(inside == 1)
+                            try await Task.sleep(for: .milliseconds(5))
+                            try await cache.decr("inside")
+                            try await cache.incr("done")
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            #expect(try await cache.get("done") == 20)
+        }
+    }
+
+    @Test("getOrSet from concurrent tasks runs the factory once", arguments: Provider.allCases)
+    func asyncGetOrSetRunsFactoryOnce(provider: Provider) async throws {
+        try await withProvider(provider, .async) { cache async throws in
+            let calls = Counter()
+            let values = try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<50 {
+                    group.addTask {
+                        try await cache.getOrSet("expensive", as: Int.self, ttl: .seconds(60)) {
+                            calls.value.add(1, ordering: .relaxed)
+                            try await Task.sleep(for: .milliseconds(100))
+                            return 42
+                        }
+                    }
+                }
+                return try await group.reduce(into: [Int]()) { $0.append($1) }
+            }
+            #expect(values == Array(repeating: 42, count: 50))
+            #expect(calls.value.load(ordering: .relaxed) == 1)
+        }
     }
 }
+
+final class Counter: Sendable { let value = Atomic<Int>(0) }

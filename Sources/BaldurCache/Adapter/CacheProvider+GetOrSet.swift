@@ -31,6 +31,9 @@ extension CacheProvider {
     ///   - waitTimeout: How long a loser waits for the winner's value before computing it itself.
     ///   - factory: Computes the value; its errors reach the caller (and this process's waiters).
     /// - Returns: The cached or computed value.
+    // Disfavoured so that `async` code on a provider with both contracts
+    // gets the suspending `getOrSet` even for a factory that does not await.
+    @_disfavoredOverload
     public func getOrSet<T: Codable & Sendable>(
         _ key: String,
         as type: T.Type = T.self,

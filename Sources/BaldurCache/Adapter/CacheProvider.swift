@@ -19,9 +19,7 @@
 /// TTLs are `Duration`s from one second to 100 years. Whole seconds go out
 /// as `EX`, fractional ones as `PX` (exact); zero, negative, sub-second and
 /// longer TTLs throw ``RedisError/Code/invalidArgument`` before anything is sent.
-public protocol CacheProvider: AnyObject, Sendable {
-    /// The provider's name: `"redis"` or `"memory"`.
-    var providerName: String { get }
+public protocol CacheProvider: CacheLockProvider {
 
     /// Reads `key` and decodes it as `T` (`GET`). `nil` when the key is missing.
     ///
@@ -89,8 +87,6 @@ public protocol CacheProvider: AnyObject, Sendable {
     /// ```
     func setIfFenced<T: Encodable>(_ key: String, _ value: T, fencingToken: Int64) throws(RedisError) -> Bool
 
-    /// A lock on `name`; the storage key (prefix + name) is resolved now and never shifts.
-    func getLock(_ name: String, timeout: Duration, blockingTimeout: Duration?) -> DistributedLock
 
     /// Reads many keys in one round trip (`MGET`). Missing keys are omitted.
     func mget<T: Decodable>(_ keys: [String], as type: T.Type) throws(RedisError) -> [String: T]
@@ -171,11 +167,6 @@ extension CacheProvider {
     /// ``casTakeover(_:newRecord:staleBefore:ttl:)`` without a TTL.
     public func casTakeover<T: Encodable>(_ key: String, newRecord: T, staleBefore: Double) throws(RedisError) -> Bool {
         try casTakeover(key, newRecord: newRecord, staleBefore: staleBefore, ttl: nil)
-    }
-
-    /// A lock with a 10 s timeout that waits forever by default.
-    public func getLock(_ name: String, timeout: Duration = .seconds(10)) -> DistributedLock {
-        getLock(name, timeout: timeout, blockingTimeout: nil)
     }
 
     /// ``mget(_:as:)`` as ``JSONValue``s.

@@ -23,7 +23,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
     private struct State {
         var entries: [String: Entry] = [:]
         /// Lock waiters per key, longest-waiting first.
-        var lockWaiters: [String: [DispatchSemaphore]] = [:]
+        var lockWaiters: [String: [ReleaseSignal]] = [:]
         var closed = false
     }
 
@@ -410,7 +410,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
     }
 
     fileprivate func lockOperation<R>(
-        _ body: (inout [String: Entry], inout [String: [DispatchSemaphore]]) throws(RedisError) -> R
+        _ body: (inout [String: Entry], inout [String: [ReleaseSignal]]) throws(RedisError) -> R
     ) throws(RedisError) -> R {
         try state.withLock { state throws(RedisError) -> R in
             guard !state.closed else { throw RedisError(.closed, "the in-memory cache was closed") }
@@ -490,16 +490,63 @@ private struct MemoryLockStore: LockStore {
     }
 
     func waitForRelease(key: String, timeout: Duration) throws(RedisError) {
-        let signal = DispatchSemaphore(value: 0)
+        let signal = try enqueueWaiter(key)
+        if !signal.wait(timeout: timeout) { try leave(key, signal) }
+    }
+
+    func waitForRelease(key: String, timeout: Duration) async throws {
+        let signal = try enqueueWaiter(key)
+        await signal.wait(timeout: timeout)
+        // A release that picked this waiter has removed it already.
+        try leave(key, signal)
+    }
+
+    // The remaining calls never wait: the synchronous ones serve async callers too.
+
+    func tryAcquire(key: String, owner: String, ttl: Duration) async throws -> Bool {
+        try syncCall { () throws(RedisError) in try tryAcquire(key: key, owner: owner, ttl: ttl) }
+    }
+
+    func tryAcquireFenced(key: String, owner: String, ttl: Duration) async throws -> Int64? {
+        try syncCall { () throws(RedisError) in try tryAcquireFenced(key: key, owner: owner, ttl: ttl) }
+    }
+
+    func release(key: String, owner: String) async throws -> LockReleaseOutcome {
+        try syncCall { () throws(RedisError) in try release(key: key, owner: owner) }
+    }
+
+    func extend(key: String, owner: String, by duration: Duration, adding: Bool) async throws -> Bool {
+        try syncCall { () throws(RedisError) in try extend(key: key, owner: owner, by: duration, adding: adding) }
+    }
+
+    func owner(key: String) async throws -> String? {
+        try syncCall { () throws(RedisError) in try owner(key: key) }
+    }
+
+    func currentFencingToken(key: String) async throws -> Int64 {
+        try syncCall { () throws(RedisError) in try currentFencingToken(key: key) }
+    }
+
+    private func enqueueWaiter(_ key: String) throws(RedisError) -> ReleaseSignal {
+        let signal = ReleaseSignal()
         try cache.lockOperation { _, waiters in waiters[key, default: []].append(signal) }
-        if signal.wait(timeout: .now() + .nanoseconds(Int(max(timeout, .zero).nanoseconds))) == .timedOut {
-            // Leave the queue; a release that picked this semaphore meanwhile has already signalled it.
-            try cache.lockOperation { _, waiters in
-                waiters[key]?.removeAll { $0 === signal }
-                if waiters[key]?.isEmpty == true { waiters[key] = nil }
-            }
+        return signal
+    }
+
+    /// Leaves the queue; a release that picked this waiter meanwhile has already signalled it.
+    private func leave(_ key: String, _ signal: ReleaseSignal) throws(RedisError) {
+        try cache.lockOperation { _, waiters in
+            waiters[key]?.removeAll { $0 === signal }
+            if waiters[key]?.isEmpty == true { waiters[key] = nil }
         }
     }
+}
+
+/// Runs a synchronous call from `async` code: in a closure, so the call
+/// resolves to the synchronous overload of the same name.
+@inline(__always)
+func syncCall<R>(_ body: () throws(RedisError) -> R) throws(RedisError) -> R {
+    try body()
 }
 
 /// Redis' glob rules (`*`, `?`, `[abc]`, `[^a]`, `[a-z]`, `\x`), for `keys` and `scan`.

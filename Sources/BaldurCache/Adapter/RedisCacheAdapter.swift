@@ -26,7 +26,7 @@ public final class RedisCacheAdapter: CacheProvider {
     public let keyPrefix: KeyPrefix
     /// The TTL ``set(_:_:ttl:)`` uses when given none.
     public let defaultTTL: Duration?
-    private let logger: Logger
+    let logger: Logger
 
     /// Creates an adapter.
     ///
@@ -74,6 +74,11 @@ public final class RedisCacheAdapter: CacheProvider {
 
     // MARK: - Values
 
+    // Each call that is one request is written once, as a ``CacheCall``
+    // (what to send, how to read the reply); the synchronous method runs it
+    // on the pool, the async one (RedisCacheAdapter+Async.swift) on the
+    // event loop.
+    //
     // The generic calls below carry a specialization for JSONValue, which
     // their generic entry points dispatch to at run time: callers in other
     // modules otherwise run the unspecialized code (mget of 100 keys: 13,600
@@ -83,8 +88,11 @@ public final class RedisCacheAdapter: CacheProvider {
     /// Reads and decodes `key` (`GET`); `nil` when missing. Throws `decoding` naming the key for a value that is not JSON or not a `T`.
     @_specialize(where T == JSONValue)
     public func get<T: Decodable>(_ key: String, as type: T.Type) throws(RedisError) -> T? {
-        try logged("get", key) { () throws(RedisError) in
-            let reply = try rawClient.send("GET", storageKey(key))
+        try run("get", key) { () throws(RedisError) in getCall(key, as: type) }
+    }
+
+    func getCall<T: Decodable>(_ key: String, as type: T.Type) -> CacheCall<T?> {
+        CacheCall(.command(["GET", storageKey(key)])) { [rawClient] reply throws(RedisError) in
             guard case .bulk(let bytes) = reply else {
                 rawClient.telemetry.cacheLookup("get", hits: 0, misses: 1)
                 return nil
@@ -97,25 +105,31 @@ public final class RedisCacheAdapter: CacheProvider {
     /// Stores `value` as compact JSON (`SET key json [EX s|PX ms]`, `defaultTTL` when `ttl` is nil).
     @_specialize(where T == JSONValue)
     public func set<T: Encodable>(_ key: String, _ value: T, ttl: Duration?) throws(RedisError) {
-        try logged("set", key) { () throws(RedisError) in
-            let expiry = try CacheArguments.ttlArguments(ttl ?? defaultTTL)
-            try rawClient.send(CacheArguments.setCommand(storageKey(key), try JSONCodec.encode(value), expiry: expiry))
-        }
+        try run("set", key) { () throws(RedisError) in try setCall(key, value, ttl: ttl) }
+    }
+
+    func setCall<T: Encodable>(_ key: String, _ value: T, ttl: Duration?) throws(RedisError) -> CacheCall<Void> {
+        let expiry = try CacheArguments.ttlArguments(ttl ?? defaultTTL)
+        return CacheCall(.command(CacheArguments.setCommand(storageKey(key), try JSONCodec.encode(value), expiry: expiry))) { _ in }
     }
 
     /// Deletes `key` (`DEL`); `true` when it existed.
     @discardableResult
     public func delete(_ key: String) throws(RedisError) -> Bool {
-        try logged("delete", key) { () throws(RedisError) in
-            try rawClient.send("DEL", storageKey(key)).expectInteger("DEL") > 0
-        }
+        try run("delete", key) { () throws(RedisError) in deleteCall(key) }
+    }
+
+    func deleteCall(_ key: String) -> CacheCall<Bool> {
+        CacheCall(.command(["DEL", storageKey(key)])) { reply throws(RedisError) in try reply.expectInteger("DEL") > 0 }
     }
 
     /// `true` when `key` exists (`EXISTS`).
     public func exists(_ key: String) throws(RedisError) -> Bool {
-        try logged("exists", key) { () throws(RedisError) in
-            try rawClient.send("EXISTS", storageKey(key)).expectInteger("EXISTS") > 0
-        }
+        try run("exists", key) { () throws(RedisError) in existsCall(key) }
+    }
+
+    func existsCall(_ key: String) -> CacheCall<Bool> {
+        CacheCall(.command(["EXISTS", storageKey(key)])) { reply throws(RedisError) in try reply.expectInteger("EXISTS") > 0 }
     }
 
     // MARK: - Counters and TTLs
@@ -123,33 +137,41 @@ public final class RedisCacheAdapter: CacheProvider {
     /// Adds `amount` (`INCRBY`) and returns the new value.
     @discardableResult
     public func incr(_ key: String, by amount: Int64) throws(RedisError) -> Int64 {
-        try logged("incr", key) { () throws(RedisError) in
-            try rawClient.send("INCRBY", storageKey(key), RedisArgument(amount)).expectInteger("INCRBY")
-        }
+        try run("incr", key) { () throws(RedisError) in counterCall("INCRBY", key, amount) }
     }
 
     /// Subtracts `amount` (`DECRBY`) and returns the new value.
     @discardableResult
     public func decr(_ key: String, by amount: Int64) throws(RedisError) -> Int64 {
-        try logged("decr", key) { () throws(RedisError) in
-            try rawClient.send("DECRBY", storageKey(key), RedisArgument(amount)).expectInteger("DECRBY")
+        try run("decr", key) { () throws(RedisError) in counterCall("DECRBY", key, amount) }
+    }
+
+    func counterCall(_ command: StaticString, _ key: String, _ amount: Int64) -> CacheCall<Int64> {
+        CacheCall(.command([RedisArgument(command.description), storageKey(key), RedisArgument(amount)])) { reply throws(RedisError) in
+            try reply.expectInteger(command)
         }
     }
 
     /// Sets the time to live (`EXPIRE`, or `PEXPIRE` for fractional seconds); `true` when the key exists.
     @discardableResult
     public func expire(_ key: String, ttl: Duration) throws(RedisError) -> Bool {
-        try logged("expire", key) { () throws(RedisError) in
-            let arguments = try CacheArguments.ttlArguments(ttl)
-            let command: RedisArgument = arguments[0] == "EX" ? "EXPIRE" : "PEXPIRE"
-            return try rawClient.send(command, storageKey(key), arguments[1]).expectInteger("EXPIRE") == 1
-        }
+        try run("expire", key) { () throws(RedisError) in try expireCall(key, ttl: ttl) }
+    }
+
+    func expireCall(_ key: String, ttl: Duration) throws(RedisError) -> CacheCall<Bool> {
+        let arguments = try CacheArguments.ttlArguments(ttl)
+        let command: RedisArgument = arguments[0] == "EX" ? "EXPIRE" : "PEXPIRE"
+        return CacheCall(.command([command, storageKey(key), arguments[1]])) { reply throws(RedisError) in try reply.expectInteger("EXPIRE") == 1 }
     }
 
     /// Seconds left (`TTL`): `nil` without expiry, `-2` when missing.
     public func ttl(_ key: String) throws(RedisError) -> Int? {
-        try logged("ttl", key) { () throws(RedisError) in
-            let seconds = try rawClient.send("TTL", storageKey(key)).expectInteger("TTL")
+        try run("ttl", key) { () throws(RedisError) in ttlCall(key) }
+    }
+
+    func ttlCall(_ key: String) -> CacheCall<Int?> {
+        CacheCall(.command(["TTL", storageKey(key)])) { reply throws(RedisError) in
+            let seconds = try reply.expectInteger("TTL")
             return seconds == -1 ? nil : Int(seconds)
         }
     }
@@ -157,11 +179,13 @@ public final class RedisCacheAdapter: CacheProvider {
     /// Stores `value` iff `key` is absent, TTL included, atomically (`SET key json NX [EX|PX]`).
     @_specialize(where T == JSONValue)
     public func setnx<T: Encodable>(_ key: String, _ value: T, ttl: Duration?) throws(RedisError) -> Bool {
-        try logged("setnx", key) { () throws(RedisError) in
-            let expiry = try CacheArguments.ttlArguments(ttl)
-            let command = CacheArguments.setCommand(storageKey(key), try JSONCodec.encode(value), onlyIfAbsent: true, expiry: expiry)
-            return try rawClient.send(command) == .status("OK")
-        }
+        try run("setnx", key) { () throws(RedisError) in try setnxCall(key, value, ttl: ttl) }
+    }
+
+    func setnxCall<T: Encodable>(_ key: String, _ value: T, ttl: Duration?) throws(RedisError) -> CacheCall<Bool> {
+        let expiry = try CacheArguments.ttlArguments(ttl)
+        let command = CacheArguments.setCommand(storageKey(key), try JSONCodec.encode(value), onlyIfAbsent: true, expiry: expiry)
+        return CacheCall(.command(command)) { reply throws(RedisError) in try reply.throwingServerError() == .status("OK") }
     }
 
     // MARK: - Compare-and-set
@@ -171,15 +195,18 @@ public final class RedisCacheAdapter: CacheProvider {
     public func casDictField<T: Encodable>(
         _ key: String, field: String, expected: JSONValue, newValue: T, ttl: Duration?
     ) throws(RedisError) -> Bool {
-        try logged("casDictField", key) { () throws(RedisError) in
-            let expectedJSON = try JSONCodec.encode(CacheArguments.validExpected(expected))
-            let reply = try BaldurScripts.casDictField.run(
-                on: rawClient,
-                keys: [storageKey(key)],
-                arguments: [RedisArgument(field), .bytes(expectedJSON), .bytes(try JSONCodec.encode(newValue)),
-                            RedisArgument(try CacheArguments.ttlMilliseconds(ttl))]
-            )
-            return try reply.expectInteger("casDictField script") == 1
+        try run("casDictField", key) { () throws(RedisError) in try casDictFieldCall(key, field: field, expected: expected, newValue: newValue, ttl: ttl) }
+    }
+
+    func casDictFieldCall<T: Encodable>(
+        _ key: String, field: String, expected: JSONValue, newValue: T, ttl: Duration?
+    ) throws(RedisError) -> CacheCall<Bool> {
+        let expectedJSON = try JSONCodec.encode(CacheArguments.validExpected(expected))
+        let arguments: [RedisArgument] = [
+            RedisArgument(field), .bytes(expectedJSON), .bytes(try JSONCodec.encode(newValue)), RedisArgument(try CacheArguments.ttlMilliseconds(ttl)),
+        ]
+        return CacheCall(.script(BaldurScripts.casDictField, keys: [storageKey(key)], arguments: arguments)) { reply throws(RedisError) in
+            try reply.expectInteger("casDictField script") == 1
         }
     }
 
@@ -187,26 +214,31 @@ public final class RedisCacheAdapter: CacheProvider {
     public func casTakeover<T: Encodable>(
         _ key: String, newRecord: T, staleBefore: Double, ttl: Duration?
     ) throws(RedisError) -> Bool {
-        try logged("casTakeover", key) { () throws(RedisError) in
-            let reply = try BaldurScripts.casTakeover.run(
-                on: rawClient,
-                keys: [storageKey(key)],
-                arguments: [.bytes(try JSONCodec.encode(newRecord)), RedisArgument(try CacheArguments.number(staleBefore)),
-                             RedisArgument(try CacheArguments.ttlMilliseconds(ttl))]
-            )
-            return try reply.expectInteger("casTakeover script") == 1
+        try run("casTakeover", key) { () throws(RedisError) in try casTakeoverCall(key, newRecord: newRecord, staleBefore: staleBefore, ttl: ttl) }
+    }
+
+    func casTakeoverCall<T: Encodable>(_ key: String, newRecord: T, staleBefore: Double, ttl: Duration?) throws(RedisError) -> CacheCall<Bool> {
+        let arguments: [RedisArgument] = [
+            .bytes(try JSONCodec.encode(newRecord)), RedisArgument(try CacheArguments.number(staleBefore)),
+            RedisArgument(try CacheArguments.ttlMilliseconds(ttl)),
+        ]
+        return CacheCall(.script(BaldurScripts.casTakeover, keys: [storageKey(key)], arguments: arguments)) { reply throws(RedisError) in
+            try reply.expectInteger("casTakeover script") == 1
         }
     }
 
     /// Stores `value` iff `fencingToken` is not stale (one `EVALSHA` over `key` and `key:fence-seen`).
     public func setIfFenced<T: Encodable>(_ key: String, _ value: T, fencingToken: Int64) throws(RedisError) -> Bool {
-        try logged("setIfFenced", key) { () throws(RedisError) in
-            let full = keyPrefix.resolve() + key
-            return try BaldurScripts.fencedSet.run(
-                on: rawClient, keys: [RedisArgument(full), RedisArgument(full + ":fence-seen")],
-                arguments: [.bytes(try JSONCodec.encode(value)), RedisArgument(fencingToken)]
-            ).expectInteger("fenced set script") == 1
-        }
+        try run("setIfFenced", key) { () throws(RedisError) in try setIfFencedCall(key, value, fencingToken: fencingToken) }
+    }
+
+    func setIfFencedCall<T: Encodable>(_ key: String, _ value: T, fencingToken: Int64) throws(RedisError) -> CacheCall<Bool> {
+        let full = keyPrefix.resolve() + key
+        let request = CacheRequest.script(
+            BaldurScripts.fencedSet, keys: [RedisArgument(full), RedisArgument(full + ":fence-seen")],
+            arguments: [.bytes(try JSONCodec.encode(value)), RedisArgument(fencingToken)]
+        )
+        return CacheCall(request) { reply throws(RedisError) in try reply.expectInteger("fenced set script") == 1 }
     }
 
     // MARK: - Locks
@@ -222,9 +254,13 @@ public final class RedisCacheAdapter: CacheProvider {
     @_specialize(where T == JSONValue)
     public func mget<T: Decodable>(_ keys: [String], as type: T.Type) throws(RedisError) -> [String: T] {
         guard !keys.isEmpty else { return [:] }
-        return try logged("mget", "\(keys.count) keys") { () throws(RedisError) in
-            let prefix = keyPrefix.resolve()
-            let replies = try rawClient.send(["MGET"] + keys.map { RedisArgument(prefix: prefix, key: $0) }).expectArray("MGET")
+        return try run("mget", "\(keys.count) keys") { () throws(RedisError) in mgetCall(keys, as: type) }
+    }
+
+    func mgetCall<T: Decodable>(_ keys: [String], as type: T.Type) -> CacheCall<[String: T]> {
+        let prefix = keyPrefix.resolve()
+        return CacheCall(.command(["MGET"] + keys.map { RedisArgument(prefix: prefix, key: $0) })) { [rawClient] reply throws(RedisError) in
+            let replies = try reply.expectArray("MGET")
             var result: [String: T] = [:]
             result.reserveCapacity(keys.count)
             var hits = 0
@@ -250,45 +286,54 @@ public final class RedisCacheAdapter: CacheProvider {
         guard !values.isEmpty else { return }
         try logged("mset", "\(values.count) keys") { () throws(RedisError) in
             let prefix = keyPrefix.resolve()
-            if let ttl {
-                let expiry = try CacheArguments.ttlArguments(ttl)
-                let keys = Array(values.keys)
-                let items = Array(values.values)
-                // JSON values are encoded as their SETs are sent, so Redis
-                // works through the first while the rest are encoded. Every
-                // value is checked first: a bad one fails the call before
-                // anything is written. Other types are encoded up front.
-                let encodedLater = items as? [JSONValue]
-                if let encodedLater {
-                    for value in encodedLater { try JSONWriter.validate(value) }
-                }
-                let encodedNow = encodedLater != nil ? [] : try items.map { value throws(RedisError) in try JSONCodec.encode(value) }
-                let first: [RedisArgument] = ["SET", RedisArgument(prefix: prefix, key: keys[0])]
-                let replies = try rawClient.pipeline(count: items.count, routedLike: first, retryable: false) { index throws(RedisError) in
-                    let json: [UInt8]
-                    if let encodedLater { json = try JSONWriter.encode(encodedLater[index]) } else { json = encodedNow[index] }
-                    return CacheArguments.setCommand(RedisArgument(prefix: prefix, key: keys[index]), json, expiry: expiry)
-                }
-                for reply in replies { try reply.throwingServerError() }
-            } else {
-                var command: [RedisArgument] = ["MSET"]
-                command.reserveCapacity(1 + values.count * 2)
-                for (key, value) in values {
-                    command.append(RedisArgument(prefix: prefix, key: key))
-                    command.append(.bytes(try JSONCodec.encode(value)))
-                }
-                try rawClient.send(command)
+            guard let ttl else {
+                try rawClient.send(try msetCommand(values, prefix: prefix))
+                return
             }
+            let expiry = try CacheArguments.ttlArguments(ttl)
+            let keys = Array(values.keys)
+            let items = Array(values.values)
+            // JSON values are encoded as their SETs are sent, so Redis
+            // works through the first while the rest are encoded. Every
+            // value is checked first: a bad one fails the call before
+            // anything is written. Other types are encoded up front.
+            let encodedLater = items as? [JSONValue]
+            if let encodedLater {
+                for value in encodedLater { try JSONWriter.validate(value) }
+            }
+            let encodedNow = encodedLater != nil ? [] : try items.map { value throws(RedisError) in try JSONCodec.encode(value) }
+            let first: [RedisArgument] = ["SET", RedisArgument(prefix: prefix, key: keys[0])]
+            let replies = try rawClient.pipeline(count: items.count, routedLike: first, retryable: false) { index throws(RedisError) in
+                let json: [UInt8]
+                if let encodedLater { json = try JSONWriter.encode(encodedLater[index]) } else { json = encodedNow[index] }
+                return CacheArguments.setCommand(RedisArgument(prefix: prefix, key: keys[index]), json, expiry: expiry)
+            }
+            for reply in replies { try reply.throwingServerError() }
         }
+    }
+
+    /// `MSET key json key json ...` for `values` under `prefix`.
+    func msetCommand<T: Encodable>(_ values: [String: T], prefix: String) throws(RedisError) -> [RedisArgument] {
+        var command: [RedisArgument] = ["MSET"]
+        command.reserveCapacity(1 + values.count * 2)
+        for (key, value) in values {
+            command.append(RedisArgument(prefix: prefix, key: key))
+            command.append(.bytes(try JSONCodec.encode(value)))
+        }
+        return command
     }
 
     /// Deletes many keys in one `DEL`; returns how many existed.
     @discardableResult
     public func mdelete(_ keys: [String]) throws(RedisError) -> Int {
         guard !keys.isEmpty else { return 0 }
-        return try logged("mdelete", "\(keys.count) keys") { () throws(RedisError) in
-            let prefix = keyPrefix.resolve()
-            return Int(try rawClient.send(["DEL"] + keys.map { RedisArgument(prefix: prefix, key: $0) }).expectInteger("DEL"))
+        return try run("mdelete", "\(keys.count) keys") { () throws(RedisError) in mdeleteCall(keys) }
+    }
+
+    func mdeleteCall(_ keys: [String]) -> CacheCall<Int> {
+        let prefix = keyPrefix.resolve()
+        return CacheCall(.command(["DEL"] + keys.map { RedisArgument(prefix: prefix, key: $0) })) { reply throws(RedisError) in
+            Int(try reply.expectInteger("DEL"))
         }
     }
 
@@ -297,8 +342,12 @@ public final class RedisCacheAdapter: CacheProvider {
     /// Reads one hash field (`HGET`) and decodes it.
     @_specialize(where T == JSONValue)
     public func hget<T: Decodable>(_ name: String, field: String, as type: T.Type) throws(RedisError) -> T? {
-        try logged("hget", name) { () throws(RedisError) in
-            guard case .bulk(let bytes) = try rawClient.send("HGET", storageKey(name), RedisArgument(field)) else { return nil }
+        try run("hget", name) { () throws(RedisError) in hgetCall(name, field: field, as: type) }
+    }
+
+    func hgetCall<T: Decodable>(_ name: String, field: String, as type: T.Type) -> CacheCall<T?> {
+        CacheCall(.command(["HGET", storageKey(name), RedisArgument(field)])) { reply throws(RedisError) in
+            guard case .bulk(let bytes) = reply else { return nil }
             return try JSONCodec.decode(bytes, as: T.self, key: "\(name)[\(field)]")
         }
     }
@@ -306,15 +355,21 @@ public final class RedisCacheAdapter: CacheProvider {
     /// Stores one hash field as JSON (`HSET`).
     @_specialize(where T == JSONValue)
     public func hset<T: Encodable>(_ name: String, field: String, _ value: T) throws(RedisError) {
-        try logged("hset", name) { () throws(RedisError) in
-            try rawClient.send("HSET", storageKey(name), RedisArgument(field), .bytes(try JSONCodec.encode(value)))
-        }
+        try run("hset", name) { () throws(RedisError) in try hsetCall(name, field: field, value) }
+    }
+
+    func hsetCall<T: Encodable>(_ name: String, field: String, _ value: T) throws(RedisError) -> CacheCall<Void> {
+        CacheCall(.command(["HSET", storageKey(name), RedisArgument(field), .bytes(try JSONCodec.encode(value))])) { _ in }
     }
 
     /// Reads every field of a hash (`HGETALL`).
     public func hgetall<T: Decodable>(_ name: String, as type: T.Type) throws(RedisError) -> [String: T] {
-        try logged("hgetall", name) { () throws(RedisError) in
-            let flat = try rawClient.send("HGETALL", storageKey(name)).expectArray("HGETALL")
+        try run("hgetall", name) { () throws(RedisError) in hgetallCall(name, as: type) }
+    }
+
+    func hgetallCall<T: Decodable>(_ name: String, as type: T.Type) -> CacheCall<[String: T]> {
+        CacheCall(.command(["HGETALL", storageKey(name)])) { reply throws(RedisError) in
+            let flat = try reply.expectArray("HGETALL")
             var result: [String: T] = [:]
             var index = 0
             while index + 1 < flat.count {
@@ -334,21 +389,27 @@ public final class RedisCacheAdapter: CacheProvider {
     @discardableResult
     @_specialize(where T == JSONValue)
     public func pushLimit<T: Encodable>(_ key: String, _ value: T, maxLength: Int, ttl: Duration?) throws(RedisError) -> Int {
-        try logged("pushLimit", key) { () throws(RedisError) in
-            let reply = try BaldurScripts.pushLimit.run(
-                on: rawClient,
-                keys: [storageKey(key)],
-                arguments: [.bytes(try JSONCodec.encode(value)), RedisArgument(try CacheArguments.validMaxLength(maxLength)),
-                            RedisArgument(try CacheArguments.ttlMilliseconds(ttl))]
-            )
-            return Int(try reply.expectInteger("pushLimit script"))
+        try run("pushLimit", key) { () throws(RedisError) in try pushLimitCall(key, value, maxLength: maxLength, ttl: ttl) }
+    }
+
+    func pushLimitCall<T: Encodable>(_ key: String, _ value: T, maxLength: Int, ttl: Duration?) throws(RedisError) -> CacheCall<Int> {
+        let arguments: [RedisArgument] = [
+            .bytes(try JSONCodec.encode(value)), RedisArgument(try CacheArguments.validMaxLength(maxLength)),
+            RedisArgument(try CacheArguments.ttlMilliseconds(ttl)),
+        ]
+        return CacheCall(.script(BaldurScripts.pushLimit, keys: [storageKey(key)], arguments: arguments)) { reply throws(RedisError) in
+            Int(try reply.expectInteger("pushLimit script"))
         }
     }
 
     /// Elements `start...end` of a list (`LRANGE`), decoded.
     public func listRange<T: Decodable>(_ key: String, start: Int, end: Int, as type: T.Type) throws(RedisError) -> [T] {
-        try logged("listRange", key) { () throws(RedisError) in
-            let items = try rawClient.send("LRANGE", storageKey(key), RedisArgument(start), RedisArgument(end)).expectArray("LRANGE")
+        try run("listRange", key) { () throws(RedisError) in listRangeCall(key, start: start, end: end, as: type) }
+    }
+
+    func listRangeCall<T: Decodable>(_ key: String, start: Int, end: Int, as type: T.Type) -> CacheCall<[T]> {
+        CacheCall(.command(["LRANGE", storageKey(key), RedisArgument(start), RedisArgument(end)])) { reply throws(RedisError) in
+            let items = try reply.expectArray("LRANGE")
             var result: [T] = []
             result.reserveCapacity(items.count)
             for (index, item) in items.enumerated() {
@@ -379,7 +440,7 @@ public final class RedisCacheAdapter: CacheProvider {
             var deleted = 0
             var cursor: UInt64 = 0
             repeat {
-                let page = try scanPage(match: Self.globEscaped(prefix) + "*", count: 500, cursor: cursor)
+                let page = try scanPageCall(match: Self.globEscaped(prefix) + "*", count: 500, cursor: cursor).run(on: rawClient)
                 if !page.keys.isEmpty {
                     deleted += Int(try rawClient.send(["DEL"] + page.keys.map { RedisArgument(bytes: $0) }).expectInteger("DEL"))
                 }
@@ -397,23 +458,24 @@ public final class RedisCacheAdapter: CacheProvider {
             var found: [String] = []
             var cursor: UInt64 = 0
             repeat {
-                let page = try scanPage(match: Self.globEscaped(prefix) + pattern, count: 1000, cursor: cursor)
+                let page = try scanPageCall(match: Self.globEscaped(prefix) + pattern, count: 1000, cursor: cursor).run(on: rawClient)
                 found += page.keys.map { Self.strip(prefix, from: $0) }
                 cursor = page.cursor
             } while cursor != 0
-            // SCAN may return a key more than once while the keyspace is rehashed.
-            var seen = Set<String>()
-            return found.filter { seen.insert($0).inserted }
+            return Self.unique(found)
         } }
     }
 
     /// One `SCAN cursor MATCH prefix+pattern COUNT count` page, keys without the prefix.
     public func scan(_ pattern: String, count: Int, cursor: UInt64) throws(RedisError) -> (cursor: UInt64, keys: [String]) {
+        try run("scan", pattern) { () throws(RedisError) in try scanCall(pattern, count: count, cursor: cursor) }
+    }
+
+    func scanCall(_ pattern: String, count: Int, cursor: UInt64) throws(RedisError) -> CacheCall<(cursor: UInt64, keys: [String])> {
         guard count > 0 else { throw RedisError(.invalidArgument, "scan count must be at least 1, not \(count)") }
         let prefix = keyPrefix.resolve()
-        return try logged("scan", pattern) { () throws(RedisError) in
-            let page = try scanPage(match: Self.globEscaped(prefix) + pattern, count: count, cursor: cursor)
-            return (page.cursor, page.keys.map { Self.strip(prefix, from: $0) })
+        return scanPageCall(match: Self.globEscaped(prefix) + pattern, count: count, cursor: cursor).map { page in
+            (page.cursor, page.keys.map { Self.strip(prefix, from: $0) })
         }
     }
 
@@ -425,19 +487,28 @@ public final class RedisCacheAdapter: CacheProvider {
 
     // MARK: - Internals
 
-    private func storageKey(_ key: String) -> RedisArgument { RedisArgument(prefix: keyPrefix.resolve(), key: key) }
+    func storageKey(_ key: String) -> RedisArgument { RedisArgument(prefix: keyPrefix.resolve(), key: key) }
 
-    private func scanPage(match: String, count: Int, cursor: UInt64) throws(RedisError) -> (cursor: UInt64, keys: [[UInt8]]) {
-        let reply = try rawClient.send("SCAN", RedisArgument(cursor), "MATCH", RedisArgument(match), "COUNT", RedisArgument(count)).expectArray("SCAN")
-        guard reply.count == 2, let next = reply[0].string.flatMap({ UInt64($0) }), let keys = reply[1].array else {
-            throw RedisError(.protocolError, "SCAN returned an unexpected reply shape")
+    func scanPageCall(match: String, count: Int, cursor: UInt64) -> CacheCall<(cursor: UInt64, keys: [[UInt8]])> {
+        CacheCall(.command(["SCAN", RedisArgument(cursor), "MATCH", RedisArgument(match), "COUNT", RedisArgument(count)])) { reply throws(RedisError) in
+            let reply = try reply.expectArray("SCAN")
+            guard reply.count == 2, let next = reply[0].string.flatMap({ UInt64($0) }), let keys = reply[1].array else {
+                throw RedisError(.protocolError, "SCAN returned an unexpected reply shape")
+            }
+            return (next, keys.compactMap(\.bytes))
         }
-        return (next, keys.compactMap(\.bytes))
     }
 
-    private static func strip(_ prefix: String, from key: [UInt8]) -> String {
+    static func strip(_ prefix: String, from key: [UInt8]) -> String {
         let prefixCount = prefix.utf8.count
         return String(decoding: key.count >= prefixCount ? key[prefixCount...] : key[...], as: UTF8.self)
+    }
+
+    /// `keys` without repeats, in order: `SCAN` may return a key more than
+    /// once while the keyspace is rehashed.
+    static func unique(_ keys: [String]) -> [String] {
+        var seen = Set<String>()
+        return keys.filter { seen.insert($0).inserted }
     }
 
     /// The prefix with glob metacharacters escaped, so `SCAN MATCH` reads it literally.
@@ -450,9 +521,16 @@ public final class RedisCacheAdapter: CacheProvider {
         return escaped
     }
 
+    /// Runs the one-request call `make` builds (building it checks the
+    /// arguments), logged as ``logged(_:_:_:)`` logs.
+    @inline(__always)
+    private func run<R>(_ operation: String, _ key: String, _ make: () throws(RedisError) -> CacheCall<R>) throws(RedisError) -> R {
+        try logged(operation, key) { () throws(RedisError) in try make().run(on: rawClient) }
+    }
+
     /// Runs one operation; logs a failure at debug level with the operation and key, never the value.
     @discardableResult
-    private func logged<R>(_ operation: String, _ key: String, _ body: () throws(RedisError) -> R) throws(RedisError) -> R {
+    func logged<R>(_ operation: String, _ key: String, _ body: () throws(RedisError) -> R) throws(RedisError) -> R {
         do {
             return try body()
         } catch {

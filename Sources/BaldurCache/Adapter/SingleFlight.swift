@@ -45,7 +45,7 @@ final class SingleFlight: Sendable {
 
     /// The shared result as `T`. The key holds the type, so this cannot
     /// fail; if it ever did, it is an error, not a trap.
-    private static func typed<T>(_ value: any Sendable, as type: T.Type) throws(RedisError) -> T {
+    static func typed<T>(_ value: any Sendable, as type: T.Type) throws(RedisError) -> T {
         guard let typed = value as? T else {
             throw RedisError(.decoding, "a shared getOrSet result of type \(Swift.type(of: value)) is not a \(T.self)")
         }

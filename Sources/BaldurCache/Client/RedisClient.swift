@@ -198,8 +198,11 @@ public final class RedisClient: Sendable {
         for pool in router.pools { pool.close() }
     }
 
-    /// The number of connections open now across all pools (idle or in use).
-    public var openConnections: Int { router.pools.reduce(0) { $0 + $1.openConnections } }
+    /// The number of connections open now across all pools (idle or in
+    /// use), the async API's pipelined and dedicated ones included.
+    public var openConnections: Int {
+        router.pools.reduce(0) { $0 + $1.openConnections } + router.enginePools.reduce(0) { $0 + $1.openConnections }
+    }
 
     /// `retryable` is only asked after a transient failure, so the happy path
     /// never looks the command names up.

@@ -44,6 +44,11 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
     /// The most connections the pool opens. Default 100, allowed 1...10,000
     /// (`BALDUR_REDIS_MAX_CONNECTIONS`).
     public var maxConnections: Int = 100
+    /// How many connections the async API keeps per server for pipelining:
+    /// concurrent calls are written back to back over them, round-robin.
+    /// Default 2, allowed 1...64. (Blocking commands and transactions use
+    /// dedicated connections, up to ``maxConnections``.)
+    public var pipelinedConnections: Int = 2
     /// An idle connection older than this is checked with `PING` before reuse.
     /// Default 30 s, allowed 5...300 s (`BALDUR_REDIS_HEALTH_CHECK_INTERVAL`).
     public var healthCheckInterval: Duration = .seconds(30)
@@ -135,6 +140,9 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
         }
         guard maxConnections <= Self.mostConnections else {
             throw RedisError(.invalidConfiguration, "maxConnections must be at most \(Self.mostConnections), not \(maxConnections)")
+        }
+        guard (1...64).contains(pipelinedConnections) else {
+            throw RedisError(.invalidConfiguration, "pipelinedConnections must be between 1 and 64, not \(pipelinedConnections)")
         }
         guard healthCheckInterval >= .seconds(5), healthCheckInterval <= .seconds(300) else {
             throw RedisError(.invalidConfiguration, "healthCheckInterval must be between 5 and 300 seconds, not \(healthCheckInterval.readable)")

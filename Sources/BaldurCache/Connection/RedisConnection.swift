@@ -316,6 +316,72 @@ public final class RedisConnection: @unchecked Sendable {
     /// Pipelined requests are written whenever this much is queued.
     static let pipelineChunk = 4 * 1024
 
+    // MARK: - Event-loop mode (the engine's side of the connection)
+
+    /// Hands the socket to an event loop: makes it non-blocking and returns
+    /// the transport the loop reads and writes through. From here on the
+    /// engine writes requests itself and feeds what it reads to
+    /// ``feedReplies(_:_:)``; hiredis' reader still parses every reply.
+    /// The loop closes the connection (``close(resetting:)``) only after it
+    /// stopped watching the socket, so a reused descriptor number is never
+    /// taken for this one.
+    func enterEventLoopMode() throws(RedisError) -> SocketTransport {
+        let context = try liveContext()
+        let descriptor = context.pointee.fd
+        let flags = fcntl(descriptor, F_GETFL)
+        guard flags >= 0, fcntl(descriptor, F_SETFL, flags | O_NONBLOCK) == 0 else {
+            let error = RedisError(.io, "could not make the socket to \(address) non-blocking (errno \(errno))")
+            close(resetting: true)
+            throw error
+        }
+        context.pointee.flags &= ~Int32(REDIS_BLOCK)
+        return SocketTransport(descriptor: descriptor)
+    }
+
+    /// Feeds bytes read from the socket to hiredis' reader
+    /// (`redisReaderFeed`) and hands each reply it completes to `deliver`,
+    /// in order (`redisReaderGetReply`).
+    ///
+    /// - Throws: `protocolError` when the bytes are not RESP, or
+    ///   `connectionRefused` for the `maxclients` refusal. The connection is
+    ///   then unusable; the caller closes it.
+    func feedReplies(_ bytes: UnsafeRawBufferPointer, _ deliver: (RedisReply) -> Void) throws(RedisError) {
+        let reader = try liveContext().pointee.reader!
+        if redisReaderFeed(reader, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count) != REDIS_OK {
+            throw readerError(reader)
+        }
+        while true {
+            var token: UnsafeMutableRawPointer?
+            guard redisReaderGetReply(reader, &token) == REDIS_OK else { throw readerError(reader) }
+            guard token != nil, let reply = replies.take() else { return }
+            if case .error(let text) = reply, text.hasPrefix(Self.tooManyClients) {
+                refusedByServer = true
+                throw RedisError(.connectionRefused, "\(address) refused the connection: \(text)")
+            }
+            deliver(reply)
+        }
+    }
+
+    /// What a failed read or write the event loop saw means, in the words
+    /// of ``classify(hiredisError:text:errno:during:address:socketTimeout:connectTimeout:)``.
+    func socketError(errno savedErrno: Int32, endOfStream: Bool, during phase: Phase) -> RedisError {
+        endOfStream
+            ? Self.classify(hiredisError: REDIS_ERR_EOF, text: "Server closed the connection", errno: 0, during: phase,
+                            address: address, socketTimeout: socketTimeout, connectTimeout: connectTimeout)
+            : Self.classify(hiredisError: REDIS_ERR_IO, text: String(cString: strerror(savedErrno)), errno: savedErrno, during: phase,
+                            address: address, socketTimeout: socketTimeout, connectTimeout: connectTimeout)
+    }
+
+    private func readerError(_ reader: UnsafeMutablePointer<redisReader>) -> RedisError {
+        let text = withUnsafeBytes(of: reader.pointee.errstr) { raw in
+            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+        }
+        return Self.classify(
+            hiredisError: reader.pointee.err, text: text, errno: 0, during: .reading,
+            address: address, socketTimeout: socketTimeout, connectTimeout: connectTimeout
+        )
+    }
+
     // MARK: - Internals
 
     private func liveContext() throws(RedisError) -> UnsafeMutablePointer<redisContext> {

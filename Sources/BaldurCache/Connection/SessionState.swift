@@ -106,7 +106,7 @@ struct SessionState: Sendable, Equatable {
         command.count >= 2 && isClient(command) && command[1].withBytes { matches($0, "REPLY") }
     }
 
-    private static func isClient(_ command: [RedisArgument]) -> Bool {
+    static func isClient(_ command: [RedisArgument]) -> Bool {
         command.first?.withBytes { matches($0, "CLIENT") } ?? false
     }
 

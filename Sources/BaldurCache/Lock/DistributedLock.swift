@@ -22,6 +22,23 @@ protocol LockStore: Sendable {
     func waitForRelease(key: String, timeout: Duration) throws(RedisError)
     /// Where lock metrics go.
     var telemetry: Telemetry { get }
+
+    // The same, for the `async` lock calls: they suspend, never block a thread.
+
+    /// ``tryAcquire(key:owner:ttl:)-(_,_,_)`` without blocking a thread.
+    func tryAcquire(key: String, owner: String, ttl: Duration) async throws -> Bool
+    /// ``tryAcquireFenced(key:owner:ttl:)-(_,_,_)`` without blocking a thread.
+    func tryAcquireFenced(key: String, owner: String, ttl: Duration) async throws -> Int64?
+    /// ``release(key:owner:)-(_,_)`` without blocking a thread.
+    func release(key: String, owner: String) async throws -> LockReleaseOutcome
+    /// ``extend(key:owner:by:adding:)-(_,_,_,_)`` without blocking a thread.
+    func extend(key: String, owner: String, by duration: Duration, adding: Bool) async throws -> Bool
+    /// ``owner(key:)-(_)`` without blocking a thread.
+    func owner(key: String) async throws -> String?
+    /// ``currentFencingToken(key:)-(_)`` without blocking a thread.
+    func currentFencingToken(key: String) async throws -> Int64
+    /// ``waitForRelease(key:timeout:)-(_,_)``, suspending.
+    func waitForRelease(key: String, timeout: Duration) async throws
 }
 
 /// What a release found.
@@ -63,6 +80,10 @@ enum LockReleaseOutcome: Sendable, Equatable {
 ///   resource that refuses stale tokens (``RedisCacheAdapter/setIfFenced(_:_:fencingToken:)``).
 /// - **Renewal.** ``startAutoRenewal(every:onLost:)`` (or `withLock(autoRenew: true)`)
 ///   extends the lock while it is held and reports its loss.
+///
+/// Every call has a blocking form, for threads, and an `async` form of the
+/// same name (DistributedLock+Async.swift) that suspends instead; `async`
+/// code gets the `async` form.
 public final class DistributedLock: Sendable {
     /// The storage key, prefix included.
     public let key: String
@@ -79,9 +100,9 @@ public final class DistributedLock: Sendable {
     let pollInterval: Duration
 
     let store: any LockStore
-    private let state = PlainMutex(State())
+    let state = PlainMutex(State())
 
-    private struct State {
+    struct State {
         var held = false
         var fencingToken: Int64?
         var lost: RedisError?
@@ -128,6 +149,7 @@ public final class DistributedLock: Sendable {
     ///   ``RedisError`` when the store cannot be reached (non-blocking) or a
     ///   failure is not transient.
     @discardableResult
+    @_disfavoredOverload
     public func acquire(blocking: Bool = true, timeout: Duration? = nil) throws(RedisError) -> Bool {
         try acquire(blocking: blocking, timeout: timeout, fenced: false) != nil
     }
@@ -137,11 +159,42 @@ public final class DistributedLock: Sendable {
     /// every acquisition of this lock, by any holder.
     ///
     /// - Returns: The token, or `nil` when the lock was not acquired.
+    @_disfavoredOverload
     public func acquireWithFencingToken(blocking: Bool = true, timeout: Duration? = nil) throws(RedisError) -> Int64? {
         try acquire(blocking: blocking, timeout: timeout, fenced: true)
     }
 
     private func acquire(blocking: Bool, timeout: Duration?, fenced: Bool) throws(RedisError) -> Int64? {
+        var plan = try beginAcquire(blocking: blocking, timeout: timeout)
+        var step = plan.next()
+        while true {
+            switch step {
+            case .attempt(let afterDoubt):
+                do {
+                    let token = try attempt(fenced: fenced, afterDoubt: afterDoubt)
+                    if let token { return acquired(token, fenced: fenced, plan: plan) }
+                    step = plan.refused(telemetry: store.telemetry)
+                } catch {
+                    step = try plan.failed(error, attempting: true)
+                }
+            case .waitForRelease(let pause):
+                do {
+                    try store.waitForRelease(key: key, timeout: pause)
+                    step = plan.waited()
+                } catch {
+                    step = try plan.failed(error, attempting: false)
+                }
+            case .sleep(let delay):
+                Thread.sleep(forTimeInterval: Double(delay.nanoseconds) / 1e9)
+                step = plan.next()
+            case .giveUp:
+                return nil
+            }
+        }
+    }
+
+    /// Checks the arguments and the handle, and plans the acquire loop.
+    func beginAcquire(blocking: Bool, timeout: Duration?) throws(RedisError) -> AcquirePlan {
         _ = try self.timeout.checked("a lock timeout", in: .milliseconds(1)...Duration.longestAccepted)
         let wait = try (timeout ?? blockingTimeout).map { wait throws(RedisError) in
             try wait.checked("a lock wait", in: .zero...Duration.longestAccepted)
@@ -151,56 +204,19 @@ public final class DistributedLock: Sendable {
             // wait for itself until the key expires.
             throw RedisError(.invalidArgument, "lock '\(key)' is already held by this handle; release it before acquiring it again")
         }
-        let deadline = wait.map { ContinuousClock.now + $0 }
-        var backoff = Backoff()
-        var inDoubt = false
-        var attempted = false
-        /// When an attempt first found the lock held, for the handoff metric.
-        var contendedSince: ContinuousClock.Instant?
-        while true {
-            // The first attempt is always made; none is made once the wait is over.
-            if attempted, let deadline, ContinuousClock.now >= deadline { return nil }
-            attempted = true
-            let token: Int64?
-            do {
-                token = try attempt(fenced: fenced, afterDoubt: inDoubt)
-                inDoubt = false
-                backoff.reset()
-            } catch where blocking && error.isTransient {
-                // The SET may or may not have run: the next attempt that
-                // finds the lock taken checks whether it is ours.
-                inDoubt = true
-                guard backoff.sleep(until: deadline) else { return nil }
-                continue
-            }
-            if let token {
-                state.withLock { state in
-                    state.held = true
-                    state.lost = nil
-                    state.releaseInDoubt = false
-                    state.fencingToken = fenced ? token : nil
-                }
-                store.telemetry.lock(.acquired(after: contendedSince.map { ContinuousClock.now - $0 }))
-                return token
-            }
-            if contendedSince == nil {
-                contendedSince = .now
-                store.telemetry.lock(.contended)
-            }
-            guard blocking else { return nil }
-            var pause = pollInterval * Double.random(in: 0.8...1.2)
-            if let deadline {
-                let left = ContinuousClock.now.duration(to: deadline)
-                if left <= .zero { return nil }
-                pause = min(pause, left)
-            }
-            do {
-                try store.waitForRelease(key: key, timeout: pause)
-                backoff.reset()
-            } catch where error.isTransient {
-                guard backoff.sleep(until: deadline) else { return nil }
-            }
+        return AcquirePlan(blocking: blocking, deadline: wait.map { ContinuousClock.now + $0 }, pollInterval: pollInterval)
+    }
+
+    /// Records a successful acquisition.
+    func acquired(_ token: Int64, fenced: Bool, plan: AcquirePlan) -> Int64 {
+        state.withLock { state in
+            state.held = true
+            state.lost = nil
+            state.releaseInDoubt = false
+            state.fencingToken = fenced ? token : nil
         }
+        store.telemetry.lock(.acquired(after: plan.contendedSince.map { ContinuousClock.now - $0 }))
+        return token
     }
 
     /// One `SET NX PX` (or the fenced script). After an attempt whose outcome
@@ -230,7 +246,22 @@ public final class DistributedLock: Sendable {
     /// - Throws: ``RedisError/Code/lockNotOwned`` when this handle does not
     ///   hold the lock (never acquired, already released, or expired and
     ///   perhaps taken by someone else, whose key is left alone).
+    @_disfavoredOverload
     public func release() throws(RedisError) {
+        let inDoubt = try beginRelease()
+        let outcome: LockReleaseOutcome
+        do {
+            outcome = try store.release(key: key, owner: owner)
+        } catch {
+            releaseFailed(error)
+            throw error
+        }
+        try finishRelease(outcome, inDoubt: inDoubt)
+    }
+
+    /// Stops renewal; throws unless the handle holds the lock. Returns
+    /// whether an earlier release attempt left its outcome open.
+    func beginRelease() throws(RedisError) -> Bool {
         let (wasHeld, inDoubt) = state.withLock { state in
             state.renewalGeneration += 1
             state.renewing = false
@@ -239,13 +270,14 @@ public final class DistributedLock: Sendable {
         guard wasHeld else {
             throw RedisError(.lockNotOwned, "lock '\(key)' is not held by this handle")
         }
-        let outcome: LockReleaseOutcome
-        do {
-            outcome = try store.release(key: key, owner: owner)
-        } catch {
-            if error.isTransient { state.withLock { $0.releaseInDoubt = true } }
-            throw error
-        }
+        return inDoubt
+    }
+
+    func releaseFailed(_ error: RedisError) {
+        if error.isTransient { state.withLock { $0.releaseInDoubt = true } }
+    }
+
+    func finishRelease(_ outcome: LockReleaseOutcome, inDoubt: Bool) throws(RedisError) {
         state.withLock { state in
             state.held = false
             state.fencingToken = nil
@@ -263,11 +295,13 @@ public final class DistributedLock: Sendable {
     }
 
     /// `true` when anyone holds the lock (`GET`).
+    @_disfavoredOverload
     public func locked() throws(RedisError) -> Bool {
         try store.owner(key: key) != nil
     }
 
     /// `true` when this handle holds the lock now: the stored owner is this handle's token (`GET`).
+    @_disfavoredOverload
     public func owned() throws(RedisError) -> Bool {
         try store.owner(key: key) == owner
     }
@@ -275,6 +309,7 @@ public final class DistributedLock: Sendable {
     /// Adds `duration` to the lock's remaining time (`PTTL` + `PEXPIRE`, in one script).
     ///
     /// - Throws: ``RedisError/Code/lockNotOwned`` when this handle does not hold the lock.
+    @_disfavoredOverload
     public func extend(by duration: Duration) throws(RedisError) {
         try extend(duration, adding: true)
     }
@@ -283,6 +318,7 @@ public final class DistributedLock: Sendable {
     /// script), as Python's `extend` does.
     ///
     /// - Throws: ``RedisError/Code/lockNotOwned`` when this handle does not hold the lock.
+    @_disfavoredOverload
     public func extend(to duration: Duration) throws(RedisError) {
         try extend(duration, adding: false)
     }
@@ -296,10 +332,11 @@ public final class DistributedLock: Sendable {
     ///   had within `blockingTimeout`; whatever `body` throws; and
     ///   ``RedisError/Code/lockNotOwned`` when `body` succeeded but the lock
     ///   had been lost before the release (the section was not exclusive to the end).
+    // Disfavoured so that `async` code, which can call either, gets the
+    // suspending `withLock` even for a closure that does not await.
+    @_disfavoredOverload
     public func withLock<R>(autoRenew: Bool = false, _ body: () throws -> R) throws -> R {
-        guard try acquire() else {
-            throw RedisError(.lockNotAcquired, "lock '\(key)' was not acquired within \(blockingTimeout.map { $0.readable } ?? "the wait")")
-        }
+        guard try acquire() else { throw notAcquired() }
         if autoRenew {
             do { try startAutoRenewal() } catch {
                 try? release()
@@ -385,14 +422,25 @@ public final class DistributedLock: Sendable {
     }
 
     private func extend(_ duration: Duration, adding: Bool) throws(RedisError) {
+        try beginExtend(duration)
+        guard try store.extend(key: key, owner: owner, by: duration, adding: adding) else { throw extensionRefused() }
+    }
+
+    func beginExtend(_ duration: Duration) throws(RedisError) {
         _ = try duration.checked("a lock extension", in: .milliseconds(1)...Duration.longestAccepted)
         guard state.withLock({ $0.held }) else {
             throw RedisError(.lockNotOwned, "lock '\(key)' is not held by this handle")
         }
-        guard try store.extend(key: key, owner: owner, by: duration, adding: adding) else {
-            state.withLock { $0.held = false }
-            throw RedisError(.lockNotOwned, "lock '\(key)' expired before it was extended; another owner may hold it")
-        }
+    }
+
+    func extensionRefused() -> RedisError {
+        state.withLock { $0.held = false }
+        return RedisError(.lockNotOwned, "lock '\(key)' expired before it was extended; another owner may hold it")
+    }
+
+    /// The error ``withLock(autoRenew:_:)`` throws when the wait ran out.
+    func notAcquired() -> RedisError {
+        RedisError(.lockNotAcquired, "lock '\(key)' was not acquired within \(blockingTimeout.map { $0.readable } ?? "the wait")")
     }
 
     static func makeOwner() -> String {

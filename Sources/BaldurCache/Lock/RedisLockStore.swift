@@ -11,63 +11,136 @@ struct RedisLockStore: LockStore {
     static func signalKey(_ key: String) -> RedisArgument { RedisArgument(key + ":signal") }
     static func fenceKey(_ key: String) -> RedisArgument { RedisArgument(key + ":fence") }
 
+    // Each operation is one CacheCall, run on the pool by the synchronous
+    // lock calls and on the event loop by the async ones.
+
     func tryAcquire(key: String, owner: String, ttl: Duration) throws(RedisError) -> Bool {
-        try client.send("SET", RedisArgument(key), RedisArgument(owner), "NX", "PX", RedisArgument(ttl.wholeMillisecondsRoundedUp)) == .status("OK")
+        try acquireCall(key: key, owner: owner, ttl: ttl).run(on: client)
+    }
+
+    func tryAcquire(key: String, owner: String, ttl: Duration) async throws -> Bool {
+        try await acquireCall(key: key, owner: owner, ttl: ttl).run(on: client)
+    }
+
+    private func acquireCall(key: String, owner: String, ttl: Duration) -> CacheCall<Bool> {
+        CacheCall(.command(["SET", RedisArgument(key), RedisArgument(owner), "NX", "PX", RedisArgument(ttl.wholeMillisecondsRoundedUp)])) { reply in
+            reply == .status("OK")
+        }
     }
 
     func tryAcquireFenced(key: String, owner: String, ttl: Duration) throws(RedisError) -> Int64? {
-        let token = try BaldurScripts.acquireFenced.run(
-            on: client, keys: [RedisArgument(key), Self.fenceKey(key)],
+        try acquireFencedCall(key: key, owner: owner, ttl: ttl).run(on: client)
+    }
+
+    func tryAcquireFenced(key: String, owner: String, ttl: Duration) async throws -> Int64? {
+        try await acquireFencedCall(key: key, owner: owner, ttl: ttl).run(on: client)
+    }
+
+    private func acquireFencedCall(key: String, owner: String, ttl: Duration) -> CacheCall<Int64?> {
+        let request = CacheRequest.script(
+            BaldurScripts.acquireFenced, keys: [RedisArgument(key), Self.fenceKey(key)],
             arguments: [RedisArgument(owner), RedisArgument(ttl.wholeMillisecondsRoundedUp)]
-        ).expectInteger("fenced acquire script")
-        return token > 0 ? token : nil
+        )
+        return CacheCall(request) { reply throws(RedisError) in
+            let token = try reply.expectInteger("fenced acquire script")
+            return token > 0 ? token : nil
+        }
     }
 
     func release(key: String, owner: String) throws(RedisError) -> LockReleaseOutcome {
-        switch try BaldurScripts.releaseLock.run(on: client, keys: [RedisArgument(key), Self.signalKey(key)], arguments: [RedisArgument(owner)])
-            .expectInteger("lock release script") {
-        case 1: return .released
-        case 0: return .absent
-        default: return .heldByAnother
+        try releaseCall(key: key, owner: owner).run(on: client)
+    }
+
+    func release(key: String, owner: String) async throws -> LockReleaseOutcome {
+        try await releaseCall(key: key, owner: owner).run(on: client)
+    }
+
+    private func releaseCall(key: String, owner: String) -> CacheCall<LockReleaseOutcome> {
+        let request = CacheRequest.script(BaldurScripts.releaseLock, keys: [RedisArgument(key), Self.signalKey(key)], arguments: [RedisArgument(owner)])
+        return CacheCall(request) { reply throws(RedisError) in
+            switch try reply.expectInteger("lock release script") {
+            case 1: return .released
+            case 0: return .absent
+            default: return .heldByAnother
+            }
         }
     }
 
     func currentFencingToken(key: String) throws(RedisError) -> Int64 {
-        guard let text = try client.send("GET", Self.fenceKey(key)).string else { return 0 }
-        guard let token = Int64(text) else {
-            throw RedisError(.decoding, "the fencing counter of lock '\(key)' is not an integer")
+        try fencingTokenCall(key: key).run(on: client)
+    }
+
+    func currentFencingToken(key: String) async throws -> Int64 {
+        try await fencingTokenCall(key: key).run(on: client)
+    }
+
+    private func fencingTokenCall(key: String) -> CacheCall<Int64> {
+        CacheCall(.command(["GET", Self.fenceKey(key)])) { reply throws(RedisError) in
+            guard let text = reply.string else { return 0 }
+            guard let token = Int64(text) else {
+                throw RedisError(.decoding, "the fencing counter of lock '\(key)' is not an integer")
+            }
+            return token
         }
-        return token
     }
 
     func extend(key: String, owner: String, by duration: Duration, adding: Bool) throws(RedisError) -> Bool {
-        try BaldurScripts.extendLock.run(
-            on: client, keys: [RedisArgument(key)],
+        try extendCall(key: key, owner: owner, by: duration, adding: adding).run(on: client)
+    }
+
+    func extend(key: String, owner: String, by duration: Duration, adding: Bool) async throws -> Bool {
+        try await extendCall(key: key, owner: owner, by: duration, adding: adding).run(on: client)
+    }
+
+    private func extendCall(key: String, owner: String, by duration: Duration, adding: Bool) -> CacheCall<Bool> {
+        let request = CacheRequest.script(
+            BaldurScripts.extendLock, keys: [RedisArgument(key)],
             arguments: [RedisArgument(owner), RedisArgument(duration.wholeMillisecondsRoundedUp), adding ? "add" : "replace"]
-        ).expectInteger("lock extend script") > 0
+        )
+        return CacheCall(request) { reply throws(RedisError) in try reply.expectInteger("lock extend script") > 0 }
     }
 
     func owner(key: String) throws(RedisError) -> String? {
         try client.send("GET", RedisArgument(key)).string
     }
 
-    /// `BLPOP key:signal seconds`: returns when a release pushes a token, or after `timeout`.
-    ///
-    /// A `BLPOP` holds a pooled connection for its whole wait, so at most a
-    /// quarter of `maxConnections` (at least one) waiters of one client block
-    /// in it at once; the others sleep their interval and poll, leaving the
-    /// rest of the pool to ordinary traffic however many waiters there are.
+    func owner(key: String) async throws -> String? {
+        try await client.send("GET", RedisArgument(key)).string
+    }
+
     func waitForRelease(key: String, timeout: Duration) throws(RedisError) {
-        // BLPOP 0 would block forever, and the wait must end well inside the socket timeout.
-        var wait = max(timeout, .milliseconds(1))
-        if let socketTimeout = client.configuration.socketTimeout { wait = min(wait, socketTimeout / 2) }
+        let wait = waitDuration(timeout)
         guard client.blockingWaiters.enter() else {
             Thread.sleep(forTimeInterval: Double(wait.nanoseconds) / 1e9)
             return
         }
         defer { client.blockingWaiters.leave() }
+        try client.send(blockingPop(key, wait))
+    }
+
+    func waitForRelease(key: String, timeout: Duration) async throws {
+        let wait = waitDuration(timeout)
+        guard client.blockingWaiters.enter() else {
+            try await Task.sleep(for: wait)
+            return
+        }
+        defer { client.blockingWaiters.leave() }
+        // A blocking command: the client runs it on a dedicated connection.
+        try await client.send(blockingPop(key, wait))
+    }
+
+    /// How long one wait blocks: `BLPOP 0` would block forever, and the wait
+    /// must end well inside the socket timeout.
+    private func waitDuration(_ timeout: Duration) -> Duration {
+        var wait = max(timeout, .milliseconds(1))
+        if let socketTimeout = client.configuration.socketTimeout { wait = min(wait, socketTimeout / 2) }
+        return wait
+    }
+
+    /// `BLPOP key:signal seconds.mmm`.
+    private func blockingPop(_ key: String, _ wait: Duration) -> [RedisArgument] {
         let milliseconds = wait.wholeMillisecondsRoundedUp
         let seconds = "\(milliseconds / 1000).\(String(milliseconds % 1000).leftPadded(to: 3))"
-        try client.send("BLPOP", Self.signalKey(key), RedisArgument(seconds))
+        return ["BLPOP", Self.signalKey(key), RedisArgument(seconds)]
     }
 }

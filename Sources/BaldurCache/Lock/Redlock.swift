@@ -80,28 +80,73 @@ public final class Redlock: Sendable {
     /// - Throws: ``RedisError/Code/invalidArgument`` when `attempts` is not
     ///   1...1000 or `retryDelay` is not 0 to 1 hour.
     public func acquire(attempts: Int = 3, retryDelay: Duration = .milliseconds(200)) throws(RedisError) -> RedlockLease? {
+        try checkAcquire(attempts: attempts, retryDelay: retryDelay)
+        for attempt in 1...attempts {
+            let start = ContinuousClock.now
+            let granted = onEveryNode { client in (try? client.send(self.setCommand)) == .status("OK") }.filter { $0 }.count
+            if let lease = lease(granted: granted, since: start) { return lease }
+            release()
+            if attempt < attempts { Thread.sleep(forTimeInterval: Double(pause(retryDelay).nanoseconds) / 1e9) }
+        }
+        return nil
+    }
+
+    /// Takes the lock as ``acquire(attempts:retryDelay:)-(_,_)`` does, asking
+    /// every master at once from child tasks; no thread waits.
+    public func acquire(attempts: Int = 3, retryDelay: Duration = .milliseconds(200)) async throws -> RedlockLease? {
+        try checkAcquire(attempts: attempts, retryDelay: retryDelay)
+        for attempt in 1...attempts {
+            let start = ContinuousClock.now
+            let command = setCommand
+            let granted = await withTaskGroup(of: Bool.self) { group in
+                for client in clients { group.addTask { (try? await client.send(command)) == .status("OK") } }
+                return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+            }
+            if let lease = lease(granted: granted, since: start) { return lease }
+            await release()
+            if attempt < attempts { try await Task.sleep(for: pause(retryDelay)) }
+        }
+        return nil
+    }
+
+    /// Releases on every master at once, as ``release()-()`` does.
+    public func release() async {
+        let (key, owner) = (key, owner)
+        await withTaskGroup(of: Void.self) { group in
+            for client in clients {
+                group.addTask {
+                    _ = try? await BaldurScripts.releaseLock.run(
+                        on: client, keys: [RedisArgument(key), RedisLockStore.signalKey(key)], arguments: [RedisArgument(owner)]
+                    )
+                }
+            }
+        }
+    }
+
+    private func checkAcquire(attempts: Int, retryDelay: Duration) throws(RedisError) {
         guard (1...1000).contains(attempts) else {
             throw RedisError(.invalidArgument, "Redlock attempts must be between 1 and 1000, not \(attempts)")
         }
         _ = try retryDelay.checked("a Redlock retry delay", in: .zero...(.seconds(3600)))
-        for attempt in 1...attempts {
-            let start = ContinuousClock.now
-            let granted = onEveryNode { client in
-                (try? client.send("SET", RedisArgument(self.key), RedisArgument(self.owner), "NX", "PX",
-                                  RedisArgument(self.ttl.wholeMillisecondsRoundedUp))) == .status("OK")
-            }.filter { $0 }.count
-            let elapsed = ContinuousClock.now - start
-            let drift = ttl * 0.01 + .milliseconds(2)
-            let validity = ttl - elapsed - drift
-            if granted >= quorum, validity > .zero {
-                return RedlockLease(validity: validity, validUntil: start + ttl - drift, grantedBy: granted, of: clients.count)
-            }
-            release()
-            if attempt < attempts {
-                Thread.sleep(forTimeInterval: Double(retryDelay.wholeMillisecondsRoundedUp) / 1000 * Double.random(in: 0.1...1))
-            }
-        }
-        return nil
+    }
+
+    /// `SET key owner NX PX ttl`.
+    private var setCommand: [RedisArgument] {
+        ["SET", RedisArgument(key), RedisArgument(owner), "NX", "PX", RedisArgument(ttl.wholeMillisecondsRoundedUp)]
+    }
+
+    /// The lease when `granted` nodes make a quorum with validity left after the round that began at `start`.
+    private func lease(granted: Int, since start: ContinuousClock.Instant) -> RedlockLease? {
+        let elapsed = ContinuousClock.now - start
+        let drift = ttl * 0.01 + .milliseconds(2)
+        let validity = ttl - elapsed - drift
+        guard granted >= quorum, validity > .zero else { return nil }
+        return RedlockLease(validity: validity, validUntil: start + ttl - drift, grantedBy: granted, of: clients.count)
+    }
+
+    /// A random part of `retryDelay`, to break ties between contenders.
+    private func pause(_ retryDelay: Duration) -> Duration {
+        .milliseconds(retryDelay.wholeMillisecondsRoundedUp) * Double.random(in: 0.1...1)
     }
 
     /// Deletes the key on every master where it still holds this owner (the

@@ -116,6 +116,56 @@ final class Telemetry: Sendable {
         return try outcome.get()
     }
 
+    /// ``command(_:batchSize:key:failure:_:)-(_,_,_,_,()throws(RedisError)->R)`` for
+    /// async calls: a cancelled call is recorded with `error.type`
+    /// `cancelled`.
+    func command<R>(
+        _ operation: String, batchSize: Int? = nil, key: RedisArgument? = nil,
+        failure: (R) -> RedisError? = { _ in nil },
+        _ body: () async throws -> R
+    ) async throws -> R {
+        let span = tracingEnabled ? startSpan(operation, batchSize: batchSize, key: key) : nil
+        let start = ContinuousClock.now
+        let outcome: Result<R, any Error>
+        do { outcome = .success(try await body()) } catch { outcome = .failure(error) }
+        let error: RedisError? = switch outcome {
+        case .success(let value): failure(value)
+        case .failure(let thrown as RedisError): thrown
+        case .failure: RedisError(.closed, "cancelled")
+        }
+        if metricsEnabled { record(operation, duration: ContinuousClock.now - start, error: error) }
+        if let span {
+            if case .failure(let thrown) = outcome, !(thrown is RedisError) {
+                span.attributes["error.type"] = "cancelled"
+                span.setStatus(SpanStatus(code: .error))
+            } else if let error {
+                Self.mark(span, failedWith: error)
+            }
+            span.end()
+        }
+        return try outcome.get()
+    }
+
+    /// ``operation(_:_:)`` for async calls.
+    func operation<R>(_ operation: String, _ body: () async throws -> R) async throws -> R {
+        guard tracingEnabled else { return try await body() }
+        let span = startSpan(operation)
+        let outcome: Result<R, any Error>
+        do {
+            outcome = .success(try await ServiceContext.withValue(span.context) { try await body() })
+        } catch {
+            outcome = .failure(error)
+        }
+        if case .failure(let error) = outcome {
+            if let error = error as? RedisError { Self.mark(span, failedWith: error) } else {
+                span.attributes["error.type"] = "\(type(of: error))"
+                span.setStatus(SpanStatus(code: .error))
+            }
+        }
+        span.end()
+        return try outcome.get()
+    }
+
     /// The command's name as a metric label and span name: upper case when
     /// it looks like a command name (1-32 letters, digits, `_`, `.`, `-`),
     /// otherwise `OTHER`, so that no stray text becomes a label.

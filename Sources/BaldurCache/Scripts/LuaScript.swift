@@ -23,16 +23,38 @@ public struct LuaScript: Sendable, Hashable {
     ///   ``RedisError`` with code `server`.
     @discardableResult
     public func run(on client: RedisClient, keys: [RedisArgument], arguments: [RedisArgument]) throws(RedisError) -> RedisReply {
+        var command = evalshaCommand(keys: keys, arguments: arguments)
+        let reply = try client.sendAllowingErrorReply(command)
+        guard isNoScript(reply) else { return try reply.throwingServerError() }
+        evalInstead(&command)
+        return try client.send(command)
+    }
+
+    /// Runs the script from async code, as ``run(on:keys:arguments:)-(_,_,_)`` does.
+    @discardableResult
+    public func run(on client: RedisClient, keys: [RedisArgument], arguments: [RedisArgument]) async throws -> RedisReply {
+        var command = evalshaCommand(keys: keys, arguments: arguments)
+        let reply = try await client.sendAllowingErrorReply(command)
+        guard isNoScript(reply) else { return try reply.throwingServerError() }
+        evalInstead(&command)
+        return try await client.send(command)
+    }
+
+    private func evalshaCommand(keys: [RedisArgument], arguments: [RedisArgument]) -> [RedisArgument] {
         var command: [RedisArgument] = ["EVALSHA", RedisArgument(sha1), RedisArgument(keys.count)]
         command.append(contentsOf: keys)
         command.append(contentsOf: arguments)
-        let reply = try client.sendAllowingErrorReply(command)
-        if case .error(let message) = reply, message.hasPrefix("NOSCRIPT") {
-            command[0] = "EVAL"
-            command[1] = RedisArgument(source)
-            return try client.send(command)
-        }
-        return try reply.throwingServerError()
+        return command
+    }
+
+    private func isNoScript(_ reply: RedisReply) -> Bool {
+        if case .error(let message) = reply, message.hasPrefix("NOSCRIPT") { return true }
+        return false
+    }
+
+    private func evalInstead(_ command: inout [RedisArgument]) {
+        command[0] = "EVAL"
+        command[1] = RedisArgument(source)
     }
 }
 

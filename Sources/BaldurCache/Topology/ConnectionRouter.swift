@@ -8,15 +8,24 @@ protocol ConnectionRouter: Sendable {
     func pool(for command: [RedisArgument]) throws(RedisError) -> ConnectionPool
     /// Every pool this router has opened.
     var pools: [ConnectionPool] { get }
+    /// The async API's connections for `command` (see ``EnginePool``).
+    func enginePool(for command: [RedisArgument]) throws(RedisError) -> EnginePool
+    /// Every engine pool this router has opened.
+    var enginePools: [EnginePool] { get }
 }
 
 /// One server, one pool.
 struct StandaloneRouter: ConnectionRouter {
     let pool: ConnectionPool
+    let enginePool: EnginePool
 
     func pool(for command: [RedisArgument]) throws(RedisError) -> ConnectionPool { pool }
 
     var pools: [ConnectionPool] { [pool] }
+
+    func enginePool(for command: [RedisArgument]) throws(RedisError) -> EnginePool { enginePool }
+
+    var enginePools: [EnginePool] { [enginePool] }
 }
 
 enum ConnectionRouters {
@@ -24,7 +33,10 @@ enum ConnectionRouters {
     static func make(_ configuration: RedisConfiguration, logger: Logger, telemetry: Telemetry) throws(RedisError) -> any ConnectionRouter {
         switch configuration.topology {
         case .standalone(let address):
-            return StandaloneRouter(pool: ConnectionPool(address: address, configuration: configuration, logger: logger, meters: telemetry.poolMeters()))
+            return StandaloneRouter(
+                pool: ConnectionPool(address: address, configuration: configuration, logger: logger, meters: telemetry.poolMeters()),
+                enginePool: EnginePool(address: address, configuration: configuration, logger: logger)
+            )
         case .sentinel(let master, _):
             throw RedisError(.unsupported, "Redis Sentinel (master '\(master)') is not yet supported by BaldurCache; connect to the master with redis:// for now")
         case .cluster:

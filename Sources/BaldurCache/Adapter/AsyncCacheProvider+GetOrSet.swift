@@ -1,0 +1,97 @@
+extension AsyncCacheProvider {
+    /// Returns the cached value of `key`, or computes it with `factory`,
+    /// stores it and returns it, stampede-safe, without blocking a thread:
+    /// the rules of the synchronous ``CacheProvider/getOrSet(_:as:ttl:lockTimeout:waitTimeout:factory:)``
+    /// (one computation per process by single-flight, one per fleet by the
+    /// `singleflight:lock:<key>` lock, fail-open), with waiting callers suspended.
+    ///
+    /// ```swift
+    /// let profile = try await cache.getOrSet("profile:42", ttl: .seconds(300)) {
+    ///     try await database.loadProfile(42)
+    /// }
+    /// ```
+    ///
+    /// - Returns: The cached or computed value.
+    /// - Throws: whatever `factory` throws; `invalidArgument` for an
+    ///   out-of-range timeout; `CancellationError` when the task is cancelled.
+    public func getOrSet<T: Codable & Sendable>(
+        _ key: String,
+        as type: T.Type = T.self,
+        ttl: Duration? = nil,
+        lockTimeout: Duration = .seconds(10),
+        waitTimeout: Duration = .seconds(10),
+        factory: () async throws -> T
+    ) async throws -> T {
+        _ = try lockTimeout.checked("getOrSet's lockTimeout", in: .milliseconds(1)...Duration.longestAccepted)
+        _ = try waitTimeout.checked("getOrSet's waitTimeout", in: .zero...Duration.longestAccepted)
+        let telemetry = (self as? RedisCacheAdapter)?.rawClient.telemetry ?? .disabled
+        if let cached = try? await get(key, as: T.self) {
+            telemetry.cacheLookup("getOrSet", hits: 1, misses: 0)
+            return cached
+        }
+        telemetry.cacheLookup("getOrSet", hits: 0, misses: 1)
+        let flight = SingleFlight.Key(provider: ObjectIdentifier(self), synthetic: SyntheticMode.isActive, key: key, type: ObjectIdentifier(T.self))
+        return try await telemetry.operation("getOrSet") {
+            while true {
+                do {
+                    return try await AsyncSingleFlight.shared.run(flight) {
+                        try await missPath(key, ttl: ttl, lockTimeout: lockTimeout, waitTimeout: waitTimeout, factory: factory)
+                    }
+                } catch is AsyncSingleFlight.Retry {
+                    if let cached = try? await get(key, as: T.self) { return cached }
+                }
+            }
+        }
+    }
+
+    private func missPath<T: Codable & Sendable>(
+        _ key: String, ttl: Duration?, lockTimeout: Duration, waitTimeout: Duration, factory: () async throws -> T
+    ) async throws -> T {
+        let lock = getLock("singleflight:lock:\(key)", timeout: lockTimeout, blockingTimeout: nil)
+        // Backend errors while electing or polling fail open; factory errors propagate.
+        let acquired: Bool
+        do { acquired = try await lock.acquire(blocking: false) } catch is RedisError {
+            return try await computeAndStore(key, ttl: ttl, factory: factory)
+        }
+        if acquired { return try await computeAsWinner(key, ttl: ttl, lock: lock, factory: factory) }
+        let deadline = ContinuousClock.now + waitTimeout
+        while ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50) * Double.random(in: 0.8...1.2))
+            let value: T?
+            let won: Bool
+            do {
+                value = try await get(key, as: T.self)
+                won = value == nil ? try await lock.acquire(blocking: false) : false
+            } catch is RedisError {
+                return try await computeAndStore(key, ttl: ttl, factory: factory)
+            }
+            if let value { return value }
+            if won { return try await computeAsWinner(key, ttl: ttl, lock: lock, factory: factory) }
+        }
+        if let value = try? await get(key, as: T.self) { return value }
+        return try await computeAndStore(key, ttl: ttl, factory: factory)
+    }
+
+    private func computeAsWinner<T: Codable & Sendable>(
+        _ key: String, ttl: Duration?, lock: DistributedLock, factory: () async throws -> T
+    ) async throws -> T {
+        let result: Result<T, any Error>
+        do {
+            if let value = try? await get(key, as: T.self) {
+                result = .success(value)
+            } else {
+                result = .success(try await computeAndStore(key, ttl: ttl, factory: factory))
+            }
+        } catch {
+            result = .failure(error)
+        }
+        try? await lock.release()  // a failed release expires with the lock's timeout
+        return try result.get()
+    }
+
+    private func computeAndStore<T: Codable & Sendable>(_ key: String, ttl: Duration?, factory: () async throws -> T) async throws -> T {
+        let value = try await factory()
+        try? await set(key, value, ttl: ttl)  // a value already computed is returned even if storing it fails
+        return value
+    }
+}

@@ -1,0 +1,42 @@
+/// What one adapter call sends.
+enum CacheRequest {
+    /// One command.
+    case command([RedisArgument])
+    /// A Lua script, `EVALSHA` with the `EVAL` fallback (see ``LuaScript``).
+    case script(LuaScript, keys: [RedisArgument], arguments: [RedisArgument])
+}
+
+/// An adapter call that is one request: what to send and how to read the
+/// reply. ``RedisCacheAdapter`` writes each such call once and runs it
+/// synchronously (on the pool) or asynchronously (on the event loop).
+struct CacheCall<Value> {
+    let request: CacheRequest
+    /// Reads the reply (a top-level error reply is thrown before this runs).
+    let decode: (RedisReply) throws(RedisError) -> Value
+
+    init(_ request: CacheRequest, decode: @escaping (RedisReply) throws(RedisError) -> Value) {
+        self.request = request
+        self.decode = decode
+    }
+
+    /// The same request, its result transformed.
+    func map<Other>(_ transform: @escaping (Value) -> Other) -> CacheCall<Other> {
+        CacheCall<Other>(request) { [decode] reply throws(RedisError) in transform(try decode(reply)) }
+    }
+
+    /// Sends the request on the pool and reads the reply.
+    func run(on client: RedisClient) throws(RedisError) -> Value {
+        switch request {
+        case .command(let command): return try decode(client.send(command))
+        case .script(let script, let keys, let arguments): return try decode(script.run(on: client, keys: keys, arguments: arguments))
+        }
+    }
+
+    /// Sends the request on the event loop and reads the reply.
+    func run(on client: RedisClient) async throws -> Value {
+        switch request {
+        case .command(let command): return try decode(await client.send(command))
+        case .script(let script, let keys, let arguments): return try decode(await script.run(on: client, keys: keys, arguments: arguments))
+        }
+    }
+}

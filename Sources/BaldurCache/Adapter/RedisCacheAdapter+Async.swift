@@ -1,0 +1,211 @@
+/// The adapter's `async` calls: the same ``CacheCall``s as the synchronous
+/// ones, sent on the event loop (see ``AsyncCacheProvider``).
+extension RedisCacheAdapter: AsyncCacheProvider {
+    /// Reads and decodes `key` (`GET`); `nil` when missing.
+    public func get<T: Decodable>(_ key: String, as type: T.Type) async throws -> T? {
+        try await run("get", key) { () throws(RedisError) in getCall(key, as: type) }
+    }
+
+    /// Stores `value` as compact JSON (`SET key json [EX s|PX ms]`, `defaultTTL` when `ttl` is nil).
+    public func set<T: Encodable>(_ key: String, _ value: T, ttl: Duration?) async throws {
+        try await run("set", key) { () throws(RedisError) in try setCall(key, value, ttl: ttl) }
+    }
+
+    /// Deletes `key` (`DEL`); `true` when it existed.
+    @discardableResult
+    public func delete(_ key: String) async throws -> Bool {
+        try await run("delete", key) { () throws(RedisError) in deleteCall(key) }
+    }
+
+    /// `true` when `key` exists (`EXISTS`).
+    public func exists(_ key: String) async throws -> Bool {
+        try await run("exists", key) { () throws(RedisError) in existsCall(key) }
+    }
+
+    /// Adds `amount` (`INCRBY`) and returns the new value.
+    @discardableResult
+    public func incr(_ key: String, by amount: Int64) async throws -> Int64 {
+        try await run("incr", key) { () throws(RedisError) in counterCall("INCRBY", key, amount) }
+    }
+
+    /// Subtracts `amount` (`DECRBY`) and returns the new value.
+    @discardableResult
+    public func decr(_ key: String, by amount: Int64) async throws -> Int64 {
+        try await run("decr", key) { () throws(RedisError) in counterCall("DECRBY", key, amount) }
+    }
+
+    /// Sets the time to live (`EXPIRE`, or `PEXPIRE` for fractional seconds); `true` when the key exists.
+    @discardableResult
+    public func expire(_ key: String, ttl: Duration) async throws -> Bool {
+        try await run("expire", key) { () throws(RedisError) in try expireCall(key, ttl: ttl) }
+    }
+
+    /// Seconds left (`TTL`): `nil` without expiry, `-2` when missing.
+    public func ttl(_ key: String) async throws -> Int? {
+        try await run("ttl", key) { () throws(RedisError) in ttlCall(key) }
+    }
+
+    /// Stores `value` iff `key` is absent, TTL included, atomically (`SET key json NX [EX|PX]`).
+    public func setnx<T: Encodable>(_ key: String, _ value: T, ttl: Duration?) async throws -> Bool {
+        try await run("setnx", key) { () throws(RedisError) in try setnxCall(key, value, ttl: ttl) }
+    }
+
+    /// Compare-and-set on one field of a JSON record (one `EVALSHA`; see ``CacheProvider``).
+    public func casDictField<T: Encodable>(
+        _ key: String, field: String, expected: JSONValue, newValue: T, ttl: Duration?
+    ) async throws -> Bool {
+        try await run("casDictField", key) { () throws(RedisError) in
+            try casDictFieldCall(key, field: field, expected: expected, newValue: newValue, ttl: ttl)
+        }
+    }
+
+    /// Takes over a failed or stale executing record (one `EVALSHA`; see ``CacheProvider``).
+    public func casTakeover<T: Encodable>(_ key: String, newRecord: T, staleBefore: Double, ttl: Duration?) async throws -> Bool {
+        try await run("casTakeover", key) { () throws(RedisError) in
+            try casTakeoverCall(key, newRecord: newRecord, staleBefore: staleBefore, ttl: ttl)
+        }
+    }
+
+    /// Stores `value` iff `fencingToken` is not stale (one `EVALSHA` over `key` and `key:fence-seen`).
+    public func setIfFenced<T: Encodable>(_ key: String, _ value: T, fencingToken: Int64) async throws -> Bool {
+        try await run("setIfFenced", key) { () throws(RedisError) in try setIfFencedCall(key, value, fencingToken: fencingToken) }
+    }
+
+    /// Reads many keys in one `MGET`; missing keys are omitted.
+    public func mget<T: Decodable>(_ keys: [String], as type: T.Type) async throws -> [String: T] {
+        guard !keys.isEmpty else { return [:] }
+        return try await run("mget", "\(keys.count) keys") { () throws(RedisError) in mgetCall(keys, as: type) }
+    }
+
+    /// Stores many values: `MSET`, or with a TTL one `SET ... EX|PX` per key
+    /// written back to back (not a transaction, as in the synchronous call).
+    public func mset<T: Encodable>(_ values: [String: T], ttl: Duration?) async throws {
+        guard !values.isEmpty else { return }
+        try await logged("mset", "\(values.count) keys") {
+            let prefix = keyPrefix.resolve()
+            guard let ttl else {
+                try await rawClient.send(try msetCommand(values, prefix: prefix))
+                return
+            }
+            let expiry = try CacheArguments.ttlArguments(ttl)
+            var commands: [[RedisArgument]] = []
+            commands.reserveCapacity(values.count)
+            for (key, value) in values {
+                commands.append(CacheArguments.setCommand(RedisArgument(prefix: prefix, key: key), try JSONCodec.encode(value), expiry: expiry))
+            }
+            for reply in try await rawClient.pipeline(commands) { try reply.throwingServerError() }
+        }
+    }
+
+    /// Deletes many keys in one `DEL`; returns how many existed.
+    @discardableResult
+    public func mdelete(_ keys: [String]) async throws -> Int {
+        guard !keys.isEmpty else { return 0 }
+        return try await run("mdelete", "\(keys.count) keys") { () throws(RedisError) in mdeleteCall(keys) }
+    }
+
+    /// Reads one hash field (`HGET`) and decodes it.
+    public func hget<T: Decodable>(_ name: String, field: String, as type: T.Type) async throws -> T? {
+        try await run("hget", name) { () throws(RedisError) in hgetCall(name, field: field, as: type) }
+    }
+
+    /// Stores one hash field as JSON (`HSET`).
+    public func hset<T: Encodable>(_ name: String, field: String, _ value: T) async throws {
+        try await run("hset", name) { () throws(RedisError) in try hsetCall(name, field: field, value) }
+    }
+
+    /// Reads every field of a hash (`HGETALL`).
+    public func hgetall<T: Decodable>(_ name: String, as type: T.Type) async throws -> [String: T] {
+        try await run("hgetall", name) { () throws(RedisError) in hgetallCall(name, as: type) }
+    }
+
+    /// `RPUSH` + `LTRIM` + `PEXPIRE` in one `EVALSHA`; returns the pre-trim length.
+    @discardableResult
+    public func pushLimit<T: Encodable>(_ key: String, _ value: T, maxLength: Int, ttl: Duration?) async throws -> Int {
+        try await run("pushLimit", key) { () throws(RedisError) in try pushLimitCall(key, value, maxLength: maxLength, ttl: ttl) }
+    }
+
+    /// Elements `start...end` of a list (`LRANGE`), decoded.
+    public func listRange<T: Decodable>(_ key: String, start: Int, end: Int, as type: T.Type) async throws -> [T] {
+        try await run("listRange", key) { () throws(RedisError) in listRangeCall(key, start: start, end: end, as: type) }
+    }
+
+    /// `true` when Redis answers `PING`; logs the failure at info otherwise.
+    public func healthCheck() async -> Bool {
+        do {
+            try await rawClient.ping()
+            return true
+        } catch {
+            logger.info("redis health check failed", metadata: ["error": "\(error)"])
+            return false
+        }
+    }
+
+    /// Deletes every key under the prefix (`SCAN MATCH prefix* COUNT 500` + `DEL`), never `FLUSHDB`.
+    @discardableResult
+    public func flushAll() async throws -> Int {
+        let prefix = keyPrefix.resolve()
+        return try await logged("flushAll", prefix) {
+            try await rawClient.telemetry.operation("flushAll") {
+                var deleted = 0
+                var cursor: UInt64 = 0
+                repeat {
+                    let page = try await scanPageCall(match: Self.globEscaped(prefix) + "*", count: 500, cursor: cursor).run(on: rawClient)
+                    if !page.keys.isEmpty {
+                        deleted += Int(try await rawClient.send(["DEL"] + page.keys.map { RedisArgument(bytes: $0) }).expectInteger("DEL"))
+                    }
+                    cursor = page.cursor
+                } while cursor != 0
+                logger.info("redis cache flushed its prefix", metadata: ["prefix": "\(prefix)", "deleted": "\(deleted)"])
+                return deleted
+            }
+        }
+    }
+
+    /// Every key matching `pattern` under the prefix, without it (a full `SCAN`, never `KEYS`).
+    public func keys(_ pattern: String) async throws -> [String] {
+        let prefix = keyPrefix.resolve()
+        return try await logged("keys", pattern) {
+            try await rawClient.telemetry.operation("keys") {
+                var found: [String] = []
+                var cursor: UInt64 = 0
+                repeat {
+                    let page = try await scanPageCall(match: Self.globEscaped(prefix) + pattern, count: 1000, cursor: cursor).run(on: rawClient)
+                    found += page.keys.map { Self.strip(prefix, from: $0) }
+                    cursor = page.cursor
+                } while cursor != 0
+                return Self.unique(found)
+            }
+        }
+    }
+
+    /// One `SCAN cursor MATCH prefix+pattern COUNT count` page, keys without the prefix.
+    public func scan(_ pattern: String, count: Int, cursor: UInt64) async throws -> (cursor: UInt64, keys: [String]) {
+        try await run("scan", pattern) { () throws(RedisError) in try scanCall(pattern, count: count, cursor: cursor) }
+    }
+
+    /// Closes the client gracefully (see ``RedisClient/shutdown()``).
+    public func close() async { await rawClient.shutdown() }
+
+    /// Drops every connection and proves Redis is back with `PING`.
+    public func reconnect() async throws { try await rawClient.reconnect() }
+
+    // MARK: - Internals
+
+    @inline(__always)
+    private func run<R>(_ operation: String, _ key: String, _ make: () throws(RedisError) -> CacheCall<R>) async throws -> R {
+        try await logged(operation, key) { try await make().run(on: rawClient) }
+    }
+
+    /// Runs one operation; logs a failure at debug level with the operation and key, never the value.
+    private func logged<R>(_ operation: String, _ key: String, _ body: () async throws -> R) async throws -> R {
+        do {
+            return try await body()
+        } catch let error as RedisError {
+            logger.debug("redis cache operation failed", metadata: [
+                "operation": "\(operation)", "key": "\(key)", "error.code": "\(error.code)", "error": "\(error.message)",
+            ])
+            throw error
+        }
+    }
+}

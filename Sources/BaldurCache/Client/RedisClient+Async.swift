@@ -1,0 +1,186 @@
+import Logging
+
+/// The async API: the same calls as the synchronous one, for `async` code.
+///
+/// Calls suspend on BaldurCache's event loop instead of blocking a thread:
+/// concurrent calls are written back to back over a few shared connections
+/// (``RedisConfiguration/pipelinedConnections``) and each resumes when its
+/// reply arrives. Task-locals apply (``SyntheticMode``, the service context
+/// for tracing), and a cancelled call resumes at once with
+/// `CancellationError`; its reply is read and dropped when it comes.
+///
+/// ```swift
+/// let client = try RedisClient(url: "redis://127.0.0.1:6379/0")
+/// try await client.send("SET", "greeting", "hello")
+/// let value = try await client.send("GET", "greeting").string   // "hello"
+/// ```
+///
+/// Blocking commands (`BLPOP`, `BRPOP`, `BLMOVE`, `BZPOPMIN`, `WAIT`,
+/// `XREAD ... BLOCK`, ...) run on a dedicated connection, never stalling the
+/// shared ones; for `MULTI`/`EXEC` and `WATCH` use
+/// ``withConnection(_:)-(((RedisDedicatedConnection)async throws->R))``.
+extension RedisClient {
+    /// Sends one command and returns its reply, without blocking a thread.
+    ///
+    /// - Returns: The reply; a top-level error reply is thrown instead.
+    /// - Throws: ``RedisError`` (`server` with the server's message, or a
+    ///   connection, timeout or `closed` code), or `CancellationError`.
+    @discardableResult
+    public func send(_ arguments: [RedisArgument]) async throws -> RedisReply {
+        try await sendAllowingErrorReply(arguments).throwingServerError()
+    }
+
+    /// Sends one command and returns its reply (variadic form).
+    @discardableResult
+    public func send(_ arguments: RedisArgument...) async throws -> RedisReply {
+        try await send(arguments)
+    }
+
+    /// Like ``send(_:)-([RedisArgument])`` but returns an error reply as `.error`.
+    func sendAllowingErrorReply(_ arguments: [RedisArgument]) async throws -> RedisReply {
+        guard let first = arguments.first else {
+            throw RedisError(.invalidArgument, "a command needs at least one argument")
+        }
+        let run = { () async throws -> RedisReply in
+            let pool = try self.router.enginePool(for: arguments)
+            if Self.isBlocking(arguments) {
+                return try await pool.withDedicated { connection in try await connection.send(arguments) }
+            }
+            return try await self.retrying(first.isCommand(in: Self.retryableCommands)) {
+                try await pool.shared().send(arguments)
+            }
+        }
+        guard telemetry.isEnabled else { return try await run() }
+        return try await telemetry.command(
+            Telemetry.operationName(of: arguments), key: arguments.count > 1 ? arguments[1] : nil,
+            failure: { reply in if case .error(let message) = reply { RedisError(.server, message) } else { nil } },
+            run
+        )
+    }
+
+    /// Sends every command back to back on one shared connection, with no
+    /// other caller's request between them.
+    ///
+    /// - Returns: One reply per command, in order; error replies are `.error` values.
+    /// - Throws: ``RedisError`` when the connection fails, or `CancellationError`.
+    public func pipeline(_ commands: [[RedisArgument]]) async throws -> [RedisReply] {
+        guard let first = commands.first else { return [] }
+        let run = { () async throws -> [RedisReply] in
+            let pool = try self.router.enginePool(for: first)
+            return try await self.retrying(commands.allSatisfy { $0.first?.isCommand(in: Self.retryableCommands) ?? false }) {
+                try await pool.shared().pipeline(commands)
+            }
+        }
+        guard telemetry.isEnabled else { return try await run() }
+        return try await telemetry.command("PIPELINE", batchSize: commands.count, run)
+    }
+
+    /// Runs `body` with a connection of its own, for `MULTI`/`EXEC`, `WATCH`
+    /// or blocking commands; the connection goes back to the pool afterwards
+    /// (or is closed, if its session changed or it broke). Not retried.
+    ///
+    /// ```swift
+    /// let replies = try await client.withConnection { connection in
+    ///     try await connection.transaction([["INCR", "a"], ["INCR", "b"]])
+    /// }
+    /// ```
+    public func withConnection<R>(_ body: (RedisDedicatedConnection) async throws -> R) async throws -> R {
+        try await router.enginePool(for: []).withDedicated { connection in
+            try await body(RedisDedicatedConnection(connection: connection))
+        }
+    }
+
+    /// Sends `PING` and checks for `PONG`.
+    public func ping() async throws {
+        let reply = try await send("PING")
+        guard reply.string == "PONG" else {
+            throw RedisError(.protocolError, "PING returned \(reply.kindName) instead of PONG")
+        }
+    }
+
+    /// Closes every connection once its requests in flight are answered,
+    /// then proves the server is back with a `PING` on a new one.
+    public func reconnect() async throws {
+        for pool in router.enginePools { await pool.drain() }
+        for pool in router.pools { pool.drain() }
+        logger.info("redis connections dropped for reconnect", metadata: ["redis.url": "\(configuration)"])
+        try await ping()
+    }
+
+    /// Closes the client gracefully: new calls fail with
+    /// ``RedisError/Code/closed``, calls in flight get their replies, then
+    /// every connection closes. The synchronous ``close()`` closes at once.
+    public func shutdown() async {
+        for pool in router.enginePools { await pool.close(graceful: true) }
+        for pool in router.pools { pool.close() }
+    }
+
+    /// The commands that block the connection until data arrives or a
+    /// timeout passes; the async API runs them on dedicated connections.
+    public static let blockingCommands: Set<String> = [
+        "BLPOP", "BRPOP", "BRPOPLPUSH", "BLMOVE", "BLMPOP", "BZPOPMIN", "BZPOPMAX", "BZMPOP", "WAIT", "WAITAOF",
+    ]
+
+    /// `true` for ``blockingCommands`` and `XREAD`/`XREADGROUP` with `BLOCK`.
+    static func isBlocking(_ arguments: [RedisArgument]) -> Bool {
+        guard let name = arguments.first, name.byteCount >= 4, name.byteCount <= 10 else { return false }
+        if name.isCommand(in: blockingCommands) { return true }
+        guard name.isCommand(in: ["XREAD", "XREADGROUP"]) else { return false }
+        return arguments.dropFirst().contains { $0.isCommand(in: ["BLOCK"]) }
+    }
+
+    /// Runs `body`; after a timeout or a dropped connection runs it once
+    /// more when `retryable` (asked only then) and the configuration allows.
+    private func retrying<R>(_ retryable: @autoclosure () -> Bool, _ body: () async throws -> R) async throws -> R {
+        do {
+            return try await body()
+        } catch let error as RedisError {
+            let transient = error.code == .readTimeout || error.code == .writeTimeout || error.code == .connectionClosed || error.code == .io
+            guard configuration.retryOnTimeout, transient, retryable() else { throw error }
+            logger.debug("redis read-only command retried on a fresh connection", metadata: ["error": "\(error.code)"])
+            return try await body()
+        }
+    }
+}
+
+/// A connection one caller holds, inside ``RedisClient/withConnection(_:)-(((RedisDedicatedConnection)async throws->R))``:
+/// for transactions, `WATCH` and blocking commands. Use it only inside the
+/// closure it was given to.
+public struct RedisDedicatedConnection {
+    let connection: EventLoopConnection
+
+    /// Sends one command and returns its reply; a top-level error reply is thrown.
+    @discardableResult
+    public func send(_ arguments: [RedisArgument]) async throws -> RedisReply {
+        try await connection.send(arguments).throwingServerError()
+    }
+
+    /// Sends one command and returns its reply (variadic form).
+    @discardableResult
+    public func send(_ arguments: RedisArgument...) async throws -> RedisReply {
+        try await send(arguments)
+    }
+
+    /// Sends every command back to back; error replies are `.error` values.
+    public func pipeline(_ commands: [[RedisArgument]]) async throws -> [RedisReply] {
+        try await connection.pipeline(commands)
+    }
+
+    /// Runs `commands` atomically: `MULTI`, the commands, `EXEC`, in one write.
+    ///
+    /// - Returns: `EXEC`'s replies, one per command (error replies as
+    ///   `.error`), or `nil` when a `WATCH`ed key changed and nothing ran.
+    /// - Throws: ``RedisError/Code/server`` when the server refused a
+    ///   command while queueing (`EXECABORT`), or a connection error.
+    public func transaction(_ commands: [[RedisArgument]]) async throws -> [RedisReply]? {
+        let replies = try await connection.pipeline([["MULTI"]] + commands + [["EXEC"]])
+        guard let exec = replies.last else { return [] }
+        switch exec {
+        case .null: return nil
+        case .array(let results): return results
+        default:
+            try exec.throwingServerError()
+            throw RedisError(.protocolError, "EXEC returned \(exec.kindName)")
+        }
+    }
+}

@@ -1,0 +1,293 @@
+import DequeModule
+import Logging
+
+/// The async API's connections to one server: a few shared connections
+/// that pipeline every caller's requests, and dedicated ones, one holder at
+/// a time, for what must not share a stream (blocking commands such as lock
+/// waits and `BLPOP`, `MULTI`/`EXEC`, `WATCH`).
+///
+/// - Shared: ``RedisConfiguration/pipelinedConnections`` of them, used
+///   round-robin, opened on first use and replaced once they fail.
+/// - Dedicated: up to ``RedisConfiguration/maxConnections``; a caller that
+///   finds them all held suspends (holding no thread) up to `poolTimeout`.
+/// - Connects back off as ``ConnectionPool`` does: from the second failure
+///   in a row, new connects wait 25 ms doubling to 1 s, and callers meanwhile
+///   get the last error at once.
+final class EnginePool: Sendable {
+    let address: RedisServerAddress
+    private let configuration: RedisConfiguration
+    private let logger: Logger
+    private let state: PlainMutex<State>
+
+    private enum Shared: Sendable {
+        case empty
+        case connecting([UnsafeContinuation<EventLoopConnection, any Error>])
+        case ready(EventLoopConnection)
+    }
+
+    private struct Waiter: Sendable {
+        let id: UInt64
+        let continuation: UnsafeContinuation<EventLoopConnection?, any Error>
+    }
+
+    private struct State: Sendable {
+        var shared: [Shared]
+        var nextShared = 0
+        var idle: [EventLoopConnection] = []
+        /// Dedicated connections open or being opened, held or idle.
+        var dedicated = 0
+        var waiters = Deque<Waiter>()
+        var nextWaiter: UInt64 = 0
+        var connectFailures = 0
+        var backoff = Backoff(initial: .milliseconds(25), cap: .seconds(1))
+        /// While set, connects are not tried and callers get this error.
+        var failingUntil: (error: RedisError, until: UInt64)?
+        var closed = false
+    }
+
+    init(address: RedisServerAddress, configuration: RedisConfiguration, logger: Logger) {
+        self.address = address
+        self.configuration = configuration
+        self.logger = logger
+        state = PlainMutex(State(shared: Array(repeating: .empty, count: configuration.pipelinedConnections)))
+    }
+
+    // MARK: - Shared connections
+
+    /// A shared connection, opened (or reopened) on demand.
+    func shared() async throws -> EventLoopConnection {
+        enum Next { case use(EventLoopConnection), wait(Int), connect(Int), fail(RedisError) }
+        let next = state.withLock { state -> Next in
+            if state.closed { return .fail(Self.closedError(address)) }
+            let index = state.nextShared
+            state.nextShared = index + 1 == state.shared.count ? 0 : index + 1
+            switch state.shared[index] {
+            case .ready(let connection) where connection.isOpen:
+                return .use(connection)
+            case .connecting:
+                return .wait(index)
+            case .ready, .empty:
+                if let failure = Self.backingOff(&state) { return .fail(failure) }
+                state.shared[index] = .connecting([])
+                return .connect(index)
+            }
+        }
+        switch next {
+        case .use(let connection):
+            return connection
+        case .fail(let error):
+            throw error
+        case .wait(let index):
+            return try await withUnsafeThrowingContinuation { continuation in
+                let ready = state.withLock { state -> Result<EventLoopConnection, any Error>? in
+                    switch state.shared[index] {
+                    case .connecting(var waiters):
+                        waiters.append(continuation)
+                        state.shared[index] = .connecting(waiters)
+                        return nil
+                    case .ready(let connection):
+                        return .success(connection)
+                    case .empty:
+                        return .failure(state.failingUntil?.error ?? RedisError(.connectionClosed, "the connection to \(address) failed"))
+                    }
+                }
+                if let ready { continuation.resume(with: ready) }
+            }
+        case .connect(let index):
+            do {
+                let connection = try await Connector.open(address, configuration: configuration, dedicated: false)
+                let waiters = state.withLock { state -> [UnsafeContinuation<EventLoopConnection, any Error>] in
+                    Self.connected(&state)
+                    defer { state.shared[index] = .ready(connection) }
+                    if case .connecting(let waiters) = state.shared[index] { return waiters }
+                    return []
+                }
+                if state.withLock({ $0.closed }) { await connection.close(graceful: false) }
+                for waiter in waiters { waiter.resume(returning: connection) }
+                logger.debug("redis pipelined connection opened", metadata: ["redis.address": "\(address)"])
+                return connection
+            } catch {
+                let waiters = state.withLock { state -> [UnsafeContinuation<EventLoopConnection, any Error>] in
+                    Self.failedToConnect(&state, error)
+                    defer { state.shared[index] = .empty }
+                    if case .connecting(let waiters) = state.shared[index] { return waiters }
+                    return []
+                }
+                for waiter in waiters { waiter.resume(throwing: error) }
+                throw error
+            }
+        }
+    }
+
+    // MARK: - Dedicated connections
+
+    /// Runs `body` with a connection of its own; the connection is kept for
+    /// the next holder when it comes back open, idle and with its session
+    /// as configured, and closed otherwise.
+    func withDedicated<R>(_ body: (EventLoopConnection) async throws -> R) async throws -> R {
+        let connection = try await checkoutDedicated()
+        do {
+            let result = try await body(connection)
+            checkin(connection)
+            return result
+        } catch {
+            checkin(connection)
+            throw error
+        }
+    }
+
+    private func checkoutDedicated() async throws -> EventLoopConnection {
+        enum Next { case use(EventLoopConnection), connect, wait, fail(RedisError) }
+        let next = state.withLock { state -> Next in
+            if state.closed { return .fail(Self.closedError(address)) }
+            while let connection = state.idle.popLast() {
+                if connection.isOpen { return .use(connection) }
+                state.dedicated -= 1
+            }
+            guard state.dedicated < configuration.maxConnections else { return .wait }
+            if let failure = Self.backingOff(&state) { return .fail(failure) }
+            state.dedicated += 1
+            return .connect
+        }
+        switch next {
+        case .use(let connection): return connection
+        case .fail(let error): throw error
+        case .connect: return try await connectDedicated()
+        case .wait:
+            // nil: the caller was handed a slot to connect with.
+            if let connection = try await waitForDedicated() { return connection }
+            return try await connectDedicated()
+        }
+    }
+
+    private func connectDedicated() async throws -> EventLoopConnection {
+        do {
+            let connection = try await Connector.open(address, configuration: configuration, dedicated: true)
+            state.withLock { Self.connected(&$0) }
+            return connection
+        } catch {
+            state.withLock { state in
+                Self.failedToConnect(&state, error)
+                state.dedicated -= 1
+            }
+            throw error
+        }
+    }
+
+    private func waitForDedicated() async throws -> EventLoopConnection? {
+        let id = state.withLock { state in
+            defer { state.nextWaiter += 1 }
+            return state.nextWaiter
+        }
+        let timeout = configuration.poolTimeout
+        let timer = Task { [weak self] in
+            try await Task.sleep(for: timeout)
+            self?.timeOutWaiter(id)
+        }
+        defer { timer.cancel() }
+        return try await withUnsafeThrowingContinuation { continuation in
+            state.withLock { $0.waiters.append(Waiter(id: id, continuation: continuation)) }
+        }
+    }
+
+    private func timeOutWaiter(_ id: UInt64) {
+        let waiter = state.withLock { state -> Waiter? in
+            guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+            return state.waiters.remove(at: index)
+        }
+        waiter?.continuation.resume(throwing: RedisError(
+            .poolExhausted,
+            "all \(configuration.maxConnections) dedicated connections to \(address) stayed busy for \(configuration.poolTimeout.readable) (poolTimeout)"
+        ))
+    }
+
+    private func checkin(_ connection: EventLoopConnection) {
+        let reusable = connection.isReusable
+        let (waiter, keep) = state.withLock { state -> (Waiter?, Bool) in
+            if reusable && !state.closed {
+                if let waiter = state.waiters.popFirst() { return (waiter, true) }
+                state.idle.append(connection)
+                return (nil, true)
+            }
+            // Not kept: its slot passes to a waiter, who connects anew.
+            if !state.closed, let waiter = state.waiters.popFirst() { return (waiter, false) }
+            state.dedicated -= 1
+            return (nil, false)
+        }
+        if !keep { connection.closeSoon() }
+        waiter?.continuation.resume(returning: keep ? connection : nil)
+    }
+
+    // MARK: - Closing
+
+    /// Closes every connection not held; held dedicated ones close when they
+    /// come back. `graceful`: shared connections first answer what is in flight.
+    func close(graceful: Bool) async {
+        let (connections, waiters) = state.withLock { state -> ([EventLoopConnection], Deque<Waiter>) in
+            state.closed = true
+            var connections = state.idle
+            state.dedicated -= state.idle.count
+            state.idle.removeAll()
+            for slot in state.shared { if case .ready(let connection) = slot { connections.append(connection) } }
+            state.shared = state.shared.map { _ in .empty }
+            defer { state.waiters.removeAll() }
+            return (connections, state.waiters)
+        }
+        for waiter in waiters { waiter.continuation.resume(throwing: Self.closedError(address)) }
+        await withTaskGroup(of: Void.self) { group in
+            for connection in connections { group.addTask { await connection.close(graceful: graceful) } }
+        }
+    }
+
+    /// Closes the shared and idle connections so that the next calls open
+    /// new ones; requests in flight finish first.
+    func drain() async {
+        let connections = state.withLock { state -> [EventLoopConnection] in
+            var connections = state.idle
+            state.dedicated -= state.idle.count
+            state.idle.removeAll()
+            for (index, slot) in state.shared.enumerated() {
+                if case .ready(let connection) = slot {
+                    connections.append(connection)
+                    state.shared[index] = .empty
+                }
+            }
+            state.failingUntil = nil
+            return connections
+        }
+        for connection in connections { await connection.close(graceful: true) }
+    }
+
+    /// Connections open now (shared and dedicated).
+    var openConnections: Int {
+        state.withLock { state in
+            state.dedicated + state.shared.filter { if case .ready(let connection) = $0 { connection.isOpen } else { false } }.count
+        }
+    }
+
+    // MARK: - Connect backoff
+
+    private static func backingOff(_ state: inout State) -> RedisError? {
+        guard let failing = state.failingUntil else { return nil }
+        if Monotonic.now() < failing.until { return failing.error }
+        state.failingUntil = nil
+        return nil
+    }
+
+    private static func connected(_ state: inout State) {
+        state.connectFailures = 0
+        state.backoff.reset()
+        state.failingUntil = nil
+    }
+
+    private static func failedToConnect(_ state: inout State, _ error: any Error) {
+        state.connectFailures += 1
+        guard state.connectFailures >= 2, let error = error as? RedisError else { return }
+        let delay = state.backoff.nextDelay()
+        state.failingUntil = (error, Monotonic.deadline(after: delay))
+    }
+
+    private static func closedError(_ address: RedisServerAddress) -> RedisError {
+        RedisError(.closed, "the client for \(address) is closed")
+    }
+}

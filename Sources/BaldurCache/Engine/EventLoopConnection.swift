@@ -1,0 +1,470 @@
+import DequeModule
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One Redis connection driven by an ``EventLoop``: callers on any thread
+/// queue requests, the loop writes them back to back and hands each reply to
+/// the request it answers, in order (automatic pipelining).
+///
+/// A caller encodes its request straight into the connection's outgoing
+/// buffer under the lock and suspends on a continuation; it holds no
+/// thread while it waits. The loop swaps the buffer out and writes all of
+/// it in one `send(2)`, feeds what it reads to hiredis' reader (in
+/// ``RedisConnection``, the one owner of the context) and resumes the
+/// waiting continuations outside the lock.
+///
+/// - Cancellation: the caller resumes at once with `CancellationError`; its
+///   request stays in the queue, and its reply is read and dropped.
+/// - Deadlines: each request must be answered within `socketTimeout` of
+///   being queued (write plus reply). A connection cannot skip a reply, so
+///   one late reply fails the connection: the late request with
+///   `readTimeout` (or `writeTimeout` when it was not fully written), every
+///   other request in flight with `connectionClosed`, and the socket is
+///   reset (`SO_LINGER {1,0}`) so nothing queued reaches the server later.
+/// - Failures: an I/O error, EOF or bad reply fails exactly the requests in
+///   flight on this connection, with that error.
+///
+/// The life cycle is ``ConnectionStateMachine``.
+final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
+    // Why @unchecked Sendable is safe: the fields under "Shared" are only
+    // touched with `mutex` held; the fields under "Loop" only on the event
+    // loop's thread (every EventLoopHandler method), after `init` finished
+    // and the connection was registered; `connection` (the hiredis context)
+    // is the loop's alone from then on.
+
+    let address: RedisServerAddress
+    /// Requests may change the session (`MULTI`, `WATCH`, `SELECT`): a
+    /// connection one caller holds at a time, never a shared one.
+    let isDedicated: Bool
+    private let loop: EventLoop
+    private let timeout: Duration?
+    private let connection: RedisConnection
+    private let transport: SocketTransport
+    private let id: UInt64
+    /// Cleared when the connection closes; read without the lock by pools.
+    private let openFlag = Atomic<Bool>(true)
+
+    // MARK: Shared (under `mutex`)
+
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private var machine: ConnectionStateMachine
+    private var pending = Deque<Slot>()
+    /// The sequence number of `pending.first`.
+    private var headSequence: UInt64 = 0
+    private var outbound = OutputBuffer(capacity: 4096)
+    /// Bytes ever queued, so a deadline can tell a request not yet written.
+    private var queuedBytes: UInt64 = 0
+    /// The loop has been asked to call ``serviceOnLoop()`` (or waits for `EPOLLOUT`).
+    private var serviceScheduled = false
+    /// The socket is to be closed on the loop.
+    private var closeOnLoop = false
+    private var closeWaiters: [CheckedContinuation<Void, Never>] = []
+    private var socketClosed = false
+    private(set) var session: SessionState
+
+    // MARK: Loop (the loop's thread only)
+
+    private var sending = OutputBuffer(capacity: 4096)
+    private var sendingOffset = 0
+    private var writtenBytes: UInt64 = 0
+    private var waitingForWritable = false
+    private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 8)
+    private var arrived: [RedisReply] = []
+    private var resumptions: [(UnsafeContinuation<RedisReply, any Error>, Result<RedisReply, any Error>)] = []
+    private let onPush: (@Sendable (RedisReply) -> Void)?
+    private let onClose: (@Sendable (RedisError) -> Void)?
+
+    private static let retainedBufferCapacity = 64 * 1024
+
+    /// One request waiting for its replies.
+    private struct Slot {
+        /// `nil` once resumed (cancelled): the replies are read and dropped.
+        var continuation: UnsafeContinuation<RedisReply, any Error>?
+        /// Replies still to come (a pipeline's commands).
+        var remaining: Int
+        /// A pipeline's replies so far; `nil` for a single command.
+        var collected: [RedisReply]?
+        let deadline: UInt64
+        /// `queuedBytes` once this request was queued.
+        let endOffset: UInt64
+    }
+
+    /// Takes over `connection` (connected, authenticated, on its database)
+    /// and registers it with `loop`.
+    ///
+    /// - Parameters:
+    ///   - onPush: For a subscription: receives every reply that no request
+    ///     waits for, on the loop's thread.
+    ///   - onClose: Called once on the loop's thread when the connection closes.
+    init(
+        _ connection: RedisConnection, configuration: RedisConfiguration, loop: EventLoop, dedicated: Bool,
+        onPush: (@Sendable (RedisReply) -> Void)? = nil, onClose: (@Sendable (RedisError) -> Void)? = nil
+    ) throws(RedisError) {
+        self.address = connection.address
+        self.connection = connection
+        self.loop = loop
+        self.timeout = configuration.socketTimeout
+        self.isDedicated = dedicated
+        self.onPush = onPush
+        self.onClose = onClose
+        self.machine = ConnectionStateMachine(pushMode: onPush != nil)
+        self.session = SessionState(configuredDatabase: configuration.database)
+        mutex = .allocate(capacity: 1)
+        mutex.initialize(to: pthread_mutex_t())
+        pthread_mutex_init(mutex, nil)
+        id = loop.makeID()
+        do {
+            transport = try connection.enterEventLoopMode()
+        } catch {
+            pthread_mutex_destroy(mutex)
+            mutex.deallocate()
+            readBuffer.deallocate()
+            throw error
+        }
+        do {
+            try loop.register(self, id: id, descriptor: transport.descriptor)
+        } catch {
+            connection.close(resetting: true)
+            throw error
+        }
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+        readBuffer.deallocate()
+    }
+
+    @inline(__always)
+    private func locked<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
+    }
+
+    /// `false` once closed, failed or draining.
+    var isOpen: Bool { openFlag.load(ordering: .relaxed) }
+
+    /// Open, nothing in flight, the session as configured: fit for the next
+    /// holder of a dedicated connection.
+    var isReusable: Bool {
+        locked { machine.isOpen && pending.isEmpty && session.isClean }
+    }
+
+    // MARK: - Requests (any thread)
+
+    /// Sends one command; returns its reply (an error reply as `.error`).
+    func send(_ arguments: [RedisArgument]) async throws -> RedisReply {
+        try admit(arguments)
+        return try await submit(replies: 1, batch: false) { buffer in
+            RESPEncoding.append(arguments, to: &buffer)
+            if isDedicated { session.observe(arguments) }
+        }
+    }
+
+    /// Sends `commands` back to back; returns their replies in order (error replies as `.error`).
+    func pipeline(_ commands: [[RedisArgument]]) async throws -> [RedisReply] {
+        for command in commands { try admit(command) }
+        guard !commands.isEmpty else { return [] }
+        let reply = try await submit(replies: commands.count, batch: true) { buffer in
+            for command in commands {
+                RESPEncoding.append(command, to: &buffer)
+                if isDedicated { session.observe(command) }
+            }
+        }
+        return reply.array ?? []
+    }
+
+    /// Queues `arguments` with no reply awaited: a subscription's commands,
+    /// whose confirmations arrive as pushes.
+    func sendWithoutReply(_ arguments: [RedisArgument]) throws(RedisError) {
+        let schedule = try locked { () throws(RedisError) -> Bool in
+            guard machine.isOpen else { throw RedisError(.closed, "the connection to \(address) is closed") }
+            RESPEncoding.append(arguments, to: &outbound)
+            defer { serviceScheduled = true }
+            return !serviceScheduled
+        }
+        if schedule { loop.schedule(self) }
+    }
+
+    /// Refuses what cannot go over this connection before anything is queued.
+    private func admit(_ arguments: [RedisArgument]) throws(RedisError) {
+        guard let first = arguments.first else { throw RedisError(.invalidArgument, "a command needs at least one argument") }
+        guard let kind = SessionState.kind(of: arguments) else { return }
+        let name = String(decoding: first.bytes, as: UTF8.self).uppercased()
+        switch kind {
+        case .push:
+            throw RedisError(.invalidArgument, "\(name) turns a connection into a message stream; use RedisClient.subscribe(to:) for channels")
+        case .session where SessionState.isClientReply(arguments):
+            throw RedisError(.invalidArgument, "CLIENT REPLY makes the server withhold replies that are awaited; it cannot be used here")
+        case .session where !SessionState.isClient(arguments) && !isDedicated,
+             .multi where !isDedicated, .exec where !isDedicated, .discard where !isDedicated,
+             .watch where !isDedicated, .unwatch where !isDedicated, .select where !isDedicated:
+            throw RedisError(.invalidArgument, "\(name) changes the connection's session, and this connection is shared by concurrent callers; run it inside RedisClient.withConnection { }")
+        default:
+            return
+        }
+    }
+
+    private func submit(replies: Int, batch: Bool, _ encode: (inout OutputBuffer) -> Void) async throws -> RedisReply {
+        let ticket = Ticket()
+        return try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { continuation in
+                enqueue(ticket, continuation, replies: replies, batch: batch, encode)
+            }
+        } onCancel: {
+            ticket.cancelled.store(true, ordering: .sequentiallyConsistent)
+            let sequence = ticket.sequence.load(ordering: .sequentiallyConsistent)
+            if sequence != 0 { self.cancel(sequence: sequence - 1) }
+        }
+    }
+
+    private func enqueue(
+        _ ticket: Ticket, _ continuation: UnsafeContinuation<RedisReply, any Error>, replies: Int, batch: Bool, _ encode: (inout OutputBuffer) -> Void
+    ) {
+        let deadline = Monotonic.deadline(after: timeout)
+        pthread_mutex_lock(mutex)
+        if case .refuse(let error) = machine.submit(replies: replies) {
+            pthread_mutex_unlock(mutex)
+            continuation.resume(throwing: error)
+            return
+        }
+        let sequence = headSequence &+ UInt64(pending.count)
+        let before = outbound.count
+        encode(&outbound)
+        queuedBytes &+= UInt64(outbound.count &- before)
+        pending.append(Slot(continuation: continuation, remaining: replies, collected: batch ? [] : nil, deadline: deadline, endOffset: queuedBytes))
+        let schedule = !serviceScheduled
+        serviceScheduled = true
+        pthread_mutex_unlock(mutex)
+        loop.inFlight.wrappingAdd(1, ordering: .relaxed)
+        ticket.sequence.store(sequence &+ 1, ordering: .sequentiallyConsistent)
+        if ticket.cancelled.load(ordering: .sequentiallyConsistent) { cancel(sequence: sequence) }
+        if deadline != .max { loop.noteDeadline(deadline) }
+        if schedule { loop.schedule(self) }
+    }
+
+    /// Resumes the request numbered `sequence` with `CancellationError`, if
+    /// it still waits; its replies will be dropped.
+    private func cancel(sequence: UInt64) {
+        let continuation = locked { () -> UnsafeContinuation<RedisReply, any Error>? in
+            guard sequence >= headSequence, sequence - headSequence < UInt64(pending.count) else { return nil }
+            let index = Int(sequence - headSequence)
+            defer { pending[index].continuation = nil }
+            return pending[index].continuation
+        }
+        continuation?.resume(throwing: CancellationError())
+    }
+
+    /// Closes the connection: at once (requests in flight fail with
+    /// `closed`), or `graceful`ly, once their replies arrived. Returns when
+    /// the socket is closed.
+    func close(graceful: Bool) async {
+        await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+            var failed: [UnsafeContinuation<RedisReply, any Error>] = []
+            let (schedule, alreadyClosed) = locked { () -> (Bool, Bool) in
+                if socketClosed { return (false, true) }
+                closeWaiters.append(waiter)
+                switch machine.closeRequested(graceful: graceful) {
+                case .closeNow:
+                    openFlag.store(false, ordering: .relaxed)
+                    failed = pending.compactMap(\.continuation)
+                    pending.removeAll()
+                    closeOnLoop = true
+                    defer { serviceScheduled = true }
+                    return (!serviceScheduled, false)
+                case .waitForReplies:
+                    openFlag.store(false, ordering: .relaxed)
+                    return (false, false)
+                case .ignore:
+                    return (false, false)
+                }
+            }
+            if !failed.isEmpty { loop.inFlight.wrappingSubtract(failed.count, ordering: .relaxed) }
+            for continuation in failed { continuation.resume(throwing: RedisError(.closed, "the connection to \(address) was closed")) }
+            if alreadyClosed { waiter.resume() }
+            if schedule { loop.schedule(self) }
+        }
+    }
+
+    /// Closes at once without waiting (a broken or unwanted connection).
+    func closeSoon() {
+        Task { await close(graceful: false) }
+    }
+
+    // MARK: - The loop's side
+
+    func serviceOnLoop() {
+        if locked({ closeOnLoop }) { return finishClose(RedisError(.closed, "the connection to \(address) was closed")) }
+        flush()
+    }
+
+    func writableOnLoop() {
+        waitingForWritable = false
+        loop.watchWritable(false, id: id, descriptor: transport.descriptor)
+        flush()
+    }
+
+    /// Writes the queued requests: everything queued so far in one `send`
+    /// when the socket takes it, the rest when it has room (`EPOLLOUT`).
+    private func flush() {
+        guard !waitingForWritable, !socketClosed else { return }
+        while true {
+            if sendingOffset == sending.count {
+                sending.removeAll(keepingCapacityUpTo: Self.retainedBufferCapacity)
+                sendingOffset = 0
+                let more = locked { () -> Bool in
+                    guard outbound.count > 0 else {
+                        serviceScheduled = false
+                        return false
+                    }
+                    swap(&outbound, &sending)
+                    return true
+                }
+                guard more else { return }
+            }
+            let progress = sending.withBytes { bytes in
+                transport.write(UnsafeRawBufferPointer(rebasing: bytes[sendingOffset...]))
+            }
+            switch progress {
+            case .moved(let count):
+                sendingOffset += count
+                writtenBytes &+= UInt64(count)
+            case .wouldBlock, .endOfStream:
+                waitingForWritable = true
+                loop.watchWritable(true, id: id, descriptor: transport.descriptor)
+                return
+            case .failed(let code):
+                return fail(connection.socketError(errno: code, endOfStream: false, during: .writing))
+            }
+        }
+    }
+
+    func readableOnLoop() {
+        guard !socketClosed else { return }
+        var failure: RedisError?
+        reading: while true {
+            switch transport.read(into: readBuffer) {
+            case .moved(let count):
+                do {
+                    try connection.feedReplies(UnsafeRawBufferPointer(rebasing: readBuffer[..<count])) { arrived.append($0) }
+                } catch {
+                    failure = error
+                    break reading
+                }
+                if count < readBuffer.count { break reading }
+            case .wouldBlock:
+                break reading
+            case .endOfStream:
+                failure = connection.socketError(errno: 0, endOfStream: true, during: .reading)
+                break reading
+            case .failed(let code):
+                failure = connection.socketError(errno: code, endOfStream: false, during: .reading)
+                break reading
+            }
+        }
+        if !arrived.isEmpty { deliverArrived() }
+        if let failure { fail(failure) }
+    }
+
+    /// Hands the replies read to their requests, in order; resumes them
+    /// outside the lock.
+    private func deliverArrived() {
+        var pushed: [RedisReply] = []
+        var protocolFailure: RedisError?
+        var closeAfter = false
+        var completed = 0
+        locked {
+            for reply in arrived {
+                let action = machine.replyReceived()
+                switch action {
+                case .deliver, .deliverAndClose:
+                    if case .deliverAndClose = action { closeAfter = true }
+                    if pending[0].remaining > 1 {
+                        pending[0].remaining -= 1
+                        pending[0].collected?.append(reply)
+                        continue
+                    }
+                    var slot = pending.removeFirst()
+                    headSequence &+= 1
+                    completed += 1
+                    guard let continuation = slot.continuation else { continue }
+                    if slot.collected != nil {
+                        slot.collected!.append(reply)
+                        resumptions.append((continuation, .success(.array(slot.collected!))))
+                    } else {
+                        resumptions.append((continuation, .success(reply)))
+                    }
+                case .push:
+                    pushed.append(reply)
+                case .fail(let error):
+                    protocolFailure = error
+                case .drop:
+                    break
+                }
+            }
+        }
+        arrived.removeAll(keepingCapacity: true)
+        if completed > 0 { loop.inFlight.wrappingSubtract(completed, ordering: .relaxed) }
+        for (continuation, result) in resumptions { continuation.resume(with: result) }
+        resumptions.removeAll(keepingCapacity: true)
+        if let onPush { for reply in pushed { onPush(reply) } }
+        if let protocolFailure { fail(protocolFailure) } else if closeAfter { finishClose(RedisError(.closed, "the connection to \(address) was closed")) }
+    }
+
+    func expireOnLoop(now: UInt64) -> UInt64 {
+        let late = locked { () -> Slot? in
+            guard let first = pending.first else { return nil }
+            return first.deadline <= now ? first : nil
+        }
+        guard let late else { return locked { pending.first?.deadline ?? .max } }
+        let error = late.endOffset > writtenBytes
+            ? RedisError(.writeTimeout, "could not write a request to \(address) within \(timeout?.readable ?? "the timeout") (socketTimeout): the server is not reading; the connection was reset")
+            : RedisError(.readTimeout, "no reply from \(address) within \(timeout?.readable ?? "the timeout") (socketTimeout); the connection was reset")
+        fail(error, first: error)
+        return .max
+    }
+
+    /// Fails every request in flight and closes: the oldest with `first`
+    /// (its own timeout) when given, all of them with `error` otherwise.
+    private func fail(_ error: RedisError, first: RedisError? = nil) {
+        let others = first == nil ? error : RedisError(.connectionClosed, "the connection to \(address) was reset because an earlier request on it timed out; this request may or may not have run")
+        var failed: [UnsafeContinuation<RedisReply, any Error>?] = []
+        locked {
+            guard machine.failed(error) == .failAll else { return }
+            failed = pending.map(\.continuation)
+            pending.removeAll()
+        }
+        if !failed.isEmpty { loop.inFlight.wrappingSubtract(failed.count, ordering: .relaxed) }
+        for (index, continuation) in failed.enumerated() {
+            continuation?.resume(throwing: index == 0 ? (first ?? error) : others)
+        }
+        finishClose(error)
+    }
+
+    /// Stops watching the socket, then closes it with a reset (see
+    /// ``RedisConnection/close(resetting:)``) and wakes those waiting for the close.
+    private func finishClose(_ error: RedisError) {
+        guard !socketClosed else { return }
+        openFlag.store(false, ordering: .relaxed)
+        loop.deregister(id: id, descriptor: transport.descriptor)
+        connection.close(resetting: true)
+        let waiters = locked { () -> [CheckedContinuation<Void, Never>] in
+            socketClosed = true
+            _ = machine.closeRequested(graceful: false)
+            defer { closeWaiters.removeAll() }
+            return closeWaiters
+        }
+        onClose?(error)
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// How a cancellation finds its request: the sequence number, once queued.
+    private final class Ticket: Sendable {
+        /// The request's sequence number plus one; 0 until queued.
+        let sequence = Atomic<UInt64>(0)
+        let cancelled = Atomic<Bool>(false)
+    }
+}

@@ -1,0 +1,58 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The byte stream under an event-loop connection: a plain TCP or unix
+/// socket, non-blocking. Every `read(2)` and `send(2)` the engine makes goes
+/// through here; a TLS transport (issue 13) takes the same place with
+/// `SSL_read`/`SSL_write`, and the connection above it does not change.
+///
+/// The descriptor belongs to the hiredis context that connected it (see
+/// ``RedisConnection``); the transport only moves bytes over it.
+struct SocketTransport: Sendable {
+    /// The socket, for epoll.
+    let descriptor: Int32
+
+    /// What one read or write did.
+    enum Progress: Equatable {
+        /// This many bytes moved (more than zero).
+        case moved(Int)
+        /// The socket has nothing to read, or no room to write, now.
+        case wouldBlock
+        /// The peer closed the stream (read only).
+        case endOfStream
+        /// The call failed with this `errno`.
+        case failed(Int32)
+    }
+
+    /// Reads what the socket holds, up to `buffer.count` bytes, without blocking.
+    func read(into buffer: UnsafeMutableRawBufferPointer) -> Progress {
+        while true {
+            let count = recv(descriptor, buffer.baseAddress, buffer.count, 0)
+            if count > 0 { return .moved(count) }
+            if count == 0 { return .endOfStream }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN, EWOULDBLOCK: return .wouldBlock
+            case let error: return .failed(error)
+            }
+        }
+    }
+
+    /// Writes as much of `bytes` as the socket takes now, without blocking
+    /// and without raising `SIGPIPE` on a closed peer.
+    func write(_ bytes: UnsafeRawBufferPointer) -> Progress {
+        while true {
+            let count = send(descriptor, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL))
+            if count > 0 { return .moved(count) }
+            if count == 0 { return .wouldBlock }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN, EWOULDBLOCK: return .wouldBlock
+            case let error: return .failed(error)
+            }
+        }
+    }
+}

@@ -1,0 +1,254 @@
+import BaldurCache
+import Foundation
+import Testing
+
+/// The async API on the event-loop engine: pipelining, cancellation,
+/// deadlines and failures, against a real server.
+@Suite("Async engine", .serialized)
+struct AsyncEngineTests {
+    @Test("10,000 concurrent tasks each read back only their own values over the shared connections")
+    func concurrentTasksGetTheirOwnReplies() async throws {
+        let client = try TestEnvironment.client()
+        defer { client.close() }
+        let keys = TestKeys()
+        let failures = try await withThrowingTaskGroup(of: Int.self) { group in
+            for task in 0..<10_000 {
+                group.addTask {
+                    let key = keys("task:\(task)")
+                    try await client.send("SET", RedisArgument(key), RedisArgument("value-\(task)"), "EX", "60")
+                    var wrong = 0
+                    for round in 0..<3 {
+                        let reply = try await client.send("GET", RedisArgument(key))
+                        if reply.string != "value-\(task)" { wrong += 1 }
+                        let echoed = try await client.send("ECHO", RedisArgument("\(task)/\(round)"))
+                        if echoed.string != "\(task)/\(round)" { wrong += 1 }
+                    }
+                    return wrong
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        #expect(failures == 0)
+        #expect((1...2).contains(client.openConnections))
+    }
+
+    @Test("cancelling half of 10,000 in-flight calls leaves every other reply correct and the connection open")
+    func cancellationDropsOnlyTheCancelledReplies() async throws {
+        var configuration = try TestEnvironment.configuration()
+        configuration.pipelinedConnections = 1
+        let client = try RedisClient(configuration: configuration)
+        defer { client.close() }
+        let keys = TestKeys()
+        try await client.send("SET", RedisArgument(keys("shared")), "start", "EX", "60")
+        let tasks = (0..<10_000).map { index in
+            Task { () -> Result<String?, any Error> in
+                do {
+                    // A slow-ish pipeline of ECHOs so that cancellation lands while replies are due.
+                    let reply = try await client.send("ECHO", RedisArgument("reply-\(index)"))
+                    return .success(reply.string)
+                } catch {
+                    return .failure(error)
+                }
+            }
+        }
+        for (index, task) in tasks.enumerated() where index % 2 == 0 { task.cancel() }
+        var wrong = 0
+        var cancelled = 0
+        var otherErrors = 0
+        for (index, task) in tasks.enumerated() {
+            switch await task.value {
+            case .success(let text): if text != "reply-\(index)" { wrong += 1 }
+            case .failure(let error) where error is CancellationError: cancelled += 1; if index % 2 == 1 { wrong += 1 }
+            case .failure: otherErrors += 1
+            }
+        }
+        #expect(wrong == 0)
+        #expect(otherErrors == 0)
+        // The connection that carried them is still the one open, and still in step.
+        #expect(client.openConnections == 1)
+        let after = try await client.send("GET", RedisArgument(keys("shared")))
+        #expect(after.string == "start")
+        let id = try await client.send("CLIENT", "ID").integer
+        #expect(try await client.send("CLIENT", "ID").integer == id)
+        print("cancelled before their replies: \(cancelled) of 5,000")
+    }
+
+    @Test("a call cancelled while its reply is due resumes at once, and the late reply goes to nobody")
+    func cancelledCallResumesAtOnce() async throws {
+        var configuration = try TestEnvironment.configuration()
+        configuration.pipelinedConnections = 1
+        let client = try RedisClient(configuration: configuration)
+        defer { client.close() }
+        let keys = TestKeys()
+        // A Lua busy-loop of 300 ms holds the reply back.
+        let slow = Task { try await client.send("EVAL", "local t = redis.call('TIME'); local stop = t[1] * 1000000 + t[2] + 300000; repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= stop; return 'slow'", "0") }
+        try await Task.sleep(for: .milliseconds(50))
+        let start = ContinuousClock.now
+        slow.cancel()
+        await #expect(throws: CancellationError.self) { try await slow.value }
+        #expect(ContinuousClock.now - start < .milliseconds(250))
+        try await client.send("SET", RedisArgument(keys("after")), "mine", "EX", "60")
+        #expect(try await client.send("GET", RedisArgument(keys("after"))).string == "mine")
+    }
+
+    @Test("a pipeline's replies come back together and in order, error replies as values")
+    func pipelineKeepsOrder() async throws {
+        let client = try TestEnvironment.client()
+        defer { client.close() }
+        let keys = TestKeys()
+        let key = RedisArgument(keys("counter"))
+        let replies = try await client.pipeline([["SET", key, "1"], ["INCR", key], ["HGET", key, "f"], ["GET", key]])
+        #expect(replies.count == 4)
+        #expect(replies[0] == .status("OK"))
+        #expect(replies[1] == .integer(2))
+        #expect(replies[2].string == nil && { if case .error = replies[2] { true } else { false } }())
+        #expect(replies[3].string == "2")
+        #expect(try await client.pipeline([["ECHO", "one"]]) == [.bulk(Array("one".utf8))])
+        try await client.send("DEL", key)
+    }
+
+    @Test("an error reply is thrown with the server's message")
+    func errorReplyIsThrown() async throws {
+        let client = try TestEnvironment.client()
+        defer { client.close() }
+        let keys = TestKeys()
+        let key = RedisArgument(keys("list"))
+        try await client.send("RPUSH", key, "x")
+        let error = await #expect(throws: RedisError.self) { try await client.send("INCR", key) }
+        #expect(error?.code == .server)
+        #expect(error?.prefix == "WRONGTYPE")
+        try await client.send("DEL", key)
+    }
+
+    @Test("session commands are refused on the shared connections and run inside withConnection")
+    func transactionsRunOnDedicatedConnections() async throws {
+        let client = try TestEnvironment.client()
+        defer { client.close() }
+        let keys = TestKeys()
+        let key = RedisArgument(keys("tx"))
+        let refused = await #expect(throws: RedisError.self) { try await client.send("MULTI") }
+        #expect(refused?.code == .invalidArgument)
+        await #expect(throws: RedisError.self) { try await client.send("SUBSCRIBE", "x") }
+        let results = try await client.withConnection { connection in
+            try await connection.transaction([["INCR", key], ["INCR", key]])
+        }
+        #expect(results == [.integer(1), .integer(2)])
+        // WATCH, a change from elsewhere, EXEC: nothing runs.
+        let aborted = try await client.withConnection { connection in
+            try await connection.send("WATCH", key)
+            try await client.send("SET", key, "10")
+            return try await connection.transaction([["INCR", key]])
+        }
+        #expect(aborted == nil)
+        #expect(try await client.send("GET", key).string == "10")
+        try await client.send("DEL", key)
+    }
+
+    @Test("BLPOP waits on a dedicated connection while the shared ones keep serving")
+    func blockingCommandsDoNotStallTheSharedConnections() async throws {
+        var configuration = try TestEnvironment.configuration()
+        configuration.pipelinedConnections = 1
+        let client = try RedisClient(configuration: configuration)
+        defer { client.close() }
+        let keys = TestKeys()
+        let list = RedisArgument(keys("queue"))
+        let waiter = Task { try await client.send("BLPOP", list, "2") }
+        try await Task.sleep(for: .milliseconds(100))
+        for index in 0..<100 {
+            #expect(try await client.send("ECHO", RedisArgument("\(index)")).string == "\(index)")
+        }
+        try await client.send("RPUSH", list, "item")
+        let popped = try await waiter.value
+        #expect(popped.array?.last?.string == "item")
+    }
+
+    @Test("a stalled server fails the calls in flight with readTimeout within socketTimeout, and the next calls succeed")
+    func stalledServerTimesOutInFlightCalls() async throws {
+        let server = try TestRedisServer()
+        defer { server.stop() }
+        var configuration = try RedisConfiguration(url: server.url)
+        configuration.socketTimeout = .milliseconds(300)
+        configuration.retryOnTimeout = false
+        let client = try RedisClient(configuration: configuration)
+        defer { client.close() }
+        try await client.ping()
+        server.pause()
+        let start = ContinuousClock.now
+        let results = await withTaskGroup(of: RedisError.Code?.self) { group in
+            for index in 0..<50 {
+                group.addTask {
+                    do {
+                        try await client.send("SET", RedisArgument("stall:\(index)"), "v")
+                        return nil
+                    } catch let error as RedisError {
+                        return error.code
+                    } catch {
+                        return .closed
+                    }
+                }
+            }
+            return await group.reduce(into: [RedisError.Code?]()) { $0.append($1) }
+        }
+        let elapsed = ContinuousClock.now - start
+        server.resume()
+        #expect(results.allSatisfy { $0 == .readTimeout || $0 == .connectionClosed })
+        #expect(results.contains { $0 == .readTimeout })
+        #expect(elapsed < .seconds(3))
+        try await client.ping()
+    }
+
+    @Test("a server killed under load fails the in-flight calls with typed errors, and calls succeed after the restart")
+    func killedServerFailsInFlightCallsAndRecovers() async throws {
+        let server = try TestRedisServer()
+        defer { server.stop() }
+        let client = try RedisClient(url: server.url)
+        defer { client.close() }
+        try await client.ping()
+        let load = Task {
+            await withTaskGroup(of: [RedisError.Code].self) { group in
+                for task in 0..<64 {
+                    group.addTask {
+                        var codes: [RedisError.Code] = []
+                        for round in 0..<2_000 {
+                            do {
+                                let key = RedisArgument("kill:\(task)")
+                                try await client.send("SET", key, RedisArgument("\(round)"))
+                                let value = try await client.send("GET", key).string
+                                if value != "\(round)" { codes.append(.protocolError) }
+                            } catch let error as RedisError {
+                                codes.append(error.code)
+                                if codes.count > 20 { return codes }
+                                try? await Task.sleep(for: .milliseconds(5))
+                            } catch {
+                                codes.append(.closed)
+                            }
+                        }
+                        return codes
+                    }
+                }
+                return await group.reduce(into: []) { $0 += $1 }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        server.kill()
+        let codes = await load.value
+        #expect(!codes.isEmpty)
+        #expect(!codes.contains(.protocolError))
+        #expect(codes.allSatisfy { [.connectionClosed, .io, .connectionRefused, .readTimeout, .writeTimeout].contains($0) })
+        try server.start()
+        // Connects back off (at most 1 s) after the failures while the server
+        // was down; calls meanwhile fail fast with the last connect error.
+        let deadline = ContinuousClock.now + .seconds(5)
+        var recovered = false
+        while !recovered, ContinuousClock.now < deadline {
+            do {
+                try await client.send("SET", "kill:after", "ok")
+                recovered = true
+            } catch let error as RedisError where error.code == .connectionRefused {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        #expect(recovered)
+        #expect(try await client.send("GET", "kill:after").string == "ok")
+    }
+}
