@@ -233,6 +233,25 @@ let casFlip = Atomic<Int>(0)
 
 // --profile WORKLOAD --ops N [--threads T]: run one workload N times (on each
 // of T threads through the pool) and exit, for callgrind or perf.
+if let profile = option("--profile"), profile.hasPrefix("async") {
+    // --profile asyncraw|asyncget --tasks T --ops N: T tasks, N calls each, on the engine.
+    let count = Int(option("--ops") ?? "20000") ?? 20000
+    let tasks = Int(option("--tasks") ?? "256") ?? 256
+    let cache = makeCache(connections: 16)
+    blockingAwait {
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<tasks {
+                group.addTask {
+                    for _ in 0..<count {
+                        if profile == "asyncraw" { _ = try? await cache.rawClient.send("GET", "bench:swift:record") } else { _ = try? await cache.get("record") }
+                    }
+                }
+            }
+        }
+    }
+    exit(0)
+}
+
 if let profile = option("--profile") {
     let count = Int(option("--ops") ?? "20000") ?? 20000
     let threads = Int(option("--threads") ?? "1") ?? 1

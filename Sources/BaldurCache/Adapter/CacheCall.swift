@@ -33,10 +33,23 @@ struct CacheCall<Value> {
     }
 
     /// Sends the request on the event loop and reads the reply.
+    ///
+    /// Swift 6.3's optimizer crashes (signal 11 in LLVM's coroutine
+    /// splitting, release builds) on an async function that calls the
+    /// typed-throwing decoder, or that inlines one that does; hence the
+    /// synchronous ``read(_:)`` frame and `@inline(never)`.
+    @inline(never)
     func run(on client: RedisClient) async throws -> Value {
+        let reply: RedisReply
         switch request {
-        case .command(let command): return try decode(await client.send(command))
-        case .script(let script, let keys, let arguments): return try decode(await script.run(on: client, keys: keys, arguments: arguments))
+        case .command(let command): reply = try await client.send(command)
+        case .script(let script, let keys, let arguments): reply = try await script.run(on: client, keys: keys, arguments: arguments)
         }
+        return try read(reply)
+    }
+
+    @inline(never)
+    private func read(_ reply: RedisReply) throws -> Value {
+        try decode(reply)
     }
 }

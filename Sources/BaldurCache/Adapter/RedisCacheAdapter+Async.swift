@@ -146,19 +146,7 @@ extension RedisCacheAdapter: AsyncCacheProvider {
     public func flushAll() async throws -> Int {
         let prefix = keyPrefix.resolve()
         return try await logged("flushAll", prefix) {
-            try await rawClient.telemetry.operation("flushAll") {
-                var deleted = 0
-                var cursor: UInt64 = 0
-                repeat {
-                    let page = try await scanPageCall(match: Self.globEscaped(prefix) + "*", count: 500, cursor: cursor).run(on: rawClient)
-                    if !page.keys.isEmpty {
-                        deleted += Int(try await rawClient.send(["DEL"] + page.keys.map { RedisArgument(bytes: $0) }).expectInteger("DEL"))
-                    }
-                    cursor = page.cursor
-                } while cursor != 0
-                logger.info("redis cache flushed its prefix", metadata: ["prefix": "\(prefix)", "deleted": "\(deleted)"])
-                return deleted
-            }
+            try await rawClient.telemetry.operation("flushAll") { try await deleteAll(under: prefix) }
         }
     }
 
@@ -166,17 +154,45 @@ extension RedisCacheAdapter: AsyncCacheProvider {
     public func keys(_ pattern: String) async throws -> [String] {
         let prefix = keyPrefix.resolve()
         return try await logged("keys", pattern) {
-            try await rawClient.telemetry.operation("keys") {
-                var found: [String] = []
-                var cursor: UInt64 = 0
-                repeat {
-                    let page = try await scanPageCall(match: Self.globEscaped(prefix) + pattern, count: 1000, cursor: cursor).run(on: rawClient)
-                    found += page.keys.map { Self.strip(prefix, from: $0) }
-                    cursor = page.cursor
-                } while cursor != 0
-                return Self.unique(found)
-            }
+            try await rawClient.telemetry.operation("keys") { try await scanAll(pattern, under: prefix) }
         }
+    }
+
+    private func deleteAll(under prefix: String) async throws -> Int {
+        let match = Self.globEscaped(prefix) + "*"
+        var deleted = 0
+        var cursor: UInt64 = 0
+        while true {
+            let page = try await scanPageCall(match: match, count: 500, cursor: cursor).run(on: rawClient)
+            deleted += try await deleteKeys(page.keys)
+            cursor = page.cursor
+            if cursor == 0 { break }
+        }
+        logFlushed(prefix, deleted)
+        return deleted
+    }
+
+    private func deleteKeys(_ keys: [[UInt8]]) async throws -> Int {
+        guard !keys.isEmpty else { return 0 }
+        let delete = CacheCall<Int64>(.command(["DEL"] + keys.map { RedisArgument(bytes: $0) })) { reply throws(RedisError) in
+            try reply.expectInteger("DEL")
+        }
+        return Int(try await delete.run(on: rawClient))
+    }
+
+    private func logFlushed(_ prefix: String, _ deleted: Int) {
+        logger.info("redis cache flushed its prefix", metadata: ["prefix": "\(prefix)", "deleted": "\(deleted)"])
+    }
+
+    private func scanAll(_ pattern: String, under prefix: String) async throws -> [String] {
+        var found: [String] = []
+        var cursor: UInt64 = 0
+        repeat {
+            let page = try await scanPageCall(match: Self.globEscaped(prefix) + pattern, count: 1000, cursor: cursor).run(on: rawClient)
+            found += page.keys.map { Self.strip(prefix, from: $0) }
+            cursor = page.cursor
+        } while cursor != 0
+        return Self.unique(found)
     }
 
     /// One `SCAN cursor MATCH prefix+pattern COUNT count` page, keys without the prefix.

@@ -37,25 +37,33 @@ extension RedisClient {
     }
 
     /// Like ``send(_:)-([RedisArgument])`` but returns an error reply as `.error`.
+    @inline(__always)
     func sendAllowingErrorReply(_ arguments: [RedisArgument]) async throws -> RedisReply {
-        guard let first = arguments.first else {
+        guard !arguments.isEmpty else {
             throw RedisError(.invalidArgument, "a command needs at least one argument")
         }
-        let run = { () async throws -> RedisReply in
-            let pool = try self.router.enginePool(for: arguments)
-            if Self.isBlocking(arguments) {
-                return try await pool.withDedicated { connection in try await connection.send(arguments) }
-            }
-            return try await self.retrying(first.isCommand(in: Self.retryableCommands)) {
-                try await pool.shared().send(arguments)
-            }
-        }
-        guard telemetry.isEnabled else { return try await run() }
+        guard telemetry.isEnabled else { return try await sendUnobserved(arguments) }
         return try await telemetry.command(
             Telemetry.operationName(of: arguments), key: arguments.count > 1 ? arguments[1] : nil,
-            failure: { reply in if case .error(let message) = reply { RedisError(.server, message) } else { nil } },
-            run
-        )
+            failure: { reply in if case .error(let message) = reply { RedisError(.server, message) } else { nil } }
+        ) { try await sendUnobserved(arguments) }
+    }
+
+    /// The hot path: inlined, so that a call is few async frames (each
+    /// costs a frame allocation and, after the reply, a resumption).
+    @inline(__always)
+    private func sendUnobserved(_ arguments: [RedisArgument]) async throws -> RedisReply {
+        let pool = try router.enginePool(for: arguments)
+        if Self.isBlocking(arguments) {
+            return try await pool.withDedicated { connection in try await connection.send(arguments) }
+        }
+        do {
+            if let connection = try pool.readyShared() { return try await connection.send(arguments) }
+            return try await pool.shared().send(arguments)
+        } catch let error as RedisError where mayRetry(error) && arguments[0].isCommand(in: Self.retryableCommands) {
+            logger.debug("redis read-only command retried on a fresh connection", metadata: ["error": "\(error.code)"])
+            return try await pool.shared().send(arguments)
+        }
     }
 
     /// Sends every command back to back on one shared connection, with no
@@ -68,7 +76,8 @@ extension RedisClient {
         let run = { () async throws -> [RedisReply] in
             let pool = try self.router.enginePool(for: first)
             return try await self.retrying(commands.allSatisfy { $0.first?.isCommand(in: Self.retryableCommands) ?? false }) {
-                try await pool.shared().pipeline(commands)
+                if let connection = try pool.readyShared() { return try await connection.pipeline(commands) }
+                return try await pool.shared().pipeline(commands)
             }
         }
         guard telemetry.isEnabled else { return try await run() }
@@ -134,12 +143,16 @@ extension RedisClient {
     private func retrying<R>(_ retryable: @autoclosure () -> Bool, _ body: () async throws -> R) async throws -> R {
         do {
             return try await body()
-        } catch let error as RedisError {
-            let transient = error.code == .readTimeout || error.code == .writeTimeout || error.code == .connectionClosed || error.code == .io
-            guard configuration.retryOnTimeout, transient, retryable() else { throw error }
+        } catch let error as RedisError where mayRetry(error) && retryable() {
             logger.debug("redis read-only command retried on a fresh connection", metadata: ["error": "\(error.code)"])
             return try await body()
         }
+    }
+
+    /// A timeout or a dropped connection, and retries allowed.
+    private func mayRetry(_ error: RedisError) -> Bool {
+        configuration.retryOnTimeout
+            && (error.code == .readTimeout || error.code == .writeTimeout || error.code == .connectionClosed || error.code == .io)
     }
 }
 

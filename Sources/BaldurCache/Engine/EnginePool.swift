@@ -54,6 +54,19 @@ final class EnginePool: Sendable {
 
     // MARK: - Shared connections
 
+    /// The next shared connection when it is open, without suspending; `nil`
+    /// when it must be (re)opened (``shared()`` does that).
+    @inline(__always)
+    func readyShared() throws(RedisError) -> EventLoopConnection? {
+        try state.withLock { state throws(RedisError) -> EventLoopConnection? in
+            if state.closed { throw Self.closedError(address) }
+            let index = state.nextShared
+            guard case .ready(let connection) = state.shared[index], connection.isOpen else { return nil }
+            state.nextShared = index + 1 == state.shared.count ? 0 : index + 1
+            return connection
+        }
+    }
+
     /// A shared connection, opened (or reopened) on demand.
     func shared() async throws -> EventLoopConnection {
         enum Next { case use(EventLoopConnection), wait(Int), connect(Int), fail(RedisError) }

@@ -25,6 +25,16 @@ enum Monotonic {
         return UInt64(spec.tv_sec) &* 1_000_000_000 &+ UInt64(spec.tv_nsec)
     }
 
+    /// The coarse monotonic clock (a few ms resolution, no `rdtsc`): for
+    /// request deadlines, which are whole milliseconds or more, taken once
+    /// per request.
+    @inline(__always)
+    static func coarseNow() -> UInt64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &spec)
+        return UInt64(spec.tv_sec) &* 1_000_000_000 &+ UInt64(spec.tv_nsec)
+    }
+
     /// `now` plus `timeout`, saturating; `UInt64.max` for no timeout.
     static func deadline(after timeout: Duration?, from now: UInt64 = now()) -> UInt64 {
         guard let timeout else { return .max }
@@ -56,8 +66,12 @@ final class EventLoop: Sendable {
         shared[nextLoop.wrappingAdd(1, ordering: .relaxed).oldValue % shared.count]
     }
 
-    /// How long the loop polls for replies in flight before it sleeps.
+    /// How long the loop polls after its last activity before it sleeps.
     static let spinBudget: UInt64 = 50_000
+    /// The loop polls only while at most this many requests are in flight:
+    /// with more, replies arrive in batches that amortize the wake-up, and
+    /// a polling loop would take a CPU from the callers and the server.
+    static let spinWhileInFlightAtMost = 4
 
     private let epoll: Int32
     private let wakeDescriptor: Int32
@@ -181,13 +195,13 @@ final class EventLoop: Sendable {
                 noteDeadline(earliest)
             }
 
-            // 3. Wait: poll while replies are due soon, else sleep until the next deadline.
+            // 3. Wait: poll briefly after activity while few requests are in
+            // flight (the next reply, or the caller's next request, is
+            // likely within microseconds); otherwise sleep until an event or
+            // the next deadline.
             var timeout: Int32 = 0
-            if inFlight.load(ordering: .relaxed) > 0 {
-                if spinStarted == 0 { spinStarted = now }
-                if now &- spinStarted > Self.spinBudget { timeout = sleepTimeout(now) }
-            } else {
-                spinStarted = 0
+            if spinStarted == 0 { spinStarted = now }
+            if inFlight.load(ordering: .relaxed) > Self.spinWhileInFlightAtMost || now &- spinStarted > Self.spinBudget {
                 timeout = sleepTimeout(now)
             }
             if timeout != 0 {

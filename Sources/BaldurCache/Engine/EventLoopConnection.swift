@@ -40,6 +40,9 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     let isDedicated: Bool
     private let loop: EventLoop
     private let timeout: Duration?
+    /// Timeouts of 100 ms and more start from the coarse clock (cheaper; a
+    /// few ms behind the fine one).
+    private let coarseDeadlines: Bool
     private let connection: RedisConnection
     private let transport: SocketTransport
     private let id: UInt64
@@ -48,31 +51,35 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
 
     // MARK: Shared (under `mutex`)
 
+    // The mutex (shared fields) and the loop's thread (loop fields) already
+    // make every access exclusive, so the runtime's dynamic exclusivity
+    // checks on these fields only cost time (2% of a pipelined GET in perf).
+
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private var machine: ConnectionStateMachine
-    private var pending = Deque<Slot>()
+    @exclusivity(unchecked) private var machine: ConnectionStateMachine
+    @exclusivity(unchecked) private var pending = Deque<Slot>()
     /// The sequence number of `pending.first`.
-    private var headSequence: UInt64 = 0
-    private var outbound = OutputBuffer(capacity: 4096)
+    @exclusivity(unchecked) private var headSequence: UInt64 = 0
+    @exclusivity(unchecked) private var outbound = OutputBuffer(capacity: 4096)
     /// Bytes ever queued, so a deadline can tell a request not yet written.
-    private var queuedBytes: UInt64 = 0
+    @exclusivity(unchecked) private var queuedBytes: UInt64 = 0
     /// The loop has been asked to call ``serviceOnLoop()`` (or waits for `EPOLLOUT`).
-    private var serviceScheduled = false
+    @exclusivity(unchecked) private var serviceScheduled = false
     /// The socket is to be closed on the loop.
-    private var closeOnLoop = false
-    private var closeWaiters: [CheckedContinuation<Void, Never>] = []
-    private var socketClosed = false
-    private(set) var session: SessionState
+    @exclusivity(unchecked) private var closeOnLoop = false
+    @exclusivity(unchecked) private var closeWaiters: [CheckedContinuation<Void, Never>] = []
+    @exclusivity(unchecked) private var socketClosed = false
+    @exclusivity(unchecked) private(set) var session: SessionState
 
     // MARK: Loop (the loop's thread only)
 
-    private var sending = OutputBuffer(capacity: 4096)
-    private var sendingOffset = 0
-    private var writtenBytes: UInt64 = 0
-    private var waitingForWritable = false
+    @exclusivity(unchecked) private var sending = OutputBuffer(capacity: 4096)
+    @exclusivity(unchecked) private var sendingOffset = 0
+    @exclusivity(unchecked) private var writtenBytes: UInt64 = 0
+    @exclusivity(unchecked) private var waitingForWritable = false
     private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 8)
-    private var arrived: [RedisReply] = []
-    private var resumptions: [(UnsafeContinuation<RedisReply, any Error>, Result<RedisReply, any Error>)] = []
+    @exclusivity(unchecked) private var arrived: [RedisReply] = []
+    @exclusivity(unchecked) private var resumptions: [(UnsafeContinuation<RedisReply, any Error>, Result<RedisReply, any Error>)] = []
     private let onPush: (@Sendable (RedisReply) -> Void)?
     private let onClose: (@Sendable (RedisError) -> Void)?
 
@@ -106,6 +113,7 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
         self.connection = connection
         self.loop = loop
         self.timeout = configuration.socketTimeout
+        self.coarseDeadlines = (configuration.socketTimeout ?? .zero) >= .milliseconds(100)
         self.isDedicated = dedicated
         self.onPush = onPush
         self.onClose = onClose
@@ -156,11 +164,19 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     // MARK: - Requests (any thread)
 
     /// Sends one command; returns its reply (an error reply as `.error`).
+    @inline(__always)
     func send(_ arguments: [RedisArgument]) async throws -> RedisReply {
         try admit(arguments)
-        return try await submit(replies: 1, batch: false) { buffer in
-            RESPEncoding.append(arguments, to: &buffer)
-            if isDedicated { session.observe(arguments) }
+        let ticket = Ticket()
+        return try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { continuation in
+                enqueue(ticket, continuation, replies: 1, batch: false) { buffer in
+                    RESPEncoding.append(arguments, to: &buffer)
+                    if isDedicated { session.observe(arguments) }
+                }
+            }
+        } onCancel: {
+            ticket.cancel(on: self)
         }
     }
 
@@ -215,16 +231,14 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
                 enqueue(ticket, continuation, replies: replies, batch: batch, encode)
             }
         } onCancel: {
-            ticket.cancelled.store(true, ordering: .sequentiallyConsistent)
-            let sequence = ticket.sequence.load(ordering: .sequentiallyConsistent)
-            if sequence != 0 { self.cancel(sequence: sequence - 1) }
+            ticket.cancel(on: self)
         }
     }
 
     private func enqueue(
         _ ticket: Ticket, _ continuation: UnsafeContinuation<RedisReply, any Error>, replies: Int, batch: Bool, _ encode: (inout OutputBuffer) -> Void
     ) {
-        let deadline = Monotonic.deadline(after: timeout)
+        let deadline = Monotonic.deadline(after: timeout, from: coarseDeadlines ? Monotonic.coarseNow() : Monotonic.now())
         pthread_mutex_lock(mutex)
         if case .refuse(let error) = machine.submit(replies: replies) {
             pthread_mutex_unlock(mutex)
@@ -466,5 +480,13 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
         /// The request's sequence number plus one; 0 until queued.
         let sequence = Atomic<UInt64>(0)
         let cancelled = Atomic<Bool>(false)
+
+        /// The task was cancelled: resume its request now if it is queued;
+        /// otherwise ``enqueue(_:_:replies:batch:_:)`` sees the flag.
+        func cancel(on connection: EventLoopConnection) {
+            cancelled.store(true, ordering: .sequentiallyConsistent)
+            let sequence = sequence.load(ordering: .sequentiallyConsistent)
+            if sequence != 0 { connection.cancel(sequence: sequence - 1) }
+        }
     }
 }
