@@ -8,8 +8,10 @@
 // The server must be private to this run: the workload pauses it briefly.
 
 import BaldurCache
+import Dispatch
 import Foundation
 import Logging
+import Synchronization
 
 func option(_ name: String) -> String? {
     let arguments = CommandLine.arguments
@@ -96,9 +98,99 @@ do {
         }
     }
     client.close()
+    let asyncSent = try runAsyncWorkload(configuration: configuration, admin: admin, logger: logger, target: target / 2)
     admin.close()
-    print("baldur-workload: \(sent) commands, \(round) rounds")
+    print("baldur-workload: \(sent) commands, \(round) rounds; \(asyncSent) async commands")
 } catch {
     FileHandle.standardError.write(Data("baldur-workload: \(error)\n".utf8))
     exit(1)
+}
+
+/// The async half: the event-loop engine's paths that allocate or free a
+/// context, a continuation or a reply: concurrent pipelined calls, cancelled
+/// calls whose replies are dropped, killed shared connections, request
+/// timeouts, transactions on dedicated connections, a subscription dropped
+/// mid-stream, and a graceful shutdown with calls in flight.
+func runAsyncWorkload(configuration: RedisConfiguration, admin: RedisClient, logger: Logger, target: Int) throws -> Int {
+    let result = PlainMutex<Result<Int, any Error>?>(nil)
+    let done = DispatchSemaphore(value: 0)
+    Task {
+        let outcome: Result<Int, any Error>
+        do { outcome = .success(try await asyncWorkload(configuration: configuration, admin: admin, logger: logger, target: target)) } catch {
+            outcome = .failure(error)
+        }
+        result.withLock { $0 = outcome }
+        done.signal()
+    }
+    done.wait()
+    return try result.withLock { $0! }.get()
+}
+
+func asyncWorkload(configuration: RedisConfiguration, admin: RedisClient, logger: Logger, target: Int) async throws -> Int {
+    let client = try RedisClient(configuration: configuration, logger: logger)
+    final class Count: Sendable { let value = Atomic<Int>(0) }
+    let count = Count()
+    var round = 0
+    while count.value.load(ordering: .relaxed) < target {
+        round += 1
+        // 64 tasks, each reading back only its own keys.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for task in 0..<64 {
+                group.addTask {
+                    let key = RedisArgument("workload:async:\(task)")
+                    for index in 0..<10 {
+                        try await client.send("SET", key, RedisArgument("\(task)-\(index)"))
+                        check(try await client.send("GET", key).string == "\(task)-\(index)", "async GET returned another task's value")
+                    }
+                    let replies = try await client.pipeline([["INCR", key], ["GET", key], ["ECHO", "x"]])
+                    check(replies.count == 3 && replies[2].string == "x", "async pipeline replies")
+                    count.value.add(23, ordering: .relaxed)
+                }
+            }
+            try await group.waitForAll()
+        }
+        // Cancelled calls: their replies arrive and are dropped.
+        let cancelled = (0..<200).map { index in Task { try await client.send("ECHO", RedisArgument("cancelled-\(index)")) } }
+        for (index, call) in cancelled.enumerated() where index % 2 == 0 { call.cancel() }
+        for call in cancelled { _ = try? await call.value }
+        count.value.add(200, ordering: .relaxed)
+        // A transaction and a blocking pop on dedicated connections.
+        let results = try await client.withConnection { connection in
+            try await connection.transaction([["INCR", "workload:async:tx"], ["GET", "workload:async:tx"]])
+        }
+        check(results?.count == 2, "async transaction results")
+        _ = try await client.send("BLPOP", "workload:async:empty", "0.01")
+        count.value.add(5, ordering: .relaxed)
+        if round % 3 == 0 {
+            // Killed shared connections: calls in flight fail, later ones reconnect.
+            try await admin.send("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+            _ = try? await client.send("PING")
+            try await client.ping()
+            // A subscription dropped while messages arrive.
+            let messages = try await client.subscribe(to: ["workload:channel"])
+            try await admin.send("PUBLISH", "workload:channel", "one")
+            var iterator = messages.makeAsyncIterator()
+            check(try await iterator.next()?.text == "one", "subscription message")
+            count.value.add(6, ordering: .relaxed)
+        }
+        if round % 5 == 0 {
+            // Request timeouts: the paused server answers nothing within 20 ms.
+            var short = configuration
+            short.socketTimeout = .milliseconds(20)
+            short.retryOnTimeout = false
+            let stalled = try RedisClient(configuration: short, logger: logger)
+            try await stalled.ping()
+            try await admin.send("CLIENT", "PAUSE", "60", "WRITE")
+            _ = try? await stalled.send("SET", "workload:async:paused", "x")
+            await stalled.shutdown()
+            count.value.add(3, ordering: .relaxed)
+        }
+    }
+    // A graceful shutdown with calls in flight: every one is answered.
+    let inFlight = (0..<100).map { index in Task { try await client.send("ECHO", RedisArgument("last-\(index)")) } }
+    await client.shutdown()
+    for (index, call) in inFlight.enumerated() {
+        if let reply = try? await call.value { check(reply.string == "last-\(index)", "a reply crossed during shutdown") }
+    }
+    return count.value.load(ordering: .relaxed)
 }

@@ -68,6 +68,8 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     /// The socket is to be closed on the loop.
     @exclusivity(unchecked) private var closeOnLoop = false
     @exclusivity(unchecked) private var closeWaiters: [CheckedContinuation<Void, Never>] = []
+    /// Outcomes of requests settled before their continuation was armed.
+    @exclusivity(unchecked) private var earlyOutcomes: [UInt64: Result<RedisReply, any Error>] = [:]
     @exclusivity(unchecked) private var socketClosed = false
     @exclusivity(unchecked) private(set) var session: SessionState
 
@@ -87,8 +89,13 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
 
     /// One request waiting for its replies.
     private struct Slot {
-        /// `nil` once resumed (cancelled): the replies are read and dropped.
-        var continuation: UnsafeContinuation<RedisReply, any Error>?
+        /// Set when armed (see ``enqueue(_:_:replies:batch:_:)``); `nil`
+        /// again once resumed early (cancelled): the replies are read and dropped.
+        var continuation: UnsafeContinuation<RedisReply, any Error>? = nil
+        /// The enqueuing thread has handed over the continuation.
+        var armed = false
+        /// The caller was cancelled; its replies are dropped.
+        var cancelled = false
         /// Replies still to come (a pipeline's commands).
         var remaining: Int
         /// A pipeline's replies so far; `nil` for a single command.
@@ -249,7 +256,7 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
         let before = outbound.count
         encode(&outbound)
         queuedBytes &+= UInt64(outbound.count &- before)
-        pending.append(Slot(continuation: continuation, remaining: replies, collected: batch ? [] : nil, deadline: deadline, endOffset: queuedBytes))
+        pending.append(Slot(remaining: replies, collected: batch ? [] : nil, deadline: deadline, endOffset: queuedBytes))
         let schedule = !serviceScheduled
         serviceScheduled = true
         pthread_mutex_unlock(mutex)
@@ -258,14 +265,45 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
         if ticket.cancelled.load(ordering: .sequentiallyConsistent) { cancel(sequence: sequence) }
         if deadline != .max { loop.noteDeadline(deadline) }
         if schedule { loop.schedule(self) }
+        // Armed last: only from here on may another thread resume the
+        // continuation. An outcome that came sooner (a fast reply, a
+        // failure, a cancellation) was left for this thread to deliver, so
+        // no continuation is resumed by another thread before the closure
+        // that made it has returned (ThreadSanitizer cannot see the
+        // runtime's own synchronization for that case).
+        let early = locked { () -> Result<RedisReply, any Error>? in
+            if let index = index(of: sequence) {
+                pending[index].armed = true
+                if pending[index].cancelled { return .failure(CancellationError()) }
+                pending[index].continuation = continuation
+                return nil
+            }
+            return earlyOutcomes.removeValue(forKey: sequence) ?? .failure(RedisError(.closed, "the connection to \(address) was closed"))
+        }
+        if let early { continuation.resume(with: early) }
+    }
+
+    /// Where request `sequence` sits in `pending`, if it still waits (lock held).
+    @inline(__always)
+    private func index(of sequence: UInt64) -> Int? {
+        guard sequence >= headSequence, sequence - headSequence < UInt64(pending.count) else { return nil }
+        return Int(sequence - headSequence)
+    }
+
+    /// Settles a request that left `pending` (lock held): its continuation
+    /// when armed and not cancelled, or its outcome kept for the arming thread.
+    private func settle(_ slot: Slot, sequence: UInt64, with outcome: Result<RedisReply, any Error>) -> UnsafeContinuation<RedisReply, any Error>? {
+        if slot.armed { return slot.continuation }
+        earlyOutcomes[sequence] = slot.cancelled ? .failure(CancellationError()) : outcome
+        return nil
     }
 
     /// Resumes the request numbered `sequence` with `CancellationError`, if
     /// it still waits; its replies will be dropped.
     private func cancel(sequence: UInt64) {
         let continuation = locked { () -> UnsafeContinuation<RedisReply, any Error>? in
-            guard sequence >= headSequence, sequence - headSequence < UInt64(pending.count) else { return nil }
-            let index = Int(sequence - headSequence)
+            guard let index = index(of: sequence) else { return nil }
+            pending[index].cancelled = true
             defer { pending[index].continuation = nil }
             return pending[index].continuation
         }
@@ -278,13 +316,21 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     func close(graceful: Bool) async {
         await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
             var failed: [UnsafeContinuation<RedisReply, any Error>] = []
+            var settled = 0
+            let closedError = RedisError(.closed, "the connection to \(address) was closed")
             let (schedule, alreadyClosed) = locked { () -> (Bool, Bool) in
                 if socketClosed { return (false, true) }
                 closeWaiters.append(waiter)
                 switch machine.closeRequested(graceful: graceful) {
                 case .closeNow:
                     openFlag.store(false, ordering: .relaxed)
-                    failed = pending.compactMap(\.continuation)
+                    settled = pending.count
+                    for (index, slot) in pending.enumerated() {
+                        if let continuation = settle(slot, sequence: headSequence &+ UInt64(index), with: .failure(closedError)) {
+                            failed.append(continuation)
+                        }
+                    }
+                    headSequence &+= UInt64(pending.count)
                     pending.removeAll()
                     closeOnLoop = true
                     defer { serviceScheduled = true }
@@ -296,8 +342,8 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
                     return (false, false)
                 }
             }
-            if !failed.isEmpty { loop.inFlight.wrappingSubtract(failed.count, ordering: .relaxed) }
-            for continuation in failed { continuation.resume(throwing: RedisError(.closed, "the connection to \(address) was closed")) }
+            if settled > 0 { loop.inFlight.wrappingSubtract(settled, ordering: .relaxed) }
+            for continuation in failed { continuation.resume(throwing: closedError) }
             if alreadyClosed { waiter.resume() }
             if schedule { loop.schedule(self) }
         }
@@ -402,15 +448,17 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
                         continue
                     }
                     var slot = pending.removeFirst()
+                    let sequence = headSequence
                     headSequence &+= 1
                     completed += 1
-                    guard let continuation = slot.continuation else { continue }
+                    let outcome: Result<RedisReply, any Error>
                     if slot.collected != nil {
                         slot.collected!.append(reply)
-                        resumptions.append((continuation, .success(.array(slot.collected!))))
+                        outcome = .success(.array(slot.collected!))
                     } else {
-                        resumptions.append((continuation, .success(reply)))
+                        outcome = .success(reply)
                     }
+                    if let continuation = settle(slot, sequence: sequence, with: outcome) { resumptions.append((continuation, outcome)) }
                 case .push:
                     pushed.append(reply)
                 case .fail(let error):
@@ -445,16 +493,22 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     /// (its own timeout) when given, all of them with `error` otherwise.
     private func fail(_ error: RedisError, first: RedisError? = nil) {
         let others = first == nil ? error : RedisError(.connectionClosed, "the connection to \(address) was reset because an earlier request on it timed out; this request may or may not have run")
-        var failed: [UnsafeContinuation<RedisReply, any Error>?] = []
+        var failed: [(UnsafeContinuation<RedisReply, any Error>, RedisError)] = []
+        var settled = 0
         locked {
             guard machine.failed(error) == .failAll else { return }
-            failed = pending.map(\.continuation)
+            settled = pending.count
+            for (index, slot) in pending.enumerated() {
+                let reason = index == 0 ? (first ?? error) : others
+                if let continuation = settle(slot, sequence: headSequence &+ UInt64(index), with: .failure(reason)) {
+                    failed.append((continuation, reason))
+                }
+            }
+            headSequence &+= UInt64(pending.count)
             pending.removeAll()
         }
-        if !failed.isEmpty { loop.inFlight.wrappingSubtract(failed.count, ordering: .relaxed) }
-        for (index, continuation) in failed.enumerated() {
-            continuation?.resume(throwing: index == 0 ? (first ?? error) : others)
-        }
+        if settled > 0 { loop.inFlight.wrappingSubtract(settled, ordering: .relaxed) }
+        for (continuation, reason) in failed { continuation.resume(throwing: reason) }
         finishClose(error)
     }
 
