@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Runs baldur-workload (100,000+ commands, with server errors, timeouts,
-# killed connections and reconnects among them) under valgrind memcheck
-# against a throwaway redis-server, and fails on any definite loss.
+# Runs baldur-workload (100,000+ synchronous commands, with server errors,
+# timeouts, killed connections and reconnects among them, then 50,000+ async
+# ones on the event-loop engine: concurrent pipelined calls, cancelled calls,
+# killed shared connections, request timeouts, transactions, a dropped
+# subscription and a graceful shutdown) under valgrind memcheck against a
+# throwaway redis-server, and fails on any definite loss.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh

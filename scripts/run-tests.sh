@@ -62,7 +62,8 @@ done
 if [ -n "$sanitizer" ]; then
     build=(--sanitize="$sanitizer" --scratch-path ".build-$sanitizer")
     # Fail on the first report, in the test process and in the CLI and peer it starts.
-    export TSAN_OPTIONS="halt_on_error=1 exitcode=66 ${TSAN_OPTIONS:-}"
+    # scripts/tsan-suppressions.txt says which report is suppressed, and why.
+    export TSAN_OPTIONS="halt_on_error=1 exitcode=66 suppressions=$PWD/scripts/tsan-suppressions.txt ${TSAN_OPTIONS:-}"
 fi
 bin_path="$(swift build "${build[@]}" --show-bin-path)"
 export BALDUR_TEST_PEER="$bin_path/baldur-test-peer"

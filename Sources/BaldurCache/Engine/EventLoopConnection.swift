@@ -61,6 +61,8 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     /// The sequence number of `pending.first`.
     @exclusivity(unchecked) private var headSequence: UInt64 = 0
     @exclusivity(unchecked) private var outbound = OutputBuffer(capacity: 4096)
+    /// Requests queued since the loop last took the outgoing buffer.
+    @exclusivity(unchecked) private var queuedRequests = 0
     /// Bytes ever queued, so a deadline can tell a request not yet written.
     @exclusivity(unchecked) private var queuedBytes: UInt64 = 0
     /// The loop has been asked to call ``serviceOnLoop()`` (or waits for `EPOLLOUT`).
@@ -79,6 +81,9 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     @exclusivity(unchecked) private var sendingOffset = 0
     @exclusivity(unchecked) private var writtenBytes: UInt64 = 0
     @exclusivity(unchecked) private var waitingForWritable = false
+    /// Requests written whose replies have not all arrived (the loop's
+    /// ``EventLoop/inFlight`` counts these, for its polling decision).
+    @exclusivity(unchecked) private var unanswered = 0
     private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 8)
     @exclusivity(unchecked) private var arrived: [RedisReply] = []
     @exclusivity(unchecked) private var resumptions: [(UnsafeContinuation<RedisReply, any Error>, Result<RedisReply, any Error>)] = []
@@ -257,10 +262,10 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
         encode(&outbound)
         queuedBytes &+= UInt64(outbound.count &- before)
         pending.append(Slot(remaining: replies, collected: batch ? [] : nil, deadline: deadline, endOffset: queuedBytes))
+        queuedRequests += 1
         let schedule = !serviceScheduled
         serviceScheduled = true
         pthread_mutex_unlock(mutex)
-        loop.inFlight.wrappingAdd(1, ordering: .relaxed)
         ticket.sequence.store(sequence &+ 1, ordering: .sequentiallyConsistent)
         if ticket.cancelled.load(ordering: .sequentiallyConsistent) { cancel(sequence: sequence) }
         if deadline != .max { loop.noteDeadline(deadline) }
@@ -316,7 +321,6 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     func close(graceful: Bool) async {
         await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
             var failed: [UnsafeContinuation<RedisReply, any Error>] = []
-            var settled = 0
             let closedError = RedisError(.closed, "the connection to \(address) was closed")
             let (schedule, alreadyClosed) = locked { () -> (Bool, Bool) in
                 if socketClosed { return (false, true) }
@@ -324,7 +328,6 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
                 switch machine.closeRequested(graceful: graceful) {
                 case .closeNow:
                     openFlag.store(false, ordering: .relaxed)
-                    settled = pending.count
                     for (index, slot) in pending.enumerated() {
                         if let continuation = settle(slot, sequence: headSequence &+ UInt64(index), with: .failure(closedError)) {
                             failed.append(continuation)
@@ -342,7 +345,6 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
                     return (false, false)
                 }
             }
-            if settled > 0 { loop.inFlight.wrappingSubtract(settled, ordering: .relaxed) }
             for continuation in failed { continuation.resume(throwing: closedError) }
             if alreadyClosed { waiter.resume() }
             if schedule { loop.schedule(self) }
@@ -375,15 +377,18 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
             if sendingOffset == sending.count {
                 sending.removeAll(keepingCapacityUpTo: Self.retainedBufferCapacity)
                 sendingOffset = 0
-                let more = locked { () -> Bool in
+                let requests = locked { () -> Int? in
                     guard outbound.count > 0 else {
                         serviceScheduled = false
-                        return false
+                        return nil
                     }
                     swap(&outbound, &sending)
-                    return true
+                    defer { queuedRequests = 0 }
+                    return queuedRequests
                 }
-                guard more else { return }
+                guard let requests else { return }
+                unanswered += requests
+                loop.inFlight.wrappingAdd(requests, ordering: .relaxed)
             }
             let progress = sending.withBytes { bytes in
                 transport.write(UnsafeRawBufferPointer(rebasing: bytes[sendingOffset...]))
@@ -469,11 +474,19 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
             }
         }
         arrived.removeAll(keepingCapacity: true)
-        if completed > 0 { loop.inFlight.wrappingSubtract(completed, ordering: .relaxed) }
+        if completed > 0 { answered(completed) }
         for (continuation, result) in resumptions { continuation.resume(with: result) }
         resumptions.removeAll(keepingCapacity: true)
         if let onPush { for reply in pushed { onPush(reply) } }
         if let protocolFailure { fail(protocolFailure) } else if closeAfter { finishClose(RedisError(.closed, "the connection to \(address) was closed")) }
+    }
+
+    /// `count` written requests were answered or failed (loop thread).
+    private func answered(_ count: Int) {
+        let count = min(count, unanswered)
+        guard count > 0 else { return }
+        unanswered -= count
+        loop.inFlight.wrappingSubtract(count, ordering: .relaxed)
     }
 
     func expireOnLoop(now: UInt64) -> UInt64 {
@@ -494,10 +507,8 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     private func fail(_ error: RedisError, first: RedisError? = nil) {
         let others = first == nil ? error : RedisError(.connectionClosed, "the connection to \(address) was reset because an earlier request on it timed out; this request may or may not have run")
         var failed: [(UnsafeContinuation<RedisReply, any Error>, RedisError)] = []
-        var settled = 0
         locked {
             guard machine.failed(error) == .failAll else { return }
-            settled = pending.count
             for (index, slot) in pending.enumerated() {
                 let reason = index == 0 ? (first ?? error) : others
                 if let continuation = settle(slot, sequence: headSequence &+ UInt64(index), with: .failure(reason)) {
@@ -507,7 +518,6 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
             headSequence &+= UInt64(pending.count)
             pending.removeAll()
         }
-        if settled > 0 { loop.inFlight.wrappingSubtract(settled, ordering: .relaxed) }
         for (continuation, reason) in failed { continuation.resume(throwing: reason) }
         finishClose(error)
     }
@@ -517,6 +527,7 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     private func finishClose(_ error: RedisError) {
         guard !socketClosed else { return }
         openFlag.store(false, ordering: .relaxed)
+        answered(unanswered)
         loop.deregister(id: id, descriptor: transport.descriptor)
         connection.close(resetting: true)
         let waiters = locked { () -> [CheckedContinuation<Void, Never>] in
