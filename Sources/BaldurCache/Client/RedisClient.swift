@@ -193,8 +193,11 @@ public final class RedisClient: Sendable {
         try ping()
     }
 
-    /// Closes every connection. Idempotent; later calls throw ``RedisError/Code/closed``.
+    /// Closes every connection at once, the async API's too (their calls in
+    /// flight fail with ``RedisError/Code/closed``; ``shutdown()`` lets them
+    /// finish). Idempotent; later calls throw ``RedisError/Code/closed``.
     public func close() {
+        for pool in router.enginePools { pool.closeNow() }
         for pool in router.pools { pool.close() }
     }
 

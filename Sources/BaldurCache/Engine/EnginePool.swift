@@ -236,7 +236,23 @@ final class EnginePool: Sendable {
     /// Closes every connection not held; held dedicated ones close when they
     /// come back. `graceful`: shared connections first answer what is in flight.
     func close(graceful: Bool) async {
-        let (connections, waiters) = state.withLock { state -> ([EventLoopConnection], Deque<Waiter>) in
+        let (connections, waiters) = takeAllForClose()
+        for waiter in waiters { waiter.continuation.resume(throwing: Self.closedError(address)) }
+        await withTaskGroup(of: Void.self) { group in
+            for connection in connections { group.addTask { await connection.close(graceful: graceful) } }
+        }
+    }
+
+    /// Closes every connection not held, at once, without waiting: calls in
+    /// flight on them fail with ``RedisError/Code/closed``.
+    func closeNow() {
+        let (connections, waiters) = takeAllForClose()
+        for waiter in waiters { waiter.continuation.resume(throwing: Self.closedError(address)) }
+        for connection in connections { connection.closeSoon() }
+    }
+
+    private func takeAllForClose() -> ([EventLoopConnection], Deque<Waiter>) {
+        state.withLock { state -> ([EventLoopConnection], Deque<Waiter>) in
             state.closed = true
             var connections = state.idle
             state.dedicated -= state.idle.count
@@ -245,10 +261,6 @@ final class EnginePool: Sendable {
             state.shared = state.shared.map { _ in .empty }
             defer { state.waiters.removeAll() }
             return (connections, state.waiters)
-        }
-        for waiter in waiters { waiter.continuation.resume(throwing: Self.closedError(address)) }
-        await withTaskGroup(of: Void.self) { group in
-            for connection in connections { group.addTask { await connection.close(graceful: graceful) } }
         }
     }
 

@@ -48,6 +48,12 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     private let id: UInt64
     /// Cleared when the connection closes; read without the lock by pools.
     private let openFlag = Atomic<Bool>(true)
+    /// Bumped (release) before continuations are resumed, read (acquire) by
+    /// the resumed caller: the replies and errors built on the loop's thread
+    /// are then ordered before the caller reads them in the memory model
+    /// ThreadSanitizer checks. The runtime's resume already orders them, but
+    /// through code TSan does not see.
+    private let handoff = Atomic<UInt64>(0)
 
     // MARK: Shared (under `mutex`)
 
@@ -180,6 +186,7 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     func send(_ arguments: [RedisArgument]) async throws -> RedisReply {
         try admit(arguments)
         let ticket = Ticket()
+        defer { receive() }
         return try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { continuation in
                 enqueue(ticket, continuation, replies: 1, batch: false) { buffer in
@@ -238,6 +245,7 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
 
     private func submit(replies: Int, batch: Bool, _ encode: (inout OutputBuffer) -> Void) async throws -> RedisReply {
         let ticket = Ticket()
+        defer { receive() }
         return try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { continuation in
                 enqueue(ticket, continuation, replies: replies, batch: batch, encode)
@@ -312,6 +320,7 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
             defer { pending[index].continuation = nil }
             return pending[index].continuation
         }
+        publish()
         continuation?.resume(throwing: CancellationError())
     }
 
@@ -320,40 +329,46 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     /// the socket is closed.
     func close(graceful: Bool) async {
         await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
-            var failed: [UnsafeContinuation<RedisReply, any Error>] = []
-            let closedError = RedisError(.closed, "the connection to \(address) was closed")
-            let (schedule, alreadyClosed) = locked { () -> (Bool, Bool) in
-                if socketClosed { return (false, true) }
-                closeWaiters.append(waiter)
-                switch machine.closeRequested(graceful: graceful) {
-                case .closeNow:
-                    openFlag.store(false, ordering: .relaxed)
-                    for (index, slot) in pending.enumerated() {
-                        if let continuation = settle(slot, sequence: headSequence &+ UInt64(index), with: .failure(closedError)) {
-                            failed.append(continuation)
-                        }
-                    }
-                    headSequence &+= UInt64(pending.count)
-                    pending.removeAll()
-                    closeOnLoop = true
-                    defer { serviceScheduled = true }
-                    return (!serviceScheduled, false)
-                case .waitForReplies:
-                    openFlag.store(false, ordering: .relaxed)
-                    return (false, false)
-                case .ignore:
-                    return (false, false)
-                }
-            }
-            for continuation in failed { continuation.resume(throwing: closedError) }
-            if alreadyClosed { waiter.resume() }
-            if schedule { loop.schedule(self) }
+            beginClose(graceful: graceful, waiter: waiter)
         }
     }
 
-    /// Closes at once without waiting (a broken or unwanted connection).
+    /// Closes at once without waiting (a broken or unwanted connection, or
+    /// the synchronous ``RedisClient/close()``).
     func closeSoon() {
-        Task { await close(graceful: false) }
+        beginClose(graceful: false, waiter: nil)
+    }
+
+    private func beginClose(graceful: Bool, waiter: CheckedContinuation<Void, Never>?) {
+        var failed: [UnsafeContinuation<RedisReply, any Error>] = []
+        let closedError = RedisError(.closed, "the connection to \(address) was closed")
+        let (schedule, alreadyClosed) = locked { () -> (Bool, Bool) in
+            if socketClosed { return (false, true) }
+            if let waiter { closeWaiters.append(waiter) }
+            switch machine.closeRequested(graceful: graceful) {
+            case .closeNow:
+                openFlag.store(false, ordering: .relaxed)
+                for (index, slot) in pending.enumerated() {
+                    if let continuation = settle(slot, sequence: headSequence &+ UInt64(index), with: .failure(closedError)) {
+                        failed.append(continuation)
+                    }
+                }
+                headSequence &+= UInt64(pending.count)
+                pending.removeAll()
+                closeOnLoop = true
+                defer { serviceScheduled = true }
+                return (!serviceScheduled, false)
+            case .waitForReplies:
+                openFlag.store(false, ordering: .relaxed)
+                return (false, false)
+            case .ignore:
+                return (false, false)
+            }
+        }
+        publish()
+        for continuation in failed { continuation.resume(throwing: closedError) }
+        if alreadyClosed { waiter?.resume() }
+        if schedule { loop.schedule(self) }
     }
 
     // MARK: - The loop's side
@@ -475,10 +490,23 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
         }
         arrived.removeAll(keepingCapacity: true)
         if completed > 0 { answered(completed) }
+        publish()
         for (continuation, result) in resumptions { continuation.resume(with: result) }
         resumptions.removeAll(keepingCapacity: true)
         if let onPush { for reply in pushed { onPush(reply) } }
         if let protocolFailure { fail(protocolFailure) } else if closeAfter { finishClose(RedisError(.closed, "the connection to \(address) was closed")) }
+    }
+
+    /// Publishes what this thread built for the callers it resumes next (see ``handoff``).
+    @inline(__always)
+    private func publish() {
+        handoff.wrappingAdd(1, ordering: .releasing)
+    }
+
+    /// Takes what the resuming thread published (see ``handoff``).
+    @inline(__always)
+    private func receive() {
+        _ = handoff.load(ordering: .acquiring)
     }
 
     /// `count` written requests were answered or failed (loop thread).
@@ -518,6 +546,7 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
             headSequence &+= UInt64(pending.count)
             pending.removeAll()
         }
+        publish()
         for (continuation, reason) in failed { continuation.resume(throwing: reason) }
         finishClose(error)
     }
