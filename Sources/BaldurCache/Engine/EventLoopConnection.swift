@@ -67,8 +67,6 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     /// The sequence number of `pending.first`.
     @exclusivity(unchecked) private var headSequence: UInt64 = 0
     @exclusivity(unchecked) private var outbound = OutputBuffer(capacity: 4096)
-    /// Requests queued since the loop last took the outgoing buffer.
-    @exclusivity(unchecked) private var queuedRequests = 0
     /// Bytes ever queued, so a deadline can tell a request not yet written.
     @exclusivity(unchecked) private var queuedBytes: UInt64 = 0
     /// The loop has been asked to call ``serviceOnLoop()`` (or waits for `EPOLLOUT`).
@@ -76,8 +74,6 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     /// The socket is to be closed on the loop.
     @exclusivity(unchecked) private var closeOnLoop = false
     @exclusivity(unchecked) private var closeWaiters: [CheckedContinuation<Void, Never>] = []
-    /// Outcomes of requests settled before their continuation was armed.
-    @exclusivity(unchecked) private var earlyOutcomes: [UInt64: Result<RedisReply, any Error>] = [:]
     @exclusivity(unchecked) private var socketClosed = false
     @exclusivity(unchecked) private(set) var session: SessionState
 
@@ -87,9 +83,6 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     @exclusivity(unchecked) private var sendingOffset = 0
     @exclusivity(unchecked) private var writtenBytes: UInt64 = 0
     @exclusivity(unchecked) private var waitingForWritable = false
-    /// Requests written whose replies have not all arrived (the loop's
-    /// ``EventLoop/inFlight`` counts these, for its polling decision).
-    @exclusivity(unchecked) private var unanswered = 0
     private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 8)
     @exclusivity(unchecked) private var arrived: [RedisReply] = []
     @exclusivity(unchecked) private var resumptions: [(UnsafeContinuation<RedisReply, any Error>, Result<RedisReply, any Error>)] = []
@@ -100,13 +93,8 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
 
     /// One request waiting for its replies.
     private struct Slot {
-        /// Set when armed (see ``enqueue(_:_:replies:batch:_:)``); `nil`
-        /// again once resumed early (cancelled): the replies are read and dropped.
-        var continuation: UnsafeContinuation<RedisReply, any Error>? = nil
-        /// The enqueuing thread has handed over the continuation.
-        var armed = false
-        /// The caller was cancelled; its replies are dropped.
-        var cancelled = false
+        /// `nil` once resumed early (cancelled): the replies are read and dropped.
+        var continuation: UnsafeContinuation<RedisReply, any Error>?
         /// Replies still to come (a pipeline's commands).
         var remaining: Int
         /// A pipeline's replies so far; `nil` for a single command.
@@ -269,31 +257,16 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
         let before = outbound.count
         encode(&outbound)
         queuedBytes &+= UInt64(outbound.count &- before)
-        pending.append(Slot(remaining: replies, collected: batch ? [] : nil, deadline: deadline, endOffset: queuedBytes))
-        queuedRequests += 1
+        pending.append(Slot(continuation: continuation, remaining: replies, collected: batch ? [] : nil, deadline: deadline, endOffset: queuedBytes))
         let schedule = !serviceScheduled
         serviceScheduled = true
         pthread_mutex_unlock(mutex)
+        // From here the loop may resume the continuation, even before this
+        // closure returns (which the runtime allows).
         ticket.sequence.store(sequence &+ 1, ordering: .sequentiallyConsistent)
         if ticket.cancelled.load(ordering: .sequentiallyConsistent) { cancel(sequence: sequence) }
         if deadline != .max { loop.noteDeadline(deadline) }
         if schedule { loop.schedule(self) }
-        // Armed last: only from here on may another thread resume the
-        // continuation. An outcome that came sooner (a fast reply, a
-        // failure, a cancellation) was left for this thread to deliver, so
-        // no continuation is resumed by another thread before the closure
-        // that made it has returned (ThreadSanitizer cannot see the
-        // runtime's own synchronization for that case).
-        let early = locked { () -> Result<RedisReply, any Error>? in
-            if let index = index(of: sequence) {
-                pending[index].armed = true
-                if pending[index].cancelled { return .failure(CancellationError()) }
-                pending[index].continuation = continuation
-                return nil
-            }
-            return earlyOutcomes.removeValue(forKey: sequence) ?? .failure(RedisError(.closed, "the connection to \(address) was closed"))
-        }
-        if let early { continuation.resume(with: early) }
     }
 
     /// Where request `sequence` sits in `pending`, if it still waits (lock held).
@@ -303,20 +276,11 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
         return Int(sequence - headSequence)
     }
 
-    /// Settles a request that left `pending` (lock held): its continuation
-    /// when armed and not cancelled, or its outcome kept for the arming thread.
-    private func settle(_ slot: Slot, sequence: UInt64, with outcome: Result<RedisReply, any Error>) -> UnsafeContinuation<RedisReply, any Error>? {
-        if slot.armed { return slot.continuation }
-        earlyOutcomes[sequence] = slot.cancelled ? .failure(CancellationError()) : outcome
-        return nil
-    }
-
     /// Resumes the request numbered `sequence` with `CancellationError`, if
     /// it still waits; its replies will be dropped.
     private func cancel(sequence: UInt64) {
         let continuation = locked { () -> UnsafeContinuation<RedisReply, any Error>? in
             guard let index = index(of: sequence) else { return nil }
-            pending[index].cancelled = true
             defer { pending[index].continuation = nil }
             return pending[index].continuation
         }
@@ -348,11 +312,7 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
             switch machine.closeRequested(graceful: graceful) {
             case .closeNow:
                 openFlag.store(false, ordering: .relaxed)
-                for (index, slot) in pending.enumerated() {
-                    if let continuation = settle(slot, sequence: headSequence &+ UInt64(index), with: .failure(closedError)) {
-                        failed.append(continuation)
-                    }
-                }
+                failed = pending.compactMap(\.continuation)
                 headSequence &+= UInt64(pending.count)
                 pending.removeAll()
                 closeOnLoop = true
@@ -392,18 +352,15 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
             if sendingOffset == sending.count {
                 sending.removeAll(keepingCapacityUpTo: Self.retainedBufferCapacity)
                 sendingOffset = 0
-                let requests = locked { () -> Int? in
+                let more = locked { () -> Bool in
                     guard outbound.count > 0 else {
                         serviceScheduled = false
-                        return nil
+                        return false
                     }
                     swap(&outbound, &sending)
-                    defer { queuedRequests = 0 }
-                    return queuedRequests
+                    return true
                 }
-                guard let requests else { return }
-                unanswered += requests
-                loop.inFlight.wrappingAdd(requests, ordering: .relaxed)
+                guard more else { return }
             }
             let progress = sending.withBytes { bytes in
                 transport.write(UnsafeRawBufferPointer(rebasing: bytes[sendingOffset...]))
@@ -455,7 +412,6 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
         var pushed: [RedisReply] = []
         var protocolFailure: RedisError?
         var closeAfter = false
-        var completed = 0
         locked {
             for reply in arrived {
                 let action = machine.replyReceived()
@@ -468,9 +424,7 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
                         continue
                     }
                     var slot = pending.removeFirst()
-                    let sequence = headSequence
                     headSequence &+= 1
-                    completed += 1
                     let outcome: Result<RedisReply, any Error>
                     if slot.collected != nil {
                         slot.collected!.append(reply)
@@ -478,7 +432,7 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
                     } else {
                         outcome = .success(reply)
                     }
-                    if let continuation = settle(slot, sequence: sequence, with: outcome) { resumptions.append((continuation, outcome)) }
+                    if let continuation = slot.continuation { resumptions.append((continuation, outcome)) }
                 case .push:
                     pushed.append(reply)
                 case .fail(let error):
@@ -489,7 +443,6 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
             }
         }
         arrived.removeAll(keepingCapacity: true)
-        if completed > 0 { answered(completed) }
         publish()
         for (continuation, result) in resumptions { continuation.resume(with: result) }
         resumptions.removeAll(keepingCapacity: true)
@@ -507,14 +460,6 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     @inline(__always)
     private func receive() {
         _ = handoff.load(ordering: .acquiring)
-    }
-
-    /// `count` written requests were answered or failed (loop thread).
-    private func answered(_ count: Int) {
-        let count = min(count, unanswered)
-        guard count > 0 else { return }
-        unanswered -= count
-        loop.inFlight.wrappingSubtract(count, ordering: .relaxed)
     }
 
     func expireOnLoop(now: UInt64) -> UInt64 {
@@ -539,7 +484,7 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
             guard machine.failed(error) == .failAll else { return }
             for (index, slot) in pending.enumerated() {
                 let reason = index == 0 ? (first ?? error) : others
-                if let continuation = settle(slot, sequence: headSequence &+ UInt64(index), with: .failure(reason)) {
+                if let continuation = slot.continuation {
                     failed.append((continuation, reason))
                 }
             }
@@ -556,7 +501,6 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     private func finishClose(_ error: RedisError) {
         guard !socketClosed else { return }
         openFlag.store(false, ordering: .relaxed)
-        answered(unanswered)
         loop.deregister(id: id, descriptor: transport.descriptor)
         connection.close(resetting: true)
         let waiters = locked { () -> [CheckedContinuation<Void, Never>] in
@@ -584,3 +528,4 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
         }
     }
 }
+
