@@ -14,6 +14,7 @@ struct CacheCall<Value> {
     /// Reads the reply (a top-level error reply is thrown before this runs).
     let decode: (RedisReply) throws(RedisError) -> Value
 
+    @inline(__always)
     init(_ request: CacheRequest, decode: @escaping (RedisReply) throws(RedisError) -> Value) {
         self.request = request
         self.decode = decode
@@ -24,7 +25,9 @@ struct CacheCall<Value> {
         CacheCall<Other>(request) { [decode] reply throws(RedisError) in transform(try decode(reply)) }
     }
 
-    /// Sends the request on the pool and reads the reply.
+    /// Sends the request on the pool and reads the reply. Inlined, so that
+    /// the decoder's context need not go to the heap.
+    @inline(__always)
     func run(on client: RedisClient) throws(RedisError) -> Value {
         switch request {
         case .command(let command): return try decode(client.send(command))

@@ -91,6 +91,7 @@ public final class RedisCacheAdapter: CacheProvider {
         try run("get", key) { () throws(RedisError) in getCall(key, as: type) }
     }
 
+    @inline(__always)
     func getCall<T: Decodable>(_ key: String, as type: T.Type) -> CacheCall<T?> {
         CacheCall(.command(["GET", storageKey(key)])) { [rawClient] reply throws(RedisError) in
             guard case .bulk(let bytes) = reply else {
@@ -108,6 +109,7 @@ public final class RedisCacheAdapter: CacheProvider {
         try run("set", key) { () throws(RedisError) in try setCall(key, value, ttl: ttl) }
     }
 
+    @inline(__always)
     func setCall<T: Encodable>(_ key: String, _ value: T, ttl: Duration?) throws(RedisError) -> CacheCall<Void> {
         let expiry = try CacheArguments.ttlArguments(ttl ?? defaultTTL)
         return CacheCall(.command(CacheArguments.setCommand(storageKey(key), try JSONCodec.encode(value), expiry: expiry))) { _ in }
