@@ -105,15 +105,20 @@ final class Telemetry: Sendable {
         let outcome = ServiceContext.withValue(span.context) { () -> Result<R, E> in
             do throws(E) { return .success(try body()) } catch { return .failure(error) }
         }
+        Self.end(span, outcome)
+        return try outcome.get()
+    }
+
+    /// Ends an operation's span, marked with its error when it failed.
+    private static func end<R, E: Error>(_ span: any Span, _ outcome: Result<R, E>) {
         if case .failure(let error) = outcome {
-            if let error = error as? RedisError { Self.mark(span, failedWith: error) } else {
+            if let error = error as? RedisError { mark(span, failedWith: error) } else {
                 // The caller's own error (a getOrSet factory's): its type, never its text.
                 span.attributes["error.type"] = "\(type(of: error))"
                 span.setStatus(SpanStatus(code: .error))
             }
         }
         span.end()
-        return try outcome.get()
     }
 
     /// ``command(_:batchSize:key:failure:_:)-(_,_,_,_,()throws(RedisError)->R)`` for
@@ -156,13 +161,7 @@ final class Telemetry: Sendable {
         } catch {
             outcome = .failure(error)
         }
-        if case .failure(let error) = outcome {
-            if let error = error as? RedisError { Self.mark(span, failedWith: error) } else {
-                span.attributes["error.type"] = "\(type(of: error))"
-                span.setStatus(SpanStatus(code: .error))
-            }
-        }
-        span.end()
+        Self.end(span, outcome)
         return try outcome.get()
     }
 
