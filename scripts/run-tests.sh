@@ -80,7 +80,7 @@ else
     # async suites' tasks would wait seconds for a thread and their
     # deadlines would fire for that reason alone. The engine's load tests
     # (10,000 tasks) get the pool to themselves for the same reason.
-    async_suites='AsyncEngineTests|AsyncTaskLocalTests|CacheContractTests|AsyncServiceTests|SubscriptionTests'
+    async_suites='AsyncEngineTests|AsyncTaskLocalTests|AsyncRedlockTests|CacheContractTests|AsyncServiceTests|SubscriptionTests'
     swift test "${build[@]}" --skip-build --skip "$async_suites"
     swift test "${build[@]}" --skip-build --filter AsyncEngineTests
     swift test "${build[@]}" --skip-build --filter "$async_suites" --skip AsyncEngineTests

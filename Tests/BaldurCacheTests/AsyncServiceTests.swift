@@ -78,6 +78,27 @@ struct SubscriptionTests {
         #expect(try await subscribers() == 0)
     }
 
+    @Test("closing the client ends its subscriptions: the sequence finishes and the server counts no subscriber")
+    func closingTheClientEndsSubscriptions() async throws {
+        let client = try TestEnvironment.client()
+        let observer = try TestEnvironment.client()
+        defer { observer.close() }
+        let channel = "bctest:channel:\(UUID().uuidString)"
+        let messages = try await client.subscribe(to: [channel])
+        #expect(try await observer.send("PUBSUB", "NUMSUB", RedisArgument(channel)).array?.last == .integer(1))
+        client.close()
+        var received = 0
+        for try await _ in messages { received += 1 }
+        #expect(received == 0)
+        let deadline = ContinuousClock.now + .seconds(5)
+        var subscribers: RedisReply? = nil
+        repeat {
+            subscribers = try await observer.send("PUBSUB", "NUMSUB", RedisArgument(channel)).array?.last
+            if subscribers != .integer(0) { try await Task.sleep(for: .milliseconds(20)) }
+        } while subscribers != .integer(0) && ContinuousClock.now < deadline
+        #expect(subscribers == .integer(0))
+    }
+
     @Test("a subscription whose server dies ends with a connection error")
     func subscriptionEndsWithErrorWhenServerDies() async throws {
         let server = try TestRedisServer()

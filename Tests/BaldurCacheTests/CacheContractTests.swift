@@ -507,4 +507,30 @@ struct AsyncTaskLocalTests {
     }
 }
 
+@Suite("Redlock, async")
+struct AsyncRedlockTests {
+    @Test("an async Redlock takes a quorum, excludes a second holder until released, and releases on every master")
+    func asyncRedlockQuorumAndRelease() async throws {
+        // Three databases of the test server stand in for three independent masters.
+        let base = try TestEnvironment.url()
+        let root = String(base[..<base.lastIndex(of: "/")!])
+        let urls = (1...3).map { "\(root)/\($0)" }
+        let key = "bctest:redlock:\(UUID().uuidString)"
+        let first = try Redlock(key: key, ttl: .seconds(10), urls: urls)
+        let second = try Redlock(key: key, ttl: .seconds(10), urls: urls)
+        defer { first.close(); second.close() }
+        let lease = try #require(try await first.acquire())
+        #expect(lease.grantedBy == 3)
+        #expect(try await second.acquire(attempts: 2, retryDelay: .milliseconds(20)) == nil)
+        await first.release()
+        for url in urls {
+            let client = try RedisClient(url: url)
+            #expect(try await client.send("EXISTS", RedisArgument(key)) == .integer(0))
+            client.close()
+        }
+        #expect(try await second.acquire() != nil)
+        await second.release()
+    }
+}
+
 final class Counter: Sendable { let value = Atomic<Int>(0) }

@@ -11,7 +11,8 @@ public struct RedisPubSubMessage: Sendable, Hashable {
 
 /// The messages of a subscription, as an `AsyncSequence`, on a connection of
 /// its own (`SUBSCRIBE`). Dropping the sequence (or cancelling the task that
-/// iterates it) closes that connection, which ends the subscription.
+/// iterates it) closes that connection, which ends the subscription; so does
+/// closing the client (the sequence then ends without error).
 ///
 /// ```swift
 /// let messages = try await client.subscribe(to: ["orders"])
@@ -78,8 +79,7 @@ extension RedisClient {
             waiter?.resume(throwing: error)
             continuation.finish(throwing: error.code == .closed ? nil : error)
         }
-        let address = try router.enginePool(for: []).address
-        let connection = try await Connector.open(address, configuration: configuration, dedicated: true, onPush: onPush, onClose: onClose)
+        let connection = try await router.enginePool(for: []).openSubscription(onPush: onPush, onClose: onClose)
         continuation.onTermination = { _ in connection.closeSoon() }
         do {
             try await withCheckedThrowingContinuation { (waiter: CheckedContinuation<Void, any Error>) in

@@ -42,6 +42,9 @@ final class EnginePool: Sendable {
         var backoff = Backoff(initial: .milliseconds(25), cap: .seconds(1))
         /// While set, connects are not tried and callers get this error.
         var failingUntil: (error: RedisError, until: UInt64)?
+        /// Open subscriptions, closed with the pool.
+        var subscriptions: [UInt64: EventLoopConnection] = [:]
+        var nextSubscription: UInt64 = 0
         var closed = false
     }
 
@@ -231,7 +234,41 @@ final class EnginePool: Sendable {
         waiter?.continuation.resume(returning: keep ? connection : nil)
     }
 
+    // MARK: - Subscriptions
+
+    /// Opens a connection of its own for a subscription: every reply goes
+    /// to `onPush`; `onClose` runs once when it closes. The pool closes it
+    /// when the pool closes.
+    func openSubscription(
+        onPush: @escaping @Sendable (RedisReply) -> Void, onClose: @escaping @Sendable (RedisError) -> Void
+    ) async throws -> EventLoopConnection {
+        let token = try state.withLock { state throws(RedisError) -> UInt64 in
+            if state.closed { throw Self.closedError(address) }
+            defer { state.nextSubscription += 1 }
+            return state.nextSubscription
+        }
+        let connection = try await Connector.open(address, configuration: configuration, dedicated: true, onPush: onPush) { [weak self] error in
+            _ = self?.state.withLock { $0.subscriptions.removeValue(forKey: token) }
+            onClose(error)
+        }
+        // A connection that closed already (its callback ran, or will find
+        // nothing) is not registered: `isOpen` turns false before the callback.
+        let closed = state.withLock { state in
+            if !state.closed && connection.isOpen { state.subscriptions[token] = connection }
+            return state.closed
+        }
+        if closed {
+            await connection.close(graceful: false)
+            throw Self.closedError(address)
+        }
+        return connection
+    }
+
     // MARK: - Closing
+
+    deinit {
+        closeNow()
+    }
 
     /// Closes every connection not held; held dedicated ones close when they
     /// come back. `graceful`: shared connections first answer what is in flight.
@@ -259,6 +296,8 @@ final class EnginePool: Sendable {
             state.idle.removeAll()
             for slot in state.shared { if case .ready(let connection) = slot { connections.append(connection) } }
             state.shared = state.shared.map { _ in .empty }
+            connections += state.subscriptions.values
+            state.subscriptions.removeAll()
             defer { state.waiters.removeAll() }
             return (connections, state.waiters)
         }
