@@ -193,8 +193,8 @@ struct ObservabilityTests {
         #expect(Telemetry.operationName(of: ["user:42"]) == "OTHER")
     }
 
-    @Test("a span started in the caller's task is the parent of the command spans of an offloaded call")
-    func offloadKeepsServiceContext() async throws {
+    @Test("a span started in the caller's task is the parent of the command spans of an async call")
+    func asyncCallKeepsServiceContext() async throws {
         let observed = try Observed()
         let cache = try RedisCacheAdapter(client: observed.client, keyPrefix: TestKeys().prefix)
         defer { cache.close() }

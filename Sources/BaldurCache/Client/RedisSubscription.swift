@@ -25,6 +25,7 @@ public struct RedisPubSubMessage: Sendable, Hashable {
 /// went away): subscribe again to resume; messages published meanwhile are
 /// lost, as with any Redis pub/sub.
 public struct RedisSubscription: AsyncSequence, Sendable {
+    /// Each element is one published message.
     public typealias Element = RedisPubSubMessage
     let stream: AsyncThrowingStream<RedisPubSubMessage, any Error>
 
@@ -38,6 +39,7 @@ public struct RedisSubscription: AsyncSequence, Sendable {
         }
     }
 
+    /// The iterator over the messages; a subscription is iterated once.
     public func makeAsyncIterator() -> AsyncIterator {
         AsyncIterator(base: stream.makeAsyncIterator())
     }
