@@ -209,7 +209,12 @@ final class EventLoop: Sendable {
             }
             let count = epoll_wait(epoll, events, Int32(capacity), timeout)
             if timeout != 0 { state.withLock { $0.sleeping = false } }
-            guard count > 0 else { continue }
+            guard count > 0 else {
+                // Polling: let a runnable thread (a caller with its next
+                // request, or the server) have this CPU first.
+                if timeout == 0 { sched_yield() }
+                continue
+            }
             spinStarted = 0
             now = Monotonic.now()
 
