@@ -17,15 +17,16 @@ struct AsyncServiceTests {
         logger.logLevel = .critical
         let group = ServiceGroup(services: [client], logger: logger)
         let running = Task { try await group.run() }
-        // A 300 ms script holds the connection; 500 calls queue behind it.
+        // A 2 s script holds the connection; 500 calls queue behind it and
+        // are all sent (given 300 ms for that) before the shutdown begins.
         let slow = Task {
-            try await client.send("EVAL", "local t = redis.call('TIME'); local stop = t[1] * 1000000 + t[2] + 300000; repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= stop; return 'slow'", "0")
+            try await client.send("EVAL", "local t = redis.call('TIME'); local stop = t[1] * 1000000 + t[2] + 2000000; repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= stop; return 'slow'", "0")
         }
-        try await Task.sleep(for: .milliseconds(50))
+        try await Task.sleep(for: .milliseconds(100))
         let queued = (0..<500).map { index in
             Task { try await client.send("SET", RedisArgument(keys("k\(index)")), RedisArgument("\(index)"), "EX", "60") }
         }
-        try await Task.sleep(for: .milliseconds(50))
+        try await Task.sleep(for: .milliseconds(300))
         await group.triggerGracefulShutdown()
         #expect(try await slow.value.string == "slow")
         for call in queued { #expect(try await call.value == .status("OK")) }
