@@ -52,10 +52,10 @@ enum Monotonic {
 /// through an `eventfd`, and one that finds it awake does not (under load the
 /// loop never sleeps, so requests cost no wake-up at all).
 ///
-/// With requests in flight the loop first polls for a short while
-/// (``spinBudget``) before it sleeps: on virtual machines waking an idle
-/// thread costs more than a loopback round trip, so one caller at a time
-/// would otherwise wait on two wake-ups per call.
+/// After any activity the loop polls for a short while (``spinBudget``),
+/// yielding the CPU between polls, before it sleeps: on virtual machines
+/// waking an idle thread costs more than a loopback round trip, and the
+/// callers it just resumed send their next requests within microseconds.
 final class EventLoop: Sendable {
     /// The process's loops, shared by every client (threads are started on first use).
     static let shared: [EventLoop] = (0..<max(1, ProcessInfo.processInfo.activeProcessorCount / 4)).map { EventLoop(index: $0) }
