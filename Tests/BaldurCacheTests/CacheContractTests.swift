@@ -516,8 +516,18 @@ struct AsyncRedlockTests {
         let root = String(base[..<base.lastIndex(of: "/")!])
         let urls = (1...3).map { "\(root)/\($0)" }
         let key = "bctest:redlock:\(UUID().uuidString)"
-        let first = try Redlock(key: key, ttl: .seconds(10), urls: urls)
-        let second = try Redlock(key: key, ttl: .seconds(10), urls: urls)
+        // Node timeouts of 2 s (not the URL form's 100 ms): this suite runs
+        // beside others on 2 CPUs, and a lost release would look like a bug.
+        func clients() throws -> [RedisClient] {
+            try urls.map { url in
+                var configuration = try RedisConfiguration(url: url)
+                configuration.socketTimeout = .seconds(2)
+                configuration.connectTimeout = .seconds(2)
+                return try RedisClient(configuration: configuration)
+            }
+        }
+        let first = try Redlock(key: key, ttl: .seconds(30), clients: clients())
+        let second = try Redlock(key: key, ttl: .seconds(30), clients: clients())
         defer { first.close(); second.close() }
         let lease = try #require(try await first.acquire())
         #expect(lease.grantedBy == 3)
