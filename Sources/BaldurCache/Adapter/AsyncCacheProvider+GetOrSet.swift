@@ -22,15 +22,13 @@ extension AsyncCacheProvider {
         waitTimeout: Duration = .seconds(10),
         factory: () async throws -> T
     ) async throws -> T {
-        _ = try lockTimeout.checked("getOrSet's lockTimeout", in: .milliseconds(1)...Duration.longestAccepted)
-        _ = try waitTimeout.checked("getOrSet's waitTimeout", in: .zero...Duration.longestAccepted)
-        let telemetry = (self as? RedisCacheAdapter)?.rawClient.telemetry ?? .disabled
+        let telemetry = try getOrSetTelemetry(lockTimeout: lockTimeout, waitTimeout: waitTimeout)
         if let cached = try? await get(key, as: T.self) {
             telemetry.cacheLookup("getOrSet", hits: 1, misses: 0)
             return cached
         }
         telemetry.cacheLookup("getOrSet", hits: 0, misses: 1)
-        let flight = SingleFlight.Key(provider: ObjectIdentifier(self), synthetic: SyntheticMode.isActive, key: key, type: ObjectIdentifier(T.self))
+        let flight = getOrSetFlight(key, as: T.self)
         return try await telemetry.operation("getOrSet") {
             while true {
                 do {

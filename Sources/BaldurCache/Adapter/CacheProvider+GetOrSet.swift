@@ -42,18 +42,13 @@ extension CacheProvider {
         waitTimeout: Duration = .seconds(10),
         factory: () throws -> T
     ) throws -> T {
-        _ = try lockTimeout.checked("getOrSet's lockTimeout", in: .milliseconds(1)...Duration.longestAccepted)
-        _ = try waitTimeout.checked("getOrSet's waitTimeout", in: .zero...Duration.longestAccepted)
-        let telemetry = (self as? RedisCacheAdapter)?.rawClient.telemetry ?? .disabled
+        let telemetry = try getOrSetTelemetry(lockTimeout: lockTimeout, waitTimeout: waitTimeout)
         if let cached = try? get(key, as: T.self) {
             telemetry.cacheLookup("getOrSet", hits: 1, misses: 0)
             return cached
         }
         telemetry.cacheLookup("getOrSet", hits: 0, misses: 1)
-        // Callers share a flight only when they would share its result: same
-        // provider, same scope, same key and the same type (a String caller
-        // must not be handed an Int leader's value).
-        let flight = SingleFlight.Key(provider: ObjectIdentifier(self), synthetic: SyntheticMode.isActive, key: key, type: ObjectIdentifier(T.self))
+        let flight = getOrSetFlight(key, as: T.self)
         return try telemetry.operation("getOrSet") {
             try SingleFlight.shared.run(flight) {
                 try missPath(key, ttl: ttl, lockTimeout: lockTimeout, waitTimeout: waitTimeout, factory: factory)

@@ -52,3 +52,21 @@ final class SingleFlight: Sendable {
         return typed
     }
 }
+
+extension CacheLockProvider {
+    /// What the blocking and the `async` `getOrSet` check first: both
+    /// timeouts in range. Returns where its hits, misses and span go.
+    func getOrSetTelemetry(lockTimeout: Duration, waitTimeout: Duration) throws(RedisError) -> Telemetry {
+        _ = try lockTimeout.checked("getOrSet's lockTimeout", in: .milliseconds(1)...Duration.longestAccepted)
+        _ = try waitTimeout.checked("getOrSet's waitTimeout", in: .zero...Duration.longestAccepted)
+        return (self as? RedisCacheAdapter)?.rawClient.telemetry ?? .disabled
+    }
+
+    /// The flight a `getOrSet` miss of `key` as `T` joins. Callers share a
+    /// flight only when they would share its result: same provider, same
+    /// scope, same key and the same type (a String caller must not be
+    /// handed an Int leader's value).
+    func getOrSetFlight<T>(_ key: String, as type: T.Type) -> SingleFlight.Key {
+        SingleFlight.Key(provider: ObjectIdentifier(self), synthetic: SyntheticMode.isActive, key: key, type: ObjectIdentifier(T.self))
+    }
+}

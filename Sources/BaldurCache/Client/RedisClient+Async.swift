@@ -133,6 +133,10 @@ extension RedisClient {
     /// `true` for ``blockingCommands`` and `XREAD`/`XREADGROUP` with `BLOCK`.
     static func isBlocking(_ arguments: [RedisArgument]) -> Bool {
         guard let name = arguments.first, name.byteCount >= 4, name.byteCount <= 10 else { return false }
+        // Every such name starts with B, W or X: the other calls (the hot
+        // path) pay one byte compare, not a set lookup.
+        let first = name.withBytes { $0[0] | 0x20 }
+        guard first == UInt8(ascii: "b") || first == UInt8(ascii: "w") || first == UInt8(ascii: "x") else { return false }
         if name.isCommand(in: blockingCommands) { return true }
         guard name.isCommand(in: ["XREAD", "XREADGROUP"]) else { return false }
         return arguments.dropFirst().contains { $0.isCommand(in: ["BLOCK"]) }

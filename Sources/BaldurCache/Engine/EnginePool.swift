@@ -291,33 +291,33 @@ final class EnginePool: Sendable {
     private func takeAllForClose() -> ([EventLoopConnection], Deque<Waiter>) {
         state.withLock { state -> ([EventLoopConnection], Deque<Waiter>) in
             state.closed = true
-            var connections = state.idle
-            state.dedicated -= state.idle.count
-            state.idle.removeAll()
-            for slot in state.shared { if case .ready(let connection) = slot { connections.append(connection) } }
-            state.shared = state.shared.map { _ in .empty }
-            connections += state.subscriptions.values
+            let connections = Self.takeIdleAndShared(&state) + state.subscriptions.values
             state.subscriptions.removeAll()
             defer { state.waiters.removeAll() }
             return (connections, state.waiters)
         }
     }
 
+    /// Empties the idle dedicated connections and the shared slots (lock held).
+    private static func takeIdleAndShared(_ state: inout State) -> [EventLoopConnection] {
+        var connections = state.idle
+        state.dedicated -= state.idle.count
+        state.idle.removeAll()
+        for (index, slot) in state.shared.enumerated() {
+            if case .ready(let connection) = slot {
+                connections.append(connection)
+                state.shared[index] = .empty
+            }
+        }
+        return connections
+    }
+
     /// Closes the shared and idle connections so that the next calls open
     /// new ones; requests in flight finish first.
     func drain() async {
         let connections = state.withLock { state -> [EventLoopConnection] in
-            var connections = state.idle
-            state.dedicated -= state.idle.count
-            state.idle.removeAll()
-            for (index, slot) in state.shared.enumerated() {
-                if case .ready(let connection) = slot {
-                    connections.append(connection)
-                    state.shared[index] = .empty
-                }
-            }
             state.failingUntil = nil
-            return connections
+            return Self.takeIdleAndShared(&state)
         }
         for connection in connections { await connection.close(graceful: true) }
     }

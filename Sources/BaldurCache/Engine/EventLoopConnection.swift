@@ -173,17 +173,9 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     @inline(__always)
     func send(_ arguments: [RedisArgument]) async throws -> RedisReply {
         try admit(arguments)
-        let ticket = Ticket()
-        defer { receive() }
-        return try await withTaskCancellationHandler {
-            try await withUnsafeThrowingContinuation { continuation in
-                enqueue(ticket, continuation, replies: 1, batch: false) { buffer in
-                    RESPEncoding.append(arguments, to: &buffer)
-                    if isDedicated { session.observe(arguments) }
-                }
-            }
-        } onCancel: {
-            ticket.cancel(on: self)
+        return try await submit(replies: 1, batch: false) { buffer in
+            RESPEncoding.append(arguments, to: &buffer)
+            if isDedicated { session.observe(arguments) }
         }
     }
 
@@ -231,6 +223,9 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
         }
     }
 
+    /// Queues a request and suspends until its replies arrive. Inlined into
+    /// ``send(_:)`` and ``pipeline(_:)``: one async frame less per call.
+    @inline(__always)
     private func submit(replies: Int, batch: Bool, _ encode: (inout OutputBuffer) -> Void) async throws -> RedisReply {
         let ticket = Ticket()
         defer { receive() }

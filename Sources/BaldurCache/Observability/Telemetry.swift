@@ -122,8 +122,8 @@ final class Telemetry: Sendable {
     }
 
     /// ``command(_:batchSize:key:failure:_:)-(_,_,_,_,()throws(RedisError)->R)`` for
-    /// async calls: a cancelled call is recorded with `error.type`
-    /// `cancelled`.
+    /// async calls: a cancelled call's span gets `error.type` `cancelled`;
+    /// its metrics get the duration and the call, but no error code.
     func command<R>(
         _ operation: String, batchSize: Int? = nil, key: RedisArgument? = nil,
         failure: (R) -> RedisError? = { _ in nil },
@@ -133,10 +133,11 @@ final class Telemetry: Sendable {
         let start = ContinuousClock.now
         let outcome: Result<R, any Error>
         do { outcome = .success(try await body()) } catch { outcome = .failure(error) }
+        // A cancelled call is no Redis failure: its duration is recorded, no error code.
         let error: RedisError? = switch outcome {
         case .success(let value): failure(value)
         case .failure(let thrown as RedisError): thrown
-        case .failure: RedisError(.closed, "cancelled")
+        case .failure: nil
         }
         if metricsEnabled { record(operation, duration: ContinuousClock.now - start, error: error) }
         if let span {
