@@ -23,10 +23,15 @@ let package = Package(
         ),
         // epoll and eventfd, which Glibc's Swift module leaves out; Linux only.
         .systemLibrary(name: "CLinuxEvents"),
+        // OpenSSL for rediss:// (hiredis 0.14 has no TLS of its own).
+        .systemLibrary(
+            name: "COpenSSL",
+            providers: [.apt(["libssl-dev"])]
+        ),
         .target(
             name: "BaldurCache",
             dependencies: [
-                "CHiredis", "CLinuxEvents",
+                "CHiredis", "CLinuxEvents", "COpenSSL",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

@@ -4,12 +4,14 @@
 # ones on the event-loop engine: concurrent pipelined calls, cancelled calls,
 # killed shared connections, request timeouts, transactions, a dropped
 # subscription and a graceful shutdown) under valgrind memcheck against a
-# throwaway redis-server, and fails on any definite loss.
+# throwaway redis-server, and fails on any definite loss. Then the same
+# workload, shorter, over TLS (rediss://) against a TLS-only server: TLS
+# connections opened, used, killed, timed out and closed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-ensure_packages libhiredis-dev redis-server redis-tools valgrind
+ensure_packages libhiredis-dev libssl-dev openssl redis-server redis-tools valgrind
 
 make_tmp
 trap stop_servers EXIT
@@ -17,15 +19,25 @@ trap 'exit 130' INT TERM
 
 port=$(free_port)
 start_redis leak --port "$port"
+tls_dir="$BALDUR_TMP/certs"
+bash scripts/tls-certs.sh "$tls_dir"
+tls_port=$(free_port)
+start_redis leak-tls --port 0 --tls-port "$tls_port" --tls-cert-file "$tls_dir/server.crt" \
+    --tls-key-file "$tls_dir/server.key" --tls-ca-cert-file "$tls_dir/ca.crt" --tls-auth-clients no
 
 swift build -c release --product baldur-workload >/dev/null
 binary="$(swift build -c release --show-bin-path)/baldur-workload"
 
-log "valgrind memcheck over baldur-workload"
-valgrind --tool=memcheck --leak-check=full --show-leak-kinds=definite \
-    --errors-for-leak-kinds=definite --error-exitcode=3 \
-    --log-file="$BALDUR_TMP/valgrind.log" \
-    "$binary" --url "redis://127.0.0.1:$port/0" --commands "${BALDUR_LEAK_COMMANDS:-100000}" \
-    || { status=$?; cat "$BALDUR_TMP/valgrind.log" >&2; log "leak check failed (exit $status)"; exit 1; }
-grep -E 'definitely lost|indirectly lost|ERROR SUMMARY' "$BALDUR_TMP/valgrind.log" >&2
+# memcheck URL COMMANDS NAME : runs the workload under valgrind; fails on a definite loss or a memory error.
+memcheck() {
+    log "valgrind memcheck over baldur-workload ($3)"
+    valgrind --tool=memcheck --leak-check=full --show-leak-kinds=definite \
+        --errors-for-leak-kinds=definite --error-exitcode=3 \
+        --log-file="$BALDUR_TMP/valgrind-$3.log" \
+        "$binary" --url "$1" --commands "$2" \
+        || { status=$?; cat "$BALDUR_TMP/valgrind-$3.log" >&2; log "leak check ($3) failed (exit $status)"; exit 1; }
+    grep -E 'definitely lost|indirectly lost|ERROR SUMMARY' "$BALDUR_TMP/valgrind-$3.log" >&2
+}
+memcheck "redis://127.0.0.1:$port/0" "${BALDUR_LEAK_COMMANDS:-100000}" plain
+memcheck "rediss://localhost:$tls_port/0?ssl_ca_certs=$tls_dir/ca.crt" "${BALDUR_LEAK_TLS_COMMANDS:-20000}" tls
 log "leak check passed: no definite losses"

@@ -7,6 +7,8 @@
 #   plain   - no auth
 #   auth    - requirepass plus an ACL user
 #   unix    - a unix socket only
+#   tls     - TLS only (certificates from scripts/tls-certs.sh), no client certificate asked
+#   mtls    - TLS only, client certificate required
 # exports their addresses to the tests, runs `swift test`, and stops the
 # servers by PID on every exit path. Extra arguments go to `swift test`.
 #
@@ -19,7 +21,8 @@ cd "$(dirname "$0")/.."
 
 # apt-get update + apt-get install -y for whichever of these is missing (scripts/lib.sh).
 # iptables and iproute2: the black-hole test drops packets inside a network namespace it makes.
-ensure_packages libhiredis-dev redis-server redis-tools iptables iproute2
+# openssl and libssl-dev: rediss:// (the COpenSSL module) and the test certificates.
+ensure_packages libhiredis-dev libssl-dev openssl redis-server redis-tools iptables iproute2
 # pip install 'baldur-framework[redis]' into a virtualenv, once.
 ensure_python_reference
 
@@ -39,6 +42,18 @@ REDISCLI_AUTH="$auth_password" redis-cli -h 127.0.0.1 -p "$auth_port" \
 unix_socket="$BALDUR_TMP/unix/redis.sock"
 start_redis unix --port 0 --unixsocket "$unix_socket" --unixsocketperm 700
 
+tls_dir="$BALDUR_TMP/certs"
+bash scripts/tls-certs.sh "$tls_dir"
+tls_port=$(free_port)
+start_redis tls --port 0 --tls-port "$tls_port" --tls-cert-file "$tls_dir/server.crt" \
+    --tls-key-file "$tls_dir/server.key" --tls-ca-cert-file "$tls_dir/ca.crt" --tls-auth-clients no
+mtls_port=$(free_port)
+start_redis mtls --port 0 --tls-port "$mtls_port" --tls-cert-file "$tls_dir/server.crt" \
+    --tls-key-file "$tls_dir/server.key" --tls-ca-cert-file "$tls_dir/ca.crt" --tls-auth-clients yes
+
+export BALDUR_TEST_TLS_DIR="$tls_dir"
+export BALDUR_TEST_REDIS_TLS_PORT="$tls_port"
+export BALDUR_TEST_REDIS_MTLS_PORT="$mtls_port"
 export BALDUR_TEST_REDIS_URL="redis://127.0.0.1:$plain_port/0"
 export BALDUR_REDIS_URL="$BALDUR_TEST_REDIS_URL"
 export BALDUR_TEST_REDIS_AUTH_HOST=127.0.0.1
@@ -69,7 +84,7 @@ bin_path="$(swift build "${build[@]}" --show-bin-path)"
 export BALDUR_TEST_PEER="$bin_path/baldur-test-peer"
 export BALDUR_TEST_CLI="$bin_path/baldur-cache"
 
-log "servers: plain :$plain_port, auth :$auth_port, unix $unix_socket${sanitizer:+ (sanitizer: $sanitizer)}"
+log "servers: plain :$plain_port, auth :$auth_port, unix $unix_socket, tls :$tls_port, mtls :$mtls_port${sanitizer:+ (sanitizer: $sanitizer)}"
 swift build "${build[@]}" --build-tests
 if [ ${#test_arguments[@]} -gt 0 ]; then
     swift test "${build[@]}" --skip-build "${test_arguments[@]}"
@@ -80,7 +95,7 @@ else
     # async suites' tasks would wait seconds for a thread and their
     # deadlines would fire for that reason alone. The engine's load tests
     # (10,000 tasks) get the pool to themselves for the same reason.
-    async_suites='AsyncEngineTests|AsyncTaskLocalTests|AsyncRedlockTests|CacheContractTests|AsyncServiceTests|SubscriptionTests'
+    async_suites='AsyncEngineTests|AsyncTaskLocalTests|AsyncRedlockTests|CacheContractTests|AsyncServiceTests|SubscriptionTests|AsyncTLSTests'
     swift test "${build[@]}" --skip-build --skip "$async_suites"
     swift test "${build[@]}" --skip-build --filter AsyncEngineTests
     swift test "${build[@]}" --skip-build --filter "$async_suites" --skip AsyncEngineTests

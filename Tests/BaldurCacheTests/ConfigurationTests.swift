@@ -47,12 +47,81 @@ struct ConfigurationTests {
         #expect(clusterError?.code == .unsupported)
     }
 
-    @Test("rediss:// is refused: hiredis 0.14 has no TLS")
-    func tlsRefused() {
-        let error = #expect(throws: RedisError.self) { try RedisConfiguration(url: "rediss://:topsecret@host:6380") }
-        #expect(error?.code == .unsupported)
-        #expect(error?.message.contains("TLS is not available with hiredis 0.14") == true)
+    @Test("rediss:// URLs turn TLS on with verification, and take redis-py's ssl_* query settings")
+    func tlsURL() throws {
+        let plain = try RedisConfiguration(url: "rediss://:topsecret@cache.example.com:6380/2")
+        #expect(plain.topology == .standalone(.tcp(host: "cache.example.com", port: 6380)))
+        #expect(plain.database == 2)
+        #expect(plain.tls == RedisTLSConfiguration())
+        #expect(plain.tls?.peerVerification == .required && plain.tls?.checkHostName == true)
+        #expect(plain.description == "rediss://:***@cache.example.com:6380/2?ssl_cert_reqs=required")
+
+        let full = try RedisConfiguration(url: "rediss://h/0?ssl_cert_reqs=none&ssl_check_hostname=false&ssl_ca_certs=/etc/ca.pem&ssl_ca_path=/etc/certs&ssl_certfile=/c.pem&ssl_keyfile=/k.pem")
+        var expected = RedisTLSConfiguration()
+        expected.peerVerification = .insecureNoVerification
+        expected.checkHostName = false
+        expected.caFile = "/etc/ca.pem"
+        expected.caDirectory = "/etc/certs"
+        expected.certificateFile = "/c.pem"
+        expected.privateKeyFile = "/k.pem"
+        #expect(full.tls == expected)
+        #expect(try RedisConfiguration(url: full.description).tls == expected, "the description parses back")
+        #expect(try RedisConfiguration(url: "rediss://h?ssl_cert_reqs=CERT_OPTIONAL").tls?.peerVerification == .optional)
+
+        let sentinel = try RedisConfiguration(url: "rediss+sentinel://mymaster@10.0.0.1:26379/1")
+        #expect(sentinel.tls != nil)
+        #expect(sentinel.description.hasPrefix("rediss+sentinel://"))
+        #expect(try RedisConfiguration(url: "rediss+cluster://h1:7000").tls != nil)
+        #expect(try RedisConfiguration(url: "redis://h").tls == nil)
+    }
+
+    @Test("TLS settings that cannot work are refused clearly, without the password", arguments: [
+        ("redis://:topsecret@h/0?ssl_ca_certs=/ca.pem", "does not use TLS"),
+        ("rediss://:topsecret@h/0?ssl_cert_reqs=maybe", "required, optional or none"),
+        ("rediss://:topsecret@h/0?ssl_check_hostname=perhaps", "true or false"),
+        ("rediss://:topsecret@h/0?ssl_keyfile=/k.pem", "needs certificateFile"),
+        ("rediss://:topsecret@h/0?ssl_ca_certs=", "non-empty path"),
+    ])
+    func badTLSSettings(url: String, problem: String) {
+        let error = #expect(throws: RedisError.self) { try RedisConfiguration(url: url) }
+        #expect(error?.code == .invalidConfiguration)
+        #expect(error?.message.contains(problem) == true, "\(String(describing: error))")
         #expect(error?.message.contains("topsecret") == false)
+    }
+
+    @Test("BALDUR_REDIS_SSL_* fill in what a rediss:// URL leaves out, and are refused with a plain URL")
+    func tlsEnvironment() throws {
+        let configuration = try RedisConfiguration.fromEnvironment([
+            "BALDUR_REDIS_URL": "rediss://h:6380/0?ssl_check_hostname=true",
+            "BALDUR_REDIS_SSL_CA_CERTS": "/env/ca.pem",
+            "BALDUR_REDIS_SSL_CHECK_HOSTNAME": "false",
+            "BALDUR_REDIS_SSL_CERTFILE": "/env/c.pem",
+            "BALDUR_REDIS_SSL_KEYFILE": "/env/k.pem",
+            "BALDUR_REDIS_SSL_CERT_REQS": "optional",
+            "BALDUR_REDIS_SSL_CA_PATH": "/env/certs",
+        ])
+        #expect(configuration.tls?.caFile == "/env/ca.pem")
+        #expect(configuration.tls?.checkHostName == true, "the URL's own setting wins")
+        #expect(configuration.tls?.certificateFile == "/env/c.pem")
+        #expect(configuration.tls?.privateKeyFile == "/env/k.pem")
+        #expect(configuration.tls?.peerVerification == .optional)
+        #expect(configuration.tls?.caDirectory == "/env/certs")
+        let plain = #expect(throws: RedisError.self) {
+            try RedisConfiguration.fromEnvironment(["BALDUR_REDIS_URL": "redis://h/0", "BALDUR_REDIS_SSL_CA_CERTS": "/ca.pem"])
+        }
+        #expect(plain?.message.contains("BALDUR_REDIS_SSL_CA_CERTS") == true)
+        let bad = #expect(throws: RedisError.self) {
+            try RedisConfiguration.fromEnvironment(["BALDUR_REDIS_URL": "rediss://h/0", "BALDUR_REDIS_SSL_CERT_REQS": "sometimes"])
+        }
+        #expect(bad?.message.contains("BALDUR_REDIS_SSL_CERT_REQS") == true)
+    }
+
+    @Test("TLS over a unix socket is refused: Redis serves TLS on TCP only")
+    func tlsOverUnix() {
+        var configuration = RedisConfiguration(address: .unix(path: "/tmp/redis.sock"))
+        configuration.tls = RedisTLSConfiguration()
+        let error = #expect(throws: RedisError.self) { try configuration.validate() }
+        #expect(error?.code == .invalidConfiguration)
     }
 
     @Test("malformed URLs name the bad part and never show the password", arguments: [

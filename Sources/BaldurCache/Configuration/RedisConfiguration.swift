@@ -14,9 +14,10 @@ import Foundation
 /// |---|---|
 /// | `redis://[[user]:password@]host[:port][/db]` | TCP, port 6379 by default |
 /// | `unix:///path/to.sock?db=N[&password=P]` | unix socket |
-/// | `rediss://...` | rejected: hiredis 0.14 has no TLS |
+/// | `rediss://[[user]:password@]host[:port][/db][?ssl_...]` | TCP with TLS (see ``RedisTLSConfiguration``) |
 /// | `redis+sentinel://master@h1:p1,h2:p2/db` | Sentinel (parsed; not served yet) |
 /// | `redis+cluster://h1:p1,h2:p2` | Cluster (parsed; not served yet) |
+/// | `rediss+sentinel://...`, `rediss+cluster://...` | the same over TLS |
 ///
 /// ``description`` masks the password, so a configuration can be logged.
 public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
@@ -30,6 +31,8 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
     public var password: String?
     /// The password for the sentinels (Sentinel topology only). Never printed.
     public var sentinelPassword: String?
+    /// TLS for every connection (`rediss://`); `nil` talks plain TCP. Default `nil`.
+    public var tls: RedisTLSConfiguration?
     /// How long a command may wait to be written and for its reply
     /// (`redisSetTimeout`); `nil` waits forever. Default 5 s, allowed 1 ms to
     /// 100 years (`BALDUR_REDIS_SOCKET_TIMEOUT`).
@@ -76,17 +79,19 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
 
     /// Parses a Redis URL (see the table above).
     ///
-    /// - Throws: ``RedisError/Code/invalidConfiguration`` naming the bad part,
-    ///   or ``RedisError/Code/unsupported`` for `rediss://`.
+    /// - Throws: ``RedisError/Code/invalidConfiguration`` naming the bad part.
     public init(url: String) throws(RedisError) {
-        self = try URLParser.parse(url)
+        self = try URLParser.parse(url).configuration
     }
 
     /// Reads `BALDUR_REDIS_URL` (default `redis://localhost:6379/0`) and the
     /// other `BALDUR_REDIS_*` variables.
     ///
     /// `BALDUR_REDIS_PASSWORD` and `BALDUR_REDIS_USERNAME` fill in credentials
-    /// the URL does not carry; the URL's own credentials win.
+    /// the URL does not carry; the URL's own credentials win. The
+    /// `BALDUR_REDIS_SSL_*` variables (see ``RedisTLSConfiguration``) fill in
+    /// TLS settings a `rediss://` URL does not carry; with a plain URL they
+    /// are an error rather than silently unused.
     ///
     /// - Parameter environment: The variables to read; the process environment by default.
     /// - Throws: ``RedisError/Code/invalidConfiguration`` naming the variable and its bad value.
@@ -95,10 +100,23 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
             guard let raw = environment[name]?.trimmingCharacters(in: .whitespaces), !raw.isEmpty else { return nil }
             return raw
         }
-        var configuration = try RedisConfiguration(url: value("BALDUR_REDIS_URL") ?? "redis://localhost:6379/0")
+        let parsed = try URLParser.parse(value("BALDUR_REDIS_URL") ?? "redis://localhost:6379/0")
+        var configuration = parsed.configuration
         if configuration.password == nil { configuration.password = environment["BALDUR_REDIS_PASSWORD"].flatMap { $0.isEmpty ? nil : $0 } }
         if configuration.username == nil { configuration.username = value("BALDUR_REDIS_USERNAME") }
         if let secret = environment["BALDUR_REDIS_SENTINEL_PASSWORD"], !secret.isEmpty { configuration.sentinelPassword = secret }
+        for setting in RedisTLSConfiguration.settingNames {
+            let name = "BALDUR_REDIS_" + setting.uppercased()
+            guard let raw = value(name) else { continue }
+            guard var tls = configuration.tls else {
+                throw RedisError(.invalidConfiguration, "\(name) is set but BALDUR_REDIS_URL does not use TLS (rediss://)")
+            }
+            // The URL's own settings win, as its credentials do.
+            if !parsed.tlsSettings.contains(setting) {
+                try tls.apply(setting, raw, source: name)
+                configuration.tls = tls
+            }
+        }
         if let raw = value("BALDUR_REDIS_SOCKET_TIMEOUT") {
             configuration.socketTimeout = try seconds(raw, name: "BALDUR_REDIS_SOCKET_TIMEOUT")
         }
@@ -158,6 +176,12 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
         guard database >= 0, database <= Int(Int32.max) else {
             throw RedisError(.invalidConfiguration, "database must be between 0 and \(Int32.max), not \(database)")
         }
+        if let tls {
+            try tls.validate()
+            if case .standalone(.unix) = topology {
+                throw RedisError(.invalidConfiguration, "TLS needs a TCP address; Redis does not serve TLS on a unix socket")
+            }
+        }
         switch topology {
         case .standalone(let address):
             try address.validate()
@@ -187,17 +211,19 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
         if username != nil || password != nil {
             credentials = "\(username ?? ""):\(password == nil ? "" : "***")@"
         }
+        let secure = tls == nil ? "" : "s"
+        let query = tls.map { "?\($0)" } ?? ""
         switch topology {
         case .standalone(.tcp(let host, let port)):
             let shown = host.contains(":") ? "[\(host)]" : host
-            return "redis://\(credentials)\(shown):\(port)/\(database)"
+            return "redis\(secure)://\(credentials)\(shown):\(port)/\(database)\(query)"
         case .standalone(.unix(let path)):
             return "unix://\(credentials)\(path)?db=\(database)"
         case .sentinel(let master, let sentinels):
             let hosts = sentinels.map(\.description).joined(separator: ",")
-            return "redis+sentinel://\(credentials)\(master)@\(hosts)/\(database)"
+            return "redis\(secure)+sentinel://\(credentials)\(master)@\(hosts)/\(database)\(query)"
         case .cluster(let seeds):
-            return "redis+cluster://\(credentials)\(seeds.map(\.description).joined(separator: ","))"
+            return "redis\(secure)+cluster://\(credentials)\(seeds.map(\.description).joined(separator: ","))\(query)"
         }
     }
 
@@ -212,19 +238,25 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
 /// Parses the URL forms of ``RedisConfiguration``. Errors name the bad part
 /// and never repeat the password.
 private enum URLParser {
-    static func parse(_ url: String) throws(RedisError) -> RedisConfiguration {
+    /// The configuration, and which TLS settings the URL's query carried.
+    static func parse(_ url: String) throws(RedisError) -> (configuration: RedisConfiguration, tlsSettings: Set<String>) {
         guard let schemeEnd = url.range(of: "://") else {
             // Without a scheme nothing tells a password from a host: do not echo the text.
-            throw RedisError(.invalidConfiguration, "Redis URL has no scheme (expected redis://, unix://, redis+sentinel:// or redis+cluster://)")
+            throw RedisError(.invalidConfiguration, "Redis URL has no scheme (expected redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://)")
         }
-        let scheme = url[..<schemeEnd.lowerBound].lowercased()
+        var scheme = url[..<schemeEnd.lowerBound].lowercased()
+        var configuration = RedisConfiguration()
+        // rediss, rediss+sentinel, rediss+cluster: the plain forms over TLS.
+        if scheme == "rediss" || scheme.hasPrefix("rediss+") {
+            scheme.remove(at: scheme.index(scheme.startIndex, offsetBy: 5))
+            configuration.tls = RedisTLSConfiguration()
+        }
         var rest = String(url[schemeEnd.upperBound...])
         var query: [String: String] = [:]
         if let mark = rest.firstIndex(of: "?") {
             query = try parseQuery(String(rest[rest.index(after: mark)...]), url: url)
             rest = String(rest[..<mark])
         }
-        var configuration = RedisConfiguration()
         switch scheme {
         case "redis":
             let (credentials, hostPart) = splitCredentials(rest)
@@ -232,8 +264,6 @@ private enum URLParser {
             let (authority, path) = splitPath(hostPart)
             configuration.topology = .standalone(try parseHost(authority.isEmpty ? "localhost" : authority, url: url))
             configuration.database = try parseDatabase(path, query: query, url: url)
-        case "rediss":
-            throw RedisError(.unsupported, "TLS is not available with hiredis 0.14: \(mask(url)) cannot be served; use redis:// through a TLS proxy such as stunnel")
         case "unix":
             let (credentials, path) = splitCredentials(rest)
             try apply(credentials, to: &configuration, url: url)
@@ -261,12 +291,23 @@ private enum URLParser {
             let (hosts, _) = splitPath(hostPart)
             configuration.topology = .cluster(seeds: try parseHostList(hosts, defaultPort: 6379, url: url))
         default:
-            throw invalid(url, "has an unknown scheme '\(scheme)' (expected redis://, unix://, redis+sentinel:// or redis+cluster://)")
+            let written = url[..<schemeEnd.lowerBound].lowercased()
+            throw invalid(url, "has an unknown scheme '\(written)' (expected redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://)")
+        }
+        var tlsSettings: Set<String> = []
+        for setting in RedisTLSConfiguration.settingNames {
+            guard let value = query[setting] else { continue }
+            guard var tls = configuration.tls else {
+                throw invalid(url, "sets \(setting) but does not use TLS (write rediss://)")
+            }
+            try tls.apply(setting, value, source: "\(setting) in the Redis URL")
+            configuration.tls = tls
+            tlsSettings.insert(setting)
         }
         if let password = query["password"] { configuration.password = password }
         if let user = query["username"] ?? query["user"] { configuration.username = user }
         try configuration.validate()
-        return configuration
+        return (configuration, tlsSettings)
     }
 
     /// Splits `user:password@rest` at the last `@`.
@@ -398,3 +439,4 @@ extension RedisConfiguration {
     /// `url` with its password masked, for logs and error messages.
     public static func maskedURL(_ url: String) -> String { URLParser.mask(url) }
 }
+

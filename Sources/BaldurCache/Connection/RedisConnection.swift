@@ -39,6 +39,9 @@ public final class RedisConnection: @unchecked Sendable {
     private let replies = ReplyBuilder()
     /// The reader callbacks that feed ``replies``; freed after the context.
     private let replyCallbacks = ReplyBuilder.makeCallbacks()
+    /// TLS over the context's socket (`rediss://`): requests are written and
+    /// replies read through it instead of hiredis' own `write`/`read`.
+    private var tls: TLSTransport?
     /// Busy-polls for replies before blocking (see ``ReplySpin``).
     @exclusivity(unchecked) private(set) var spin: ReplySpin
 
@@ -46,6 +49,9 @@ public final class RedisConnection: @unchecked Sendable {
     @exclusivity(unchecked) private(set) var session: SessionState
     /// The server refused this connection (`maxclients`) in place of a reply.
     private(set) var refusedByServer = false
+    /// A reply has arrived on this connection; until then a closed stream
+    /// may mean a TLS server reached without TLS.
+    private var answered = false
     /// The timeouts, for error messages.
     private let socketTimeout: Duration?
     private let connectTimeout: Duration
@@ -61,14 +67,16 @@ public final class RedisConnection: @unchecked Sendable {
         _ = signal(SIGPIPE, SIG_IGN)
     }()
 
-    /// Connects to `address`, applies the socket timeout, then sends `AUTH`
-    /// and `SELECT` as the configuration asks.
+    /// Connects to `address`, runs the TLS handshake when the configuration
+    /// has ``RedisConfiguration/tls``, applies the socket timeout, then sends
+    /// `AUTH` and `SELECT` as the configuration asks.
     ///
     /// - Parameters:
     ///   - address: A TCP or unix-socket address.
     ///   - configuration: Timeouts, credentials and database.
     /// - Throws: ``RedisError`` with code `connectionRefused`, `connectTimeout`,
-    ///   `io`, or `server` (for example `WRONGPASS` or a bad database index).
+    ///   `io`, `tls` (the handshake or certificate check failed), or `server`
+    ///   (for example `WRONGPASS` or a bad database index).
     public init(address: RedisServerAddress, configuration: RedisConfiguration) throws(RedisError) {
         _ = Self.ignoreSIGPIPE
         self.address = address
@@ -100,7 +108,19 @@ public final class RedisConnection: @unchecked Sendable {
         }
         raw.pointee.reader.pointee.fn = replyCallbacks
         raw.pointee.reader.pointee.privdata = Unmanaged.passUnretained(replies).toOpaque()
+        // The server asked for a client certificate and none is configured.
+        var certificateMissing = false
         do throws(RedisError) {
+            if let settings = configuration.tls {
+                guard case .tcp(let host, _) = address else {
+                    throw RedisError(.invalidConfiguration, "TLS needs a TCP address, not \(address)")
+                }
+                tls = try TLSTransport(
+                    descriptor: raw.pointee.fd, host: host, configuration: settings,
+                    timeout: configuration.connectTimeout, address: address
+                )
+                certificateMissing = tls?.serverAskedForMissingCertificate == true
+            }
             if let timeout = configuration.socketTimeout {
                 guard redisSetTimeout(raw, timeval(timeout)) == REDIS_OK else {
                     throw contextError()
@@ -116,8 +136,18 @@ public final class RedisConnection: @unchecked Sendable {
             if configuration.database != 0 {
                 try send(["SELECT", RedisArgument(configuration.database)])
             }
+            if configuration.password == nil, configuration.database == 0, certificateMissing {
+                // Under TLS 1.3 a server that requires a client certificate
+                // says so only in its first record after the handshake: ask
+                // now, so the connect fails rather than the first command.
+                try send(["PING"])
+            }
         } catch {
             close(resetting: true)
+            if certificateMissing, error.code == .connectionClosed || error.code == .io {
+                // The alert saying why may be lost to the reset that follows it.
+                throw RedisError(.tls, "\(address) asked for a client certificate and closed the connection without one: it demanded a client certificate; set ssl_certfile and ssl_keyfile (\(error.message))")
+            }
             throw error
         }
     }
@@ -137,6 +167,7 @@ public final class RedisConnection: @unchecked Sendable {
     /// timeout, as redis-py's pool checks `can_read()` before reuse.
     var hasUnexpectedInput: Bool {
         guard let context else { return true }
+        if tls?.hasBufferedInput == true { return true }
         var descriptor = pollfd(fd: context.pointee.fd, events: Int16(POLLIN), revents: 0)
         return poll(&descriptor, 1, 0) != 0
     }
@@ -149,7 +180,7 @@ public final class RedisConnection: @unchecked Sendable {
     var isReusable: Bool {
         guard let context, session.isClean else { return false }
         let reader = context.pointee.reader.pointee
-        return reader.len == reader.pos && reader.ridx < 0
+        return reader.len == reader.pos && reader.ridx < 0 && tls?.hasBufferedInput != true
     }
 
     /// Closes the socket gracefully. Idempotent; later calls throw ``RedisError/Code/closed``.
@@ -167,6 +198,7 @@ public final class RedisConnection: @unchecked Sendable {
             var reset = linger(l_onoff: 1, l_linger: 0)
             _ = setsockopt(context.pointee.fd, SOL_SOCKET, SO_LINGER, &reset, socklen_t(MemoryLayout<linger>.size))
         }
+        tls = nil
         redisFree(context)
         self.context = nil
     }
@@ -325,7 +357,7 @@ public final class RedisConnection: @unchecked Sendable {
     /// The loop closes the connection (``close(resetting:)``) only after it
     /// stopped watching the socket, so a reused descriptor number is never
     /// taken for this one.
-    func enterEventLoopMode() throws(RedisError) -> SocketTransport {
+    func enterEventLoopMode() throws(RedisError) -> Transport {
         let context = try liveContext()
         let descriptor = context.pointee.fd
         let flags = fcntl(descriptor, F_GETFL)
@@ -335,7 +367,8 @@ public final class RedisConnection: @unchecked Sendable {
             throw error
         }
         context.pointee.flags &= ~Int32(REDIS_BLOCK)
-        return SocketTransport(descriptor: descriptor)
+        if let tls { return .tls(tls) }
+        return .plain(SocketTransport(descriptor: descriptor))
     }
 
     /// Feeds bytes read from the socket to hiredis' reader
@@ -354,6 +387,7 @@ public final class RedisConnection: @unchecked Sendable {
             var token: UnsafeMutableRawPointer?
             guard redisReaderGetReply(reader, &token) == REDIS_OK else { throw readerError(reader) }
             guard token != nil, let reply = replies.take() else { return }
+            answered = true
             if case .error(let text) = reply, text.hasPrefix(Self.tooManyClients) {
                 refusedByServer = true
                 throw RedisError(.connectionRefused, "\(address) refused the connection: \(text)")
@@ -362,14 +396,23 @@ public final class RedisConnection: @unchecked Sendable {
         }
     }
 
-    /// What a failed read or write the event loop saw means, in the words
-    /// of ``classify(hiredisError:text:errno:during:address:socketTimeout:connectTimeout:)``.
-    func socketError(errno savedErrno: Int32, endOfStream: Bool, during phase: Phase) -> RedisError {
-        endOfStream
-            ? Self.classify(hiredisError: REDIS_ERR_EOF, text: "Server closed the connection", errno: 0, during: phase,
-                            address: address, socketTimeout: socketTimeout, connectTimeout: connectTimeout)
-            : Self.classify(hiredisError: REDIS_ERR_IO, text: String(cString: strerror(savedErrno)), errno: savedErrno, during: phase,
-                            address: address, socketTimeout: socketTimeout, connectTimeout: connectTimeout)
+    /// What a read or write through a ``Transport`` that moved nothing
+    /// means, in the words of ``classify(hiredisError:text:errno:during:address:socketTimeout:connectTimeout:)``.
+    /// ``TransportProgress/wouldBlock`` is a timeout: the synchronous path's
+    /// socket timeout passed.
+    func transportError(_ progress: TransportProgress, during phase: Phase) -> RedisError {
+        let savedErrno: Int32
+        switch progress {
+        case .endOfStream:
+            return hintingAtTLS(Self.classify(hiredisError: REDIS_ERR_EOF, text: "Server closed the connection", errno: 0, during: phase,
+                                              address: address, socketTimeout: socketTimeout, connectTimeout: connectTimeout))
+        case .tlsFailed(let text):
+            return RedisError(.tls, "TLS error with \(address): \(text)")
+        case .failed(let code): savedErrno = code
+        case .wouldBlock, .moved: savedErrno = EAGAIN
+        }
+        return hintingAtTLS(Self.classify(hiredisError: REDIS_ERR_IO, text: String(cString: strerror(savedErrno)), errno: savedErrno, during: phase,
+                                          address: address, socketTimeout: socketTimeout, connectTimeout: connectTimeout))
     }
 
     private func readerError(_ reader: UnsafeMutablePointer<redisReader>) -> RedisError {
@@ -393,7 +436,18 @@ public final class RedisConnection: @unchecked Sendable {
 
     /// Hands the request bytes in ``requestBytes`` to hiredis' output buffer
     /// (`redisAppendFormattedCommand`) and empties it.
+    /// Under TLS the bytes go straight out through ``tls`` instead.
     private func appendRequest(to context: UnsafeMutablePointer<redisContext>) throws(RedisError) {
+        if let tls {
+            let stopped = requestBytes.withBytes { tls.writeAll(UnsafeRawBufferPointer($0)) }
+            requestBytes.removeAll(keepingCapacityUpTo: Self.retainedRequestCapacity)
+            if let stopped {
+                let error = transportError(stopped, during: .writing)
+                close(resetting: true)
+                throw error
+            }
+            return
+        }
         let status = requestBytes.withBytes { request in
             redisAppendFormattedCommand(context, request.baseAddress!.assumingMemoryBound(to: CChar.self), request.count)
         }
@@ -402,7 +456,9 @@ public final class RedisConnection: @unchecked Sendable {
     }
 
     /// Writes everything queued in hiredis' output buffer (`redisBufferWrite`).
+    /// Under TLS ``appendRequest(to:)`` wrote them already.
     private func writeQueued(_ context: UnsafeMutablePointer<redisContext>) throws(RedisError) {
+        if tls != nil { return }
         var done: Int32 = 0
         repeat {
             if redisBufferWrite(context, &done) != REDIS_OK { throw fail(during: .writing) }
@@ -419,7 +475,9 @@ public final class RedisConnection: @unchecked Sendable {
         try writeQueued(context)
         let awaiting = ReplySpin.awaiting.wrappingAdd(1, ordering: .relaxed).newValue
         defer { ReplySpin.awaiting.wrappingSubtract(1, ordering: .relaxed) }
-        spin.awaitReadable(context.pointee.fd, busyCallers: max(awaiting, ReplySpin.connectionsInUse.load(ordering: .relaxed)))
+        if tls?.hasBufferedInput != true {
+            spin.awaitReadable(context.pointee.fd, busyCallers: max(awaiting, ReplySpin.connectionsInUse.load(ordering: .relaxed)))
+        }
         let replies = try read()
         lastUsed = .now
         return replies
@@ -428,10 +486,17 @@ public final class RedisConnection: @unchecked Sendable {
     /// Blocks for the next reply (`redisGetReply`) and takes it from
     /// ``replies``; a failed read closes the connection.
     private func readReply(from context: UnsafeMutablePointer<redisContext>) throws(RedisError) -> RedisReply {
-        var token: UnsafeMutableRawPointer?
-        guard redisGetReply(context, &token) == REDIS_OK, token != nil, let reply = replies.take() else {
-            throw fail(during: .reading)
+        let reply: RedisReply
+        if let tls {
+            reply = try readReply(from: context, through: tls)
+        } else {
+            var token: UnsafeMutableRawPointer?
+            guard redisGetReply(context, &token) == REDIS_OK, token != nil, let parsed = replies.take() else {
+                throw fail(during: .reading)
+            }
+            reply = parsed
         }
+        answered = true
         if case .error(let text) = reply, text.hasPrefix(Self.tooManyClients) {
             // Redis refuses a client over maxclients by sending this in place
             // of the first reply and closing: nothing we sent ran. A refused
@@ -441,6 +506,33 @@ public final class RedisConnection: @unchecked Sendable {
             throw RedisError(.connectionRefused, "\(address) refused the connection: \(text)")
         }
         return reply
+    }
+
+    /// ``readReply(from:)`` under TLS: what `redisGetReply` does, reading
+    /// through ``tls`` (`redisReaderGetReply`, then `SSL_read` and
+    /// `redisReaderFeed` until a reply is complete).
+    private func readReply(from context: UnsafeMutablePointer<redisContext>, through tls: TLSTransport) throws(RedisError) -> RedisReply {
+        let reader = context.pointee.reader!
+        while true {
+            var token: UnsafeMutableRawPointer?
+            guard redisReaderGetReply(reader, &token) == REDIS_OK else {
+                let error = readerError(reader)
+                close(resetting: true)
+                throw error
+            }
+            if token != nil, let reply = replies.take() { return reply }
+            let (progress, bytes) = tls.readIntoScratch()
+            guard case .moved = progress else {
+                let error = transportError(progress, during: .reading)
+                close(resetting: true)
+                throw error
+            }
+            if redisReaderFeed(reader, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count) != REDIS_OK {
+                let error = readerError(reader)
+                close(resetting: true)
+                throw error
+            }
+        }
     }
 
     /// What Redis sends a client it will not serve because `maxclients` is reached.
@@ -454,9 +546,16 @@ public final class RedisConnection: @unchecked Sendable {
     private func fail(during phase: Phase) -> RedisError {
         let savedErrno = errno
         guard let context else { return RedisError(.closed, "the connection to \(address) is closed") }
-        let error = classify(context, savedErrno: savedErrno, during: phase)
+        let error = hintingAtTLS(classify(context, savedErrno: savedErrno, during: phase))
         close(resetting: true)
         return error
+    }
+
+    /// `error`, with a hint when a plain connection was closed before its
+    /// first reply: that is how a TLS-only server answers plaintext.
+    private func hintingAtTLS(_ error: RedisError) -> RedisError {
+        guard !answered, tls == nil, error.code == .connectionClosed, case .tcp = address else { return error }
+        return RedisError(.connectionClosed, error.message + "; it closed before any reply: if it serves TLS, connect with rediss://")
     }
 
     private func contextError() -> RedisError {

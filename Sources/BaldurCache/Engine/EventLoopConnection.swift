@@ -44,7 +44,7 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     /// few ms behind the fine one).
     private let coarseDeadlines: Bool
     private let connection: RedisConnection
-    private let transport: SocketTransport
+    private let transport: Transport
     private let id: UInt64
     /// Cleared when the connection closes; read without the lock by pools.
     private let openFlag = Atomic<Bool>(true)
@@ -368,8 +368,8 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
                 waitingForWritable = true
                 loop.watchWritable(true, id: id, descriptor: transport.descriptor)
                 return
-            case .failed(let code):
-                return fail(connection.socketError(errno: code, endOfStream: false, during: .writing))
+            case .failed, .tlsFailed:
+                return fail(connection.transportError(progress, during: .writing))
             }
         }
     }
@@ -386,14 +386,13 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
                     failure = error
                     break reading
                 }
-                if count < readBuffer.count { break reading }
+                // A short read emptied the socket, unless TLS holds a record
+                // back, which epoll would not report again.
+                if count < readBuffer.count, !transport.hasBufferedInput { break reading }
             case .wouldBlock:
                 break reading
-            case .endOfStream:
-                failure = connection.socketError(errno: 0, endOfStream: true, during: .reading)
-                break reading
-            case .failed(let code):
-                failure = connection.socketError(errno: code, endOfStream: false, during: .reading)
+            case let stopped:
+                failure = connection.transportError(stopped, during: .reading)
                 break reading
             }
         }

@@ -34,6 +34,7 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
             case decoding
             case lockNotOwned
             case lockNotAcquired
+            case tls
         }
 
         fileprivate let kind: Kind
@@ -63,7 +64,7 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let invalidConfiguration = Code(kind: .invalidConfiguration)
         /// An argument passed to a call is out of range or malformed.
         public static let invalidArgument = Code(kind: .invalidArgument)
-        /// The feature is not available in this build (TLS, Sentinel, Cluster).
+        /// The feature is not available in this build (Sentinel, Cluster).
         public static let unsupported = Code(kind: .unsupported)
         /// The client, pool or connection was used after `close()`.
         public static let closed = Code(kind: .closed)
@@ -73,6 +74,12 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let lockNotOwned = Code(kind: .lockNotOwned)
         /// A lock could not be acquired within its blocking timeout.
         public static let lockNotAcquired = Code(kind: .lockNotAcquired)
+        /// TLS failed: the server's certificate did not verify (unknown CA,
+        /// host name mismatch, expired), the server refused our client
+        /// certificate or demanded one, the server does not speak TLS, or a
+        /// TLS record was bad. The message says which, with the address.
+        /// Connection-fatal, and not transient: the same settings fail again.
+        public static let tls = Code(kind: .tls)
 
         /// The code's name, such as `readTimeout`.
         public var description: String { kind.rawValue }
@@ -102,7 +109,7 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
     /// longer be trusted and has been (or must be) discarded.
     public var isConnectionFatal: Bool {
         switch code.kind {
-        case .connectTimeout, .connectionRefused, .readTimeout, .writeTimeout, .connectionClosed, .io, .protocolError:
+        case .connectTimeout, .connectionRefused, .readTimeout, .writeTimeout, .connectionClosed, .io, .protocolError, .tls:
             return true
         default:
             return false

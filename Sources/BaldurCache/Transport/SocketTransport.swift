@@ -5,9 +5,9 @@ import Darwin
 #endif
 
 /// The byte stream under an event-loop connection: a plain TCP or unix
-/// socket, non-blocking. Every `read(2)` and `send(2)` the engine makes goes
-/// through here; a TLS transport (issue 13) takes the same place with
-/// `SSL_read`/`SSL_write`, and the connection above it does not change.
+/// socket, non-blocking. Every `read(2)` and `send(2)` the engine makes on a
+/// plain connection goes through here; ``TLSTransport`` takes the same place
+/// with `SSL_read`/`SSL_write` (see ``Transport``).
 ///
 /// The descriptor belongs to the hiredis context that connected it (see
 /// ``RedisConnection``); the transport only moves bytes over it.
@@ -15,20 +15,8 @@ struct SocketTransport: Sendable {
     /// The socket, for epoll.
     let descriptor: Int32
 
-    /// What one read or write did.
-    enum Progress: Equatable {
-        /// This many bytes moved (more than zero).
-        case moved(Int)
-        /// The socket has nothing to read, or no room to write, now.
-        case wouldBlock
-        /// The peer closed the stream (read only).
-        case endOfStream
-        /// The call failed with this `errno`.
-        case failed(Int32)
-    }
-
     /// Reads what the socket holds, up to `buffer.count` bytes, without blocking.
-    func read(into buffer: UnsafeMutableRawBufferPointer) -> Progress {
+    func read(into buffer: UnsafeMutableRawBufferPointer) -> TransportProgress {
         while true {
             let count = recv(descriptor, buffer.baseAddress, buffer.count, 0)
             if count > 0 { return .moved(count) }
@@ -43,7 +31,7 @@ struct SocketTransport: Sendable {
 
     /// Writes as much of `bytes` as the socket takes now, without blocking
     /// and without raising `SIGPIPE` on a closed peer.
-    func write(_ bytes: UnsafeRawBufferPointer) -> Progress {
+    func write(_ bytes: UnsafeRawBufferPointer) -> TransportProgress {
         while true {
             let count = send(descriptor, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL))
             if count > 0 { return .moved(count) }

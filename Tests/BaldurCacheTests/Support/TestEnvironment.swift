@@ -31,6 +31,23 @@ enum TestEnvironment {
     }
 
     static func redisServerBinary() throws -> String { try value("BALDUR_TEST_REDIS_SERVER") }
+
+    /// The directory of certificates `scripts/tls-certs.sh` made.
+    static func tlsDirectory() throws -> String { try value("BALDUR_TEST_TLS_DIR") }
+
+    /// A file in ``tlsDirectory()``: `ca.crt`, `client.key`, ...
+    static func tlsFile(_ name: String) throws -> String { try tlsDirectory() + "/" + name }
+
+    /// The TLS server (no client certificate asked), by the name its
+    /// certificate carries, trusting the test CA.
+    static func tlsURL(host: String = "localhost", query: String = "") throws -> String {
+        "rediss://\(host):\(try value("BALDUR_TEST_REDIS_TLS_PORT"))/0?ssl_ca_certs=\(try tlsFile("ca.crt"))\(query)"
+    }
+
+    /// The TLS server that requires a client certificate, trusting the test CA.
+    static func mutualTLSURL(query: String = "") throws -> String {
+        "rediss://localhost:\(try value("BALDUR_TEST_REDIS_MTLS_PORT"))/0?ssl_ca_certs=\(try tlsFile("ca.crt"))\(query)"
+    }
 }
 
 /// A key namespace of one test: every key it touches starts with a fresh UUID.

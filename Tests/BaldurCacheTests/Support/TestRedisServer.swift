@@ -10,8 +10,12 @@ final class TestRedisServer: @unchecked Sendable {
     private let directory: URL
     private var process: Process?
 
-    init(extraArguments: [String] = []) throws {
+    /// - Parameter tlsCertificate: Serve TLS only, with this certificate
+    ///   of ``TestEnvironment/tlsDirectory()`` (`server`, `expired`,
+    ///   `wrong-name`), signed by its `ca`; no client certificate asked.
+    init(extraArguments: [String] = [], tlsCertificate: String? = nil) throws {
         port = try freeLoopbackPort()
+        self.tlsCertificate = tlsCertificate
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("bctest-redis-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         self.extraArguments = extraArguments
@@ -19,8 +23,14 @@ final class TestRedisServer: @unchecked Sendable {
     }
 
     private let extraArguments: [String]
+    private let tlsCertificate: String?
 
-    var url: String { "redis://127.0.0.1:\(port)/0" }
+    /// `redis://127.0.0.1:PORT/0`, or for a TLS server
+    /// `rediss://localhost:PORT/0` trusting the test CA.
+    var url: String {
+        guard tlsCertificate != nil, let ca = try? TestEnvironment.tlsFile("ca.crt") else { return "redis://127.0.0.1:\(port)/0" }
+        return "rediss://localhost:\(port)/0?ssl_ca_certs=\(ca)"
+    }
 
     func configuration(socketTimeout: Duration? = .seconds(5)) throws -> RedisConfiguration {
         var configuration = try RedisConfiguration(url: url)
@@ -33,8 +43,17 @@ final class TestRedisServer: @unchecked Sendable {
     func start() throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try TestEnvironment.redisServerBinary())
-        process.arguments = [
-            "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        var listening = ["--port", String(port)]
+        if let tlsCertificate {
+            listening = [
+                "--port", "0", "--tls-port", String(port),
+                "--tls-cert-file", try TestEnvironment.tlsFile("\(tlsCertificate).crt"),
+                "--tls-key-file", try TestEnvironment.tlsFile("\(tlsCertificate).key"),
+                "--tls-ca-cert-file", try TestEnvironment.tlsFile("ca.crt"), "--tls-auth-clients", "no",
+            ]
+        }
+        process.arguments = listening + [
+            "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--dir", directory.path, "--enable-debug-command", "local",
         ] + extraArguments
         process.standardOutput = FileHandle.nullDevice
@@ -44,6 +63,8 @@ final class TestRedisServer: @unchecked Sendable {
         let deadline = ContinuousClock.now + .seconds(10)
         var configuration = try RedisConfiguration(url: url)
         configuration.connectTimeout = .milliseconds(200)
+        // The expired and wrong-name certificates do not verify, by design.
+        configuration.tls?.peerVerification = .insecureNoVerification
         while ContinuousClock.now < deadline {
             if let connection = try? RedisConnection(address: .tcp(host: "127.0.0.1", port: port), configuration: configuration),
                (try? connection.send(["PING"])) != nil {

@@ -1,0 +1,58 @@
+/// What one read or write on a transport did.
+enum TransportProgress: Equatable {
+    /// This many bytes moved (more than zero).
+    case moved(Int)
+    /// Nothing to read, or no room to write, now (on a blocking socket with
+    /// a timeout: the timeout passed).
+    case wouldBlock
+    /// The peer closed the stream (read only).
+    case endOfStream
+    /// The system call failed with this `errno`.
+    case failed(Int32)
+    /// The TLS layer failed; the text says how, in words.
+    case tlsFailed(String)
+}
+
+/// The byte stream under a connection: the plain socket or TLS over it.
+/// Every read and write of an event-loop connection, and of a synchronous
+/// TLS connection, goes through here; hiredis' reader parses what comes out.
+enum Transport {
+    case plain(SocketTransport)
+    case tls(TLSTransport)
+
+    /// The socket, for epoll.
+    var descriptor: Int32 {
+        switch self {
+        case .plain(let socket): return socket.descriptor
+        case .tls(let tls): return tls.descriptor
+        }
+    }
+
+    /// Reads what is there, up to `buffer.count` bytes, without blocking.
+    @inline(__always)
+    func read(into buffer: UnsafeMutableRawBufferPointer) -> TransportProgress {
+        switch self {
+        case .plain(let socket): return socket.read(into: buffer)
+        case .tls(let tls): return tls.read(into: buffer)
+        }
+    }
+
+    /// Writes as much of `bytes` as the transport takes now.
+    @inline(__always)
+    func write(_ bytes: UnsafeRawBufferPointer) -> TransportProgress {
+        switch self {
+        case .plain(let socket): return socket.write(bytes)
+        case .tls(let tls): return tls.write(bytes)
+        }
+    }
+
+    /// `true` when the transport holds input the socket no longer shows
+    /// (TLS records read but not yet handed out): epoll will not report it,
+    /// so the reader must keep reading.
+    var hasBufferedInput: Bool {
+        switch self {
+        case .plain: return false
+        case .tls(let tls): return tls.hasBufferedInput
+        }
+    }
+}
