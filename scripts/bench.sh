@@ -5,13 +5,14 @@
 # Prints a Markdown table of medians of 3 rounds.
 #
 # Uses BALDUR_REDIS_URL when set; otherwise starts a private redis-server on
-# a free loopback port and stops it on exit. Extra arguments go to
-# baldur-bench (--rounds N, --seconds S, --rss-ops N).
+# a free loopback port, and its TLS twin (certificates from tls-certs.sh) for
+# the TLS-vs-plain rows, and stops them on exit. Extra arguments go to
+# baldur-bench (--rounds N, --seconds S, --rss-ops N, --only TEXT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-ensure_packages libhiredis-dev redis-server redis-tools gcc
+ensure_packages libhiredis-dev libssl-dev openssl redis-server redis-tools gcc
 ensure_python_reference
 
 make_tmp
@@ -24,6 +25,12 @@ else
     port=$(free_port)
     start_redis bench --port "$port"
     url="redis://127.0.0.1:$port/0"
+    tls_dir="$BALDUR_TMP/certs"
+    bash scripts/tls-certs.sh "$tls_dir"
+    tls_port=$(free_port)
+    start_redis bench-tls --port 0 --tls-port "$tls_port" --tls-cert-file "$tls_dir/server.crt" \
+        --tls-key-file "$tls_dir/server.key" --tls-ca-cert-file "$tls_dir/ca.crt" --tls-auth-clients no
+    tls=(--tls-url "rediss://127.0.0.1:$tls_port/0?ssl_ca_certs=$tls_dir/ca.crt")
 fi
 
 gcc -O2 -o "$BALDUR_TMP/hiredis_loop" bench/hiredis_loop.c -lhiredis -lpthread
@@ -31,4 +38,4 @@ swift build -c release --product baldur-bench >/dev/null
 bin="$(swift build -c release --show-bin-path)"
 
 "$bin/baldur-bench" --url "$url" --hiredis-loop "$BALDUR_TMP/hiredis_loop" \
-    --python "$BALDUR_TEST_PYTHON" --python-script bench/python_baseline.py "$@"
+    --python "$BALDUR_TEST_PYTHON" --python-script bench/python_baseline.py ${tls[@]+"${tls[@]}"} "$@"

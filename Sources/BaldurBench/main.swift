@@ -119,11 +119,13 @@ func run(_ executable: String, _ arguments: [String]) -> (output: String, cpuSec
 
 /// redis-benchmark's requests per second for `test` with `clients` connections and pipeline `depth`.
 /// `command`, when given, replaces `-t test` with that exact command (its first word must be `test`).
-func redisBenchmark(_ test: String, clients: Int, depth: Int = 1, command: [String] = []) -> Sample {
+/// `tls`: against the TLS twin instead (`--tls --cacert`), at its port.
+func redisBenchmark(_ test: String, clients: Int, depth: Int = 1, command: [String] = [], tls: (port: Int, caFile: String)? = nil) -> Sample {
     let requests = depth > 1 ? 400_000 : min(8_000 * clients, 200_000)
     let what = command.isEmpty ? ["-t", test] : ["-r", "100"] + command
-    let (csv, cpu) = run("/usr/bin/env", ["redis-benchmark", "-h", host, "-p", String(port), "-c", String(clients), "-n", String(requests),
-                                   "-P", String(depth), "-d", String(recordSize), "--csv", "-q"] + what)
+    let target = tls.map { ["-p", String($0.port), "--tls", "--cacert", $0.caFile] } ?? ["-p", String(port)]
+    let (csv, cpu) = run("/usr/bin/env", ["redis-benchmark", "-h", host, "-c", String(clients), "-n", String(requests),
+                                   "-P", String(depth), "-d", String(recordSize), "--csv", "-q"] + target + what)
     // The CSV names a -t test by its command and a given command by its whole text.
     let name = command.isEmpty ? test.uppercased() : command.joined(separator: " ")
     for line in csv.split(whereSeparator: \.isNewline) where line.hasPrefix("\"\(name)\"") {
@@ -198,7 +200,7 @@ let quiet: Logger = {
     return logger
 }()
 
-func makeCache(connections: Int, spinWait: Duration? = nil, observability: RedisObservability = .global) -> RedisCacheAdapter {
+func makeCache(url: String = url, connections: Int, spinWait: Duration? = nil, observability: RedisObservability = .global) -> RedisCacheAdapter {
     do {
         var configuration = try RedisConfiguration(url: url)
         configuration.maxConnections = connections
@@ -452,6 +454,52 @@ if runAsyncRows {
     }
 }
 
+// MARK: - TLS
+
+/// `--tls-url rediss://...`: the same server's twin over TLS (scripts/bench.sh
+/// starts one), measured against plain TCP in the same rounds.
+let tlsURL = option("--tls-url")
+let runTLSRows = tlsURL != nil && (option("--only").map { "tls".contains($0) || $0.contains("tls") } ?? true)
+struct TLSComparison {
+    let name: String
+    let plain: () -> Sample
+    let tls: () -> Sample
+    /// redis-benchmark's form of the workload: its test and connection count.
+    let benchmark: (test: String, clients: Int)
+}
+var tlsComparisons: [TLSComparison] = []
+var tlsPlain: [String: [Sample]] = [:]
+var tlsSecure: [String: [Sample]] = [:]
+var tlsBenchmarkPlain: [String: [Sample]] = [:]
+var tlsBenchmarkSecure: [String: [Sample]] = [:]
+if runTLSRows, let tlsURL {
+    guard let parsed = try? RedisConfiguration(url: tlsURL), case .standalone(.tcp(_, let tlsPort)) = parsed.topology,
+          let caFile = parsed.tls?.caFile else { die("--tls-url must be rediss://HOST:PORT/DB?ssl_ca_certs=FILE") }
+    let tlsSingle = makeCache(url: tlsURL, connections: 1)
+    let tlsAsync = makeCache(url: tlsURL, connections: 16)
+    do { try tlsSingle.set("record", record) } catch { die("TLS setup: \(error)") }
+    tlsComparisons = [
+        TLSComparison(name: "get, 1 connection", plain: { measure { _ = try single.get("record") } },
+                      tls: { measure { _ = try tlsSingle.get("record") } }, benchmark: ("get", 1)),
+        TLSComparison(name: "set, 1 connection", plain: { measure { try single.set("record", record) } },
+                      tls: { measure { try tlsSingle.set("record", record) } }, benchmark: ("set", 1)),
+        TLSComparison(name: "async get, 64 tasks", plain: { measureAsync(tasks: 64) { _ = try await asyncCache.get("record") } },
+                      tls: { measureAsync(tasks: 64) { _ = try await tlsAsync.get("record") } }, benchmark: ("get", 64)),
+        TLSComparison(name: "async set, 64 tasks", plain: { measureAsync(tasks: 64) { try await asyncCache.set("record", record) } },
+                      tls: { measureAsync(tasks: 64) { try await tlsAsync.set("record", record) } }, benchmark: ("set", 64)),
+    ]
+    for round in 1...rounds {
+        log("TLS round \(round)/\(rounds)")
+        for comparison in tlsComparisons {
+            tlsPlain[comparison.name, default: []].append(comparison.plain())
+            tlsSecure[comparison.name, default: []].append(comparison.tls())
+            let (test, clients) = comparison.benchmark
+            tlsBenchmarkPlain[comparison.name, default: []].append(redisBenchmark(test, clients: clients))
+            tlsBenchmarkSecure[comparison.name, default: []].append(redisBenchmark(test, clients: clients, tls: (tlsPort, caFile)))
+        }
+    }
+}
+
 // MARK: - Lock handoff latency
 
 /// Latency from a release to the next waiter's acquisition, with `waiters` threads contending.
@@ -571,6 +619,19 @@ if runAsyncRows {
     let oneTask = (asyncRaw[1] ?? []).map(\.rate)
     print("")
     print("redis-benchmark -c 64 -P 16 (the pipelined ceiling): \(format(median(ceiling))) GET/s. One task, async raw GET / sync raw GET on one connection: \(ratio(oneTask, syncRates)) (same rounds; 1.00x = the same latency).")
+}
+if runTLSRows {
+    print("")
+    print("| over TLS (rediss://) | plain calls/s | TLS calls/s | TLS / plain | redis-benchmark TLS / plain | TLS vs redis-benchmark TLS | CPU µs per call: plain / TLS |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for comparison in tlsComparisons {
+        let plain = (tlsPlain[comparison.name] ?? []).map(\.rate)
+        let secure = (tlsSecure[comparison.name] ?? []).map(\.rate)
+        let benchmarkPlain = (tlsBenchmarkPlain[comparison.name] ?? []).map(\.rate)
+        let benchmarkSecure = (tlsBenchmarkSecure[comparison.name] ?? []).map(\.rate)
+        print("| \(comparison.name) | \(format(median(plain))) | \(format(median(secure))) | \(ratio(secure, plain)) "
+            + "| \(ratio(benchmarkSecure, benchmarkPlain)) | \(ratio(secure, benchmarkSecure)) | \(cpu(tlsPlain[comparison.name])) / \(cpu(tlsSecure[comparison.name])) |")
+    }
 }
 print("")
 print("| lock handoff | p50 | p99 |")

@@ -49,6 +49,25 @@ struct TLSTests {
         #expect(try !cache.getLock("job").locked())
     }
 
+    @Test("a pooled TLS connection is reused after an idle pause, and replaced without an error after CLIENT KILL")
+    func pooledReuse() throws {
+        var configuration = try RedisConfiguration(url: TestEnvironment.tlsURL())
+        configuration.maxConnections = 1
+        let client = try RedisClient(configuration: configuration)
+        defer { client.close() }
+        let first = try client.send("CLIENT", "ID").integer
+        Thread.sleep(forTimeInterval: 0.1)
+        let second = try client.send("CLIENT", "ID").integer
+        #expect(first != nil && first == second)
+        // Killed while idle: the pool sees the end of the TLS stream and opens another.
+        let admin = try RedisClient(url: TestEnvironment.tlsURL())
+        defer { admin.close() }
+        try admin.send("CLIENT", "KILL", "ID", RedisArgument(first ?? 0))
+        Thread.sleep(forTimeInterval: 0.1)
+        let third = try client.send("CLIENT", "ID").integer
+        #expect(third != nil && third != first)
+    }
+
     @Test("a certificate from a CA not trusted is refused as an unknown CA, with a CA file and with the system store")
     func unknownCA() throws {
         let other = try refusal(TestEnvironment.tlsURL().replacingOccurrences(of: "/ca.crt", with: "/other-ca.crt"))

@@ -169,7 +169,9 @@ public final class RedisConnection: @unchecked Sendable {
         guard let context else { return true }
         if tls?.hasBufferedInput == true { return true }
         var descriptor = pollfd(fd: context.pointee.fd, events: Int16(POLLIN), revents: 0)
-        return poll(&descriptor, 1, 0) != 0
+        guard poll(&descriptor, 1, 0) != 0 else { return false }
+        // Under TLS the server may send records that carry no reply.
+        return tls?.hasInputBeyondHousekeeping() ?? true
     }
 
     /// `true` when the connection can serve another caller as it is: open,

@@ -87,6 +87,20 @@ final class TLSTransport {
     /// returned by ``read(into:)``.
     var hasBufferedInput: Bool { SSL_has_pending(ssl) != 0 }
 
+    /// After `poll(2)` found the idle socket readable: `true` when what
+    /// arrived is data, an end of stream or an error; `false` when it was
+    /// only TLS housekeeping (a session ticket, a key update), which this
+    /// consumes. One non-blocking `SSL_peek`.
+    func hasInputBeyondHousekeeping() -> Bool {
+        let flags = fcntl(descriptor, F_GETFL)
+        guard flags >= 0, fcntl(descriptor, F_SETFL, flags | O_NONBLOCK) == 0 else { return true }
+        defer { _ = fcntl(descriptor, F_SETFL, flags) }
+        var byte: UInt8 = 0
+        ERR_clear_error()
+        let count = SSL_peek(ssl, &byte, 1)
+        return count > 0 || failure(of: count) != .wouldBlock
+    }
+
     /// Reads decrypted bytes, up to `buffer.count` (`SSL_read`).
     func read(into buffer: UnsafeMutableRawBufferPointer) -> TransportProgress {
         while true {
