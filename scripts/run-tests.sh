@@ -9,6 +9,7 @@
 #   unix    - a unix socket only
 #   tls     - TLS only (certificates from scripts/tls-certs.sh), no client certificate asked
 #   mtls    - TLS only, client certificate required
+#   sentinel - a master, a replica and three sentinels, with passwords (scripts/sentinel-group.sh)
 # exports their addresses to the tests, runs `swift test`, and stops the
 # servers by PID on every exit path. Extra arguments go to `swift test`.
 #
@@ -22,7 +23,8 @@ cd "$(dirname "$0")/.."
 # apt-get update + apt-get install -y for whichever of these is missing (scripts/lib.sh).
 # iptables and iproute2: the black-hole test drops packets inside a network namespace it makes.
 # openssl and libssl-dev: rediss:// (the COpenSSL module) and the test certificates.
-ensure_packages libhiredis-dev libssl-dev openssl redis-server redis-tools iptables iproute2
+# redis-sentinel: the Sentinel tests' sentinels.
+ensure_packages libhiredis-dev libssl-dev openssl redis-server redis-tools redis-sentinel iptables iproute2
 # pip install 'baldur-framework[redis]' into a virtualenv, once.
 ensure_python_reference
 
@@ -50,6 +52,18 @@ start_redis tls --port 0 --tls-port "$tls_port" --tls-cert-file "$tls_dir/server
 mtls_port=$(free_port)
 start_redis mtls --port 0 --tls-port "$mtls_port" --tls-cert-file "$tls_dir/server.crt" \
     --tls-key-file "$tls_dir/server.key" --tls-ca-cert-file "$tls_dir/ca.crt" --tls-auth-clients yes
+
+sentinel_password="spw-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+sentinel_master_password="mpw-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+# On failure the script stops what it started.
+bash scripts/sentinel-group.sh "$BALDUR_TMP/sentinel" "$sentinel_master_password" "$sentinel_password"
+mapfile -t group_pids <"$BALDUR_TMP/sentinel/pids"
+BALDUR_PIDS+=("${group_pids[@]}")
+read -r _ _ sentinel1 sentinel2 sentinel3 <"$BALDUR_TMP/sentinel/ports"
+export BALDUR_TEST_SENTINEL_URL="redis+sentinel://mymaster@127.0.0.1:$sentinel1,127.0.0.1:$sentinel2,127.0.0.1:$sentinel3/0"
+export BALDUR_TEST_SENTINEL_PASSWORD="$sentinel_password"
+export BALDUR_TEST_SENTINEL_MASTER_PASSWORD="$sentinel_master_password"
+export BALDUR_TEST_SENTINEL_SCRIPT="$PWD/scripts/sentinel-group.sh"
 
 export BALDUR_TEST_TLS_DIR="$tls_dir"
 export BALDUR_TEST_REDIS_TLS_PORT="$tls_port"
@@ -84,7 +98,7 @@ bin_path="$(swift build "${build[@]}" --show-bin-path)"
 export BALDUR_TEST_PEER="$bin_path/baldur-test-peer"
 export BALDUR_TEST_CLI="$bin_path/baldur-cache"
 
-log "servers: plain :$plain_port, auth :$auth_port, unix $unix_socket, tls :$tls_port, mtls :$mtls_port${sanitizer:+ (sanitizer: $sanitizer)}"
+log "servers: plain :$plain_port, auth :$auth_port, unix $unix_socket, tls :$tls_port, mtls :$mtls_port, sentinels :$sentinel1,$sentinel2,$sentinel3${sanitizer:+ (sanitizer: $sanitizer)}"
 swift build "${build[@]}" --build-tests
 if [ ${#test_arguments[@]} -gt 0 ]; then
     swift test "${build[@]}" --skip-build "${test_arguments[@]}"
@@ -95,7 +109,7 @@ else
     # async suites' tasks would wait seconds for a thread and their
     # deadlines would fire for that reason alone. The engine's load tests
     # (10,000 tasks) get the pool to themselves for the same reason.
-    async_suites='AsyncEngineTests|AsyncTaskLocalTests|AsyncRedlockTests|CacheContractTests|AsyncServiceTests|SubscriptionTests|AsyncTLSTests'
+    async_suites='AsyncEngineTests|AsyncTaskLocalTests|AsyncRedlockTests|CacheContractTests|AsyncServiceTests|SubscriptionTests|AsyncTLSTests|SentinelTests'
     swift test "${build[@]}" --skip-build --skip "$async_suites"
     swift test "${build[@]}" --skip-build --filter AsyncEngineTests
     swift test "${build[@]}" --skip-build --filter "$async_suites" --skip AsyncEngineTests

@@ -3,10 +3,11 @@ import Foundation
 import Synchronization
 import Testing
 
-/// The providers the contract is run against: Redis over plain TCP and
-/// over TLS (`rediss://`, the test CA), and the in-memory twin.
+/// The providers the contract is run against: Redis over plain TCP, over
+/// TLS (`rediss://`, the test CA) and through Sentinel (the shared group),
+/// and the in-memory twin.
 enum Provider: String, CaseIterable, CustomTestStringConvertible, Sendable {
-    case redis, redisTLS, memory
+    case redis, redisTLS, redisSentinel, memory
 
     var testDescription: String { rawValue }
 
@@ -16,6 +17,8 @@ enum Provider: String, CaseIterable, CustomTestStringConvertible, Sendable {
         switch self {
         case .redis: return try RedisCacheAdapter(url: TestEnvironment.url(), keyPrefix: prefix, defaultTTL: defaultTTL)
         case .redisTLS: return try RedisCacheAdapter(url: TestEnvironment.tlsURL(), keyPrefix: prefix, defaultTTL: defaultTTL)
+        case .redisSentinel:
+            return try RedisCacheAdapter(client: RedisClient(configuration: TestEnvironment.sentinelConfiguration()), keyPrefix: prefix, defaultTTL: defaultTTL)
         case .memory: return try InMemoryCacheAdapter(keyPrefix: prefix, defaultTTL: defaultTTL)
         }
     }
@@ -329,7 +332,7 @@ struct CacheContractTests {
         let cache = mode.drive(made)
         let neighbour: any AsyncCacheProvider
         switch provider {
-        case .redis, .redisTLS: neighbour = mode.drive(try RedisCacheAdapter(client: (made as! RedisCacheAdapter).rawClient, keyPrefix: "bctest:\(UUID().uuidString):"))
+        case .redis, .redisTLS, .redisSentinel: neighbour = mode.drive(try RedisCacheAdapter(client: (made as! RedisCacheAdapter).rawClient, keyPrefix: "bctest:\(UUID().uuidString):"))
         case .memory: neighbour = cache
         }
         try await neighbour.set("survivor", 1)
@@ -379,7 +382,7 @@ struct CacheContractTests {
             let old = cache.getLock("lease", timeout: .milliseconds(100))
             let new = cache.getLock("lease", timeout: .seconds(10))
             #expect(try await old.acquire(blocking: false))
-            #expect(try await new.acquire(blocking: true, timeout: .seconds(2)))
+            #expect(try await new.acquire(blocking: true, timeout: .seconds(10)))
             let error = await #expect(throws: RedisError.self) { try await old.release() }
             #expect(error?.code == .lockNotOwned)
             #expect(try await new.owned())

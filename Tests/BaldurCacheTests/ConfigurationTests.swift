@@ -30,7 +30,7 @@ struct ConfigurationTests {
         #expect(!configuration.description.contains("pw&") && configuration.description.contains("***"))
     }
 
-    @Test("sentinel and cluster URLs parse into their own kinds and are refused clearly by the client")
+    @Test("sentinel and cluster URLs parse into their own kinds; a Sentinel client connects lazily, a Cluster one is refused clearly")
     func sentinelAndCluster() throws {
         let sentinel = try RedisConfiguration(url: "redis+sentinel://mymaster@10.0.0.1:26379,10.0.0.2:26380/1")
         #expect(sentinel.topology == .sentinel(masterName: "mymaster", sentinels: [
@@ -40,9 +40,10 @@ struct ConfigurationTests {
         let cluster = try RedisConfiguration(url: "redis+cluster://h1:7000,h2:7001")
         #expect(cluster.topology == .cluster(seeds: [.tcp(host: "h1", port: 7000), .tcp(host: "h2", port: 7001)]))
 
-        let sentinelError = #expect(throws: RedisError.self) { try RedisClient(configuration: sentinel) }
-        #expect(sentinelError?.code == .unsupported)
-        #expect(sentinelError?.message.contains("not yet supported") == true)
+        // A Sentinel client asks the sentinels at its first call, not when made.
+        let sentinelClient = try RedisClient(configuration: sentinel)
+        #expect(sentinelClient.openConnections == 0)
+        sentinelClient.close()
         let clusterError = #expect(throws: RedisError.self) { try RedisClient(configuration: cluster) }
         #expect(clusterError?.code == .unsupported)
     }

@@ -53,16 +53,47 @@ extension RedisClient {
     /// costs a frame allocation and, after the reply, a resumption).
     @inline(__always)
     private func sendUnobserved(_ arguments: [RedisArgument]) async throws -> RedisReply {
-        let pool = try router.enginePool(for: arguments)
+        let pool = try await enginePool(for: arguments)
+        let reply = try await send(arguments, on: pool)
+        // A demoted master refused it (the write did not run): once more on the new master.
+        if case .error = reply, reply.isReadOnlyRefusal, try await router.refusedAsReadOnly(at: pool.address) {
+            logger.debug("redis command sent again to the new master after READONLY")
+            return try await send(arguments, on: try await enginePool(for: arguments))
+        }
+        return reply
+    }
+
+    @inline(__always)
+    private func send(_ arguments: [RedisArgument], on pool: EnginePool) async throws -> RedisReply {
         if Self.isBlocking(arguments) {
-            return try await pool.withDedicated { connection in try await connection.send(arguments) }
+            return try await reportingFailures(at: pool.address) {
+                try await pool.withDedicated { connection in try await connection.send(arguments) }
+            }
         }
         do {
             if let connection = try pool.readyShared() { return try await connection.send(arguments) }
             return try await pool.shared().send(arguments)
-        } catch let error as RedisError where mayRetry(error) && arguments[0].isCommand(in: Self.retryableCommands) {
+        } catch let error as RedisError {
+            router.failed(error, at: pool.address)
+            guard mayRetry(error) && arguments[0].isCommand(in: Self.retryableCommands) else { throw error }
             logger.debug("redis read-only command retried on a fresh connection", metadata: ["error": "\(error.code)"])
-            return try await pool.shared().send(arguments)
+            return try await reportingFailures(at: pool.address) { try await pool.shared().send(arguments) }
+        }
+    }
+
+    /// The engine pool for `command`: at once when the router knows it,
+    /// else after it is found (Sentinel discovery, off the cooperative pool).
+    @inline(__always)
+    func enginePool(for command: [RedisArgument]) async throws(RedisError) -> EnginePool {
+        if let pool = try router.readyEnginePool(for: command) { return pool }
+        return try await router.enginePool(for: command)
+    }
+
+    /// Runs `body`, telling the router of a failure at `address`.
+    private func reportingFailures<R>(at address: RedisServerAddress, _ body: () async throws -> R) async throws -> R {
+        do { return try await body() } catch let error as RedisError {
+            router.failed(error, at: address)
+            throw error
         }
     }
 
@@ -74,10 +105,12 @@ extension RedisClient {
     public func pipeline(_ commands: [[RedisArgument]]) async throws -> [RedisReply] {
         guard let first = commands.first else { return [] }
         let run = { () async throws -> [RedisReply] in
-            let pool = try self.router.enginePool(for: first)
+            let pool = try await self.enginePool(for: first)
             return try await self.retrying(commands.allSatisfy { $0.first?.isCommand(in: Self.retryableCommands) ?? false }) {
-                if let connection = try pool.readyShared() { return try await connection.pipeline(commands) }
-                return try await pool.shared().pipeline(commands)
+                try await self.reportingFailures(at: pool.address) {
+                    if let connection = try pool.readyShared() { return try await connection.pipeline(commands) }
+                    return try await pool.shared().pipeline(commands)
+                }
             }
         }
         guard telemetry.isEnabled else { return try await run() }
@@ -94,7 +127,7 @@ extension RedisClient {
     /// }
     /// ```
     public func withConnection<R>(_ body: (RedisDedicatedConnection) async throws -> R) async throws -> R {
-        try await router.enginePool(for: []).withDedicated { connection in
+        try await enginePool(for: []).withDedicated { connection in
             try await body(RedisDedicatedConnection(connection: connection))
         }
     }
@@ -120,6 +153,7 @@ extension RedisClient {
     /// ``RedisError/Code/closed``, calls in flight get their replies, then
     /// every connection closes. The synchronous ``close()`` closes at once.
     public func shutdown() async {
+        router.close()
         for pool in router.enginePools { await pool.close(graceful: true) }
         for pool in router.pools { pool.close() }
     }

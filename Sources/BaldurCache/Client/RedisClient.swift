@@ -107,7 +107,7 @@ public final class RedisClient: Sendable {
         guard let first = arguments.first else {
             throw RedisError(.invalidArgument, "a command needs at least one argument")
         }
-        return try withRetry(first.isCommand(in: Self.retryableCommands)) { connection throws(RedisError) in
+        return try withRetry(first.isCommand(in: Self.retryableCommands), refusedAsReadOnly: \.isReadOnlyRefusal) { connection throws(RedisError) in
             try connection.sendAllowingErrorReply(arguments, pooled: true)
         } pool: { () throws(RedisError) in
             try self.router.pool(for: arguments)
@@ -197,6 +197,7 @@ public final class RedisClient: Sendable {
     /// flight fail with ``RedisError/Code/closed``; ``shutdown()`` lets them
     /// finish). Idempotent; later calls throw ``RedisError/Code/closed``.
     public func close() {
+        router.close()
         for pool in router.enginePools { pool.closeNow() }
         for pool in router.pools { pool.close() }
     }
@@ -208,23 +209,37 @@ public final class RedisClient: Sendable {
     }
 
     /// `retryable` is only asked after a transient failure, so the happy path
-    /// never looks the command names up.
+    /// never looks the command names up. A result that `refusedAsReadOnly`
+    /// (a `READONLY` refusal: the command did not run) is sent once more
+    /// when the router moved to another server (Sentinel failover).
     private func withRetry<R>(
         _ retryable: @autoclosure () -> Bool,
+        refusedAsReadOnly: (R) -> Bool = { _ in false },
         _ body: (RedisConnection) throws(RedisError) -> R,
         pool choose: () throws(RedisError) -> ConnectionPool
     ) throws(RedisError) -> R {
         var attempt = 0
+        var movedOnce = false
         while true {
             attempt += 1
             let pool = try choose()
-            let pooled = try pool.checkout()
+            let pooled: ConnectionPool.PooledConnection
+            do { pooled = try pool.checkout() } catch {
+                router.failed(error, at: pool.address)
+                throw error
+            }
             do {
                 let result = try body(pooled.connection)
                 pool.checkin(pooled)
+                if !movedOnce, refusedAsReadOnly(result), try router.refusedAsReadOnly(at: pool.address) {
+                    movedOnce = true
+                    logger.debug("redis command sent again to the new master after READONLY", metadata: ["redis.address": "\(pool.address)"])
+                    continue
+                }
                 return result
             } catch {
                 pool.checkin(pooled)
+                router.failed(error, at: pool.address)
                 let transient = error.code == .readTimeout || error.code == .writeTimeout || error.code == .connectionClosed || error.code == .io
                 guard configuration.retryOnTimeout, transient, attempt == 1, retryable() else { throw error }
                 logger.debug("redis read-only command retried on a fresh connection", metadata: [

@@ -92,4 +92,11 @@ extension RedisReply {
         case .array: return "an array"
         }
     }
+
+    /// `true` for a `READONLY` error reply: a replica refused a write, which
+    /// did not run (the master it was sent to was demoted).
+    var isReadOnlyRefusal: Bool {
+        guard case .error(let message) = self else { return false }
+        return message.hasPrefix("READONLY")
+    }
 }

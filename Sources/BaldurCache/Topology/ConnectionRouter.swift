@@ -4,14 +4,35 @@ import Logging
 /// (ask the sentinels for the master, follow failovers) and Cluster (route by
 /// key slot, follow `MOVED`/`ASK`) plug in without touching the pool.
 protocol ConnectionRouter: Sendable {
-    /// The pool that must serve `command`.
+    /// The pool that must serve `command`; may block while the server is
+    /// found (Sentinel).
     func pool(for command: [RedisArgument]) throws(RedisError) -> ConnectionPool
     /// Every pool this router has opened.
     var pools: [ConnectionPool] { get }
-    /// The async API's connections for `command` (see ``EnginePool``).
-    func enginePool(for command: [RedisArgument]) throws(RedisError) -> EnginePool
+    /// The async API's connections for `command` (see ``EnginePool``) when
+    /// known without waiting; `nil` when the server must be found first.
+    func readyEnginePool(for command: [RedisArgument]) throws(RedisError) -> EnginePool?
+    /// The async API's connections for `command`, found first if need be
+    /// (off the cooperative pool).
+    func enginePool(for command: [RedisArgument]) async throws(RedisError) -> EnginePool
     /// Every engine pool this router has opened.
     var enginePools: [EnginePool] { get }
+    /// A call to `address` failed with `error`: the server may have moved.
+    func failed(_ error: RedisError, at address: RedisServerAddress)
+    /// `address` refused a command with `READONLY`. Returns `true` when the
+    /// command should be sent again: another server now serves it.
+    func refusedAsReadOnly(at address: RedisServerAddress) throws(RedisError) -> Bool
+    /// ``refusedAsReadOnly(at:)`` for async callers.
+    func refusedAsReadOnly(at address: RedisServerAddress) async throws(RedisError) -> Bool
+    /// Stops any background work; the pools are closed by the client.
+    func close()
+}
+
+extension ConnectionRouter {
+    func failed(_ error: RedisError, at address: RedisServerAddress) {}
+    func refusedAsReadOnly(at address: RedisServerAddress) throws(RedisError) -> Bool { false }
+    func refusedAsReadOnly(at address: RedisServerAddress) async throws(RedisError) -> Bool { false }
+    func close() {}
 }
 
 /// One server, one pool.
@@ -23,7 +44,9 @@ struct StandaloneRouter: ConnectionRouter {
 
     var pools: [ConnectionPool] { [pool] }
 
-    func enginePool(for command: [RedisArgument]) throws(RedisError) -> EnginePool { enginePool }
+    func readyEnginePool(for command: [RedisArgument]) throws(RedisError) -> EnginePool? { enginePool }
+
+    func enginePool(for command: [RedisArgument]) async throws(RedisError) -> EnginePool { enginePool }
 
     var enginePools: [EnginePool] { [enginePool] }
 }
@@ -37,8 +60,8 @@ enum ConnectionRouters {
                 pool: ConnectionPool(address: address, configuration: configuration, logger: logger, meters: telemetry.poolMeters()),
                 enginePool: EnginePool(address: address, configuration: configuration, logger: logger)
             )
-        case .sentinel(let master, _):
-            throw RedisError(.unsupported, "Redis Sentinel (master '\(master)') is not yet supported by BaldurCache; connect to the master with redis:// for now")
+        case .sentinel(let master, let sentinels):
+            return SentinelRouter(masterName: master, sentinels: sentinels, configuration: configuration, logger: logger, telemetry: telemetry)
         case .cluster:
             throw RedisError(.unsupported, "Redis Cluster is not yet supported by BaldurCache; connect to a single node with redis:// for now")
         }

@@ -44,6 +44,14 @@ enum TestEnvironment {
         "rediss://\(host):\(try value("BALDUR_TEST_REDIS_TLS_PORT"))/0?ssl_ca_certs=\(try tlsFile("ca.crt"))\(query)"
     }
 
+    /// The shared Sentinel group's master, through its sentinels, with both passwords.
+    static func sentinelConfiguration() throws -> RedisConfiguration {
+        var configuration = try RedisConfiguration(url: value("BALDUR_TEST_SENTINEL_URL"))
+        configuration.password = try value("BALDUR_TEST_SENTINEL_MASTER_PASSWORD")
+        configuration.sentinelPassword = try value("BALDUR_TEST_SENTINEL_PASSWORD")
+        return configuration
+    }
+
     /// The TLS server that requires a client certificate, trusting the test CA.
     static func mutualTLSURL(query: String = "") throws -> String {
         "rediss://localhost:\(try value("BALDUR_TEST_REDIS_MTLS_PORT"))/0?ssl_ca_certs=\(try tlsFile("ca.crt"))\(query)"

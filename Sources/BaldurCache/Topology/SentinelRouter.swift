@@ -1,0 +1,302 @@
+import Dispatch
+import Foundation
+import Logging
+
+/// Serves a master found through Redis Sentinel, and follows its failovers.
+///
+/// Discovery follows the Sentinel client spec: ask the sentinels in turn
+/// for the master's address (`SENTINEL get-master-addr-by-name`), put the
+/// first that answers at the front of the list, learn the others
+/// (`SENTINEL sentinels`), then connect to the address given and check with
+/// `ROLE` that it is a master (a sentinel's answer can lag a failover): if
+/// not, ask again. Sentinels get ``RedisConfiguration/sentinelPassword``
+/// (no user, database 0), the master the configured credentials and
+/// database; both get the configuration's TLS.
+///
+/// The master changes when:
+/// - a sentinel publishes `+switch-master` for it (a watcher thread stays
+///   subscribed on one sentinel, and asks for the address every second
+///   besides, in case a message is lost);
+/// - a command is refused with `READONLY` (the master was demoted): the
+///   caller waits for a new discovery, and a single command is sent again
+///   there (it did not run);
+/// - a connection to the master fails: a discovery runs in the background.
+///
+/// When it changes, the old master's pools are closed at once: its idle
+/// connections, and in-flight async calls (which fail with `closed`); a
+/// blocking call already sent finishes or fails on the old socket, and no
+/// new command goes there. Locks and compare-and-set scripts are commands
+/// like any other here, so they only reach the verified master.
+final class SentinelRouter: ConnectionRouter {
+    private let masterName: String
+    /// The master's configuration (credentials, database, TLS, pools).
+    private let configuration: RedisConfiguration
+    /// How the sentinels are reached: their password, database 0, the same TLS.
+    private let sentinelConfiguration: RedisConfiguration
+    private let logger: Logger
+    private let telemetry: Telemetry
+
+    private struct Master {
+        let address: RedisServerAddress
+        let pool: ConnectionPool
+        let enginePool: EnginePool
+    }
+
+    private struct State {
+        var sentinels: [RedisServerAddress]
+        var master: Master?
+        /// Pools of earlier masters, closed; kept while connections of theirs are still out.
+        var retired: [Master] = []
+        var closed = false
+        /// When the last background discovery started, to run at most one per ``refreshInterval``.
+        var lastBackgroundRefresh: ContinuousClock.Instant?
+    }
+
+    private let state: PlainMutex<State>
+    /// Held for the length of one discovery: concurrent callers wait for it and use its result.
+    private let discoveryLock = PlainMutex(0)
+    private let watcher: SentinelWatcher
+    /// Background discoveries run here, never on a caller's thread.
+    static let queue = DispatchQueue(label: "BaldurCache.sentinel")
+    /// The least time between two discoveries started by connection failures.
+    static let refreshInterval: Duration = .milliseconds(100)
+
+    init(masterName: String, sentinels: [RedisServerAddress], configuration: RedisConfiguration, logger: Logger, telemetry: Telemetry) {
+        self.masterName = masterName
+        self.configuration = configuration
+        var sentinelConfiguration = configuration
+        sentinelConfiguration.topology = .standalone(sentinels[0])
+        sentinelConfiguration.username = nil
+        sentinelConfiguration.password = configuration.sentinelPassword
+        sentinelConfiguration.database = 0
+        // A sentinel that stops answering must not hold a discovery longer than a connect.
+        sentinelConfiguration.socketTimeout = configuration.connectTimeout
+        sentinelConfiguration.spinWait = .zero
+        self.sentinelConfiguration = sentinelConfiguration
+        self.logger = logger
+        self.telemetry = telemetry
+        self.state = PlainMutex(State(sentinels: sentinels))
+        self.watcher = SentinelWatcher(masterName: masterName, configuration: sentinelConfiguration, logger: logger)
+    }
+
+    // MARK: ConnectionRouter
+
+    func pool(for command: [RedisArgument]) throws(RedisError) -> ConnectionPool {
+        try currentMaster().pool
+    }
+
+    var pools: [ConnectionPool] {
+        state.withLock { state in (state.master.map { [$0] } ?? []) + state.retired }.map(\.pool)
+    }
+
+    func readyEnginePool(for command: [RedisArgument]) throws(RedisError) -> EnginePool? {
+        try state.withLock { state throws(RedisError) in
+            if state.closed { throw closedError() }
+            return state.master?.enginePool
+        }
+    }
+
+    func enginePool(for command: [RedisArgument]) async throws(RedisError) -> EnginePool {
+        if let pool = try readyEnginePool(for: command) { return pool }
+        return try await offPool { () throws(RedisError) in try self.currentMaster().enginePool }
+    }
+
+    var enginePools: [EnginePool] {
+        state.withLock { state in (state.master.map { [$0] } ?? []) + state.retired }.map(\.enginePool)
+    }
+
+    func failed(_ error: RedisError, at address: RedisServerAddress) {
+        guard error.isConnectionFatal else { return }
+        let due = state.withLock { state -> Bool in
+            guard !state.closed, state.master?.address == address else { return false }
+            if let last = state.lastBackgroundRefresh, ContinuousClock.now - last < Self.refreshInterval { return false }
+            state.lastBackgroundRefresh = .now
+            return true
+        }
+        guard due else { return }
+        Self.queue.async { [self] in
+            do { try refresh(reason: "a connection to the master failed (\(error.code))") } catch {
+                logger.debug("redis sentinel rediscovery failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    func refusedAsReadOnly(at address: RedisServerAddress) throws(RedisError) -> Bool {
+        guard state.withLock({ $0.master?.address == address }) else { return true }
+        try refresh(reason: "\(address) answered READONLY: it is no longer the master")
+        return state.withLock { $0.master?.address != address }
+    }
+
+    func refusedAsReadOnly(at address: RedisServerAddress) async throws(RedisError) -> Bool {
+        try await offPool { () throws(RedisError) in try self.refusedAsReadOnly(at: address) }
+    }
+
+    func close() {
+        state.withLock { $0.closed = true }
+        watcher.stop()
+    }
+
+    // MARK: Discovery
+
+    private func currentMaster() throws(RedisError) -> Master {
+        let known = try state.withLock { state throws(RedisError) -> Master? in
+            if state.closed { throw closedError() }
+            return state.master
+        }
+        if let known { return known }
+        return try discoveryLock.withLock { _ throws(RedisError) -> Master in
+            // Another caller may have found it while this one waited.
+            if let found = state.withLock({ $0.master }) { return found }
+            let master = install(try locateMaster())
+            watcher.start(router: self)
+            return master
+        }
+    }
+
+    /// Asks the sentinels again and switches to the master they name when it
+    /// is not the current one. One at a time.
+    func refresh(reason: String) throws(RedisError) {
+        try discoveryLock.withLock { _ throws(RedisError) in
+            guard !state.withLock({ $0.closed }) else { return }
+            let address = try locateMaster()
+            if state.withLock({ $0.master?.address }) != address {
+                logger.info("redis sentinel master changed", metadata: [
+                    "redis.master": "\(masterName)", "redis.address": "\(address)", "reason": "\(reason)",
+                ])
+            }
+            _ = install(address)
+        }
+    }
+
+    /// The address the first answering sentinel names, without verifying it:
+    /// the watcher's cheap poll. `nil` when no sentinel answers.
+    func currentlyNamedMaster() -> RedisServerAddress? {
+        for sentinel in state.withLock({ $0.sentinels }) {
+            guard let connection = try? RedisConnection(address: sentinel, configuration: sentinelConfiguration) else { continue }
+            defer { connection.close() }
+            if let reply = try? connection.send(["SENTINEL", "get-master-addr-by-name", RedisArgument(masterName)]) {
+                return Self.address(from: reply)
+            }
+        }
+        return nil
+    }
+
+    /// The sentinels, the one that answered last first.
+    var sentinels: [RedisServerAddress] { state.withLock { $0.sentinels } }
+
+    /// The address now served, if any.
+    var masterAddress: RedisServerAddress? { state.withLock { $0.master?.address } }
+
+    /// Makes `address` the master: new pools for it, the old ones closed.
+    private func install(_ address: RedisServerAddress) -> Master {
+        let (master, old) = state.withLock { state -> (Master, Master?) in
+            if let current = state.master, current.address == address { return (current, nil) }
+            let master = Master(
+                address: address,
+                pool: ConnectionPool(address: address, configuration: configuration, logger: logger, meters: telemetry.poolMeters()),
+                enginePool: EnginePool(address: address, configuration: configuration, logger: logger)
+            )
+            let old = state.master
+            state.retired.removeAll { $0.pool.openConnections == 0 && $0.enginePool.openConnections == 0 }
+            if let old { state.retired.append(old) }
+            state.master = master
+            return (master, old)
+        }
+        if let old {
+            old.pool.close()
+            old.enginePool.closeNow()
+        }
+        return master
+    }
+
+    /// Asks each sentinel in turn, then verifies the address with `ROLE`.
+    /// When a sentinel names a server that is not a master, asks again
+    /// (within `connectTimeout`): its answer may lag a failover.
+    private func locateMaster() throws(RedisError) -> RedisServerAddress {
+        let deadline = ContinuousClock.now + configuration.connectTimeout
+        var problems: [String] = []
+        var lastError: RedisError?
+        while true {
+            var answered = false
+            for sentinel in state.withLock({ $0.sentinels }) {
+                do {
+                    let connection = try RedisConnection(address: sentinel, configuration: sentinelConfiguration)
+                    defer { connection.close() }
+                    let reply = try connection.send(["SENTINEL", "get-master-addr-by-name", RedisArgument(masterName)])
+                    guard let candidate = Self.address(from: reply) else {
+                        problems.append("\(sentinel) does not know a master named '\(masterName)'")
+                        continue
+                    }
+                    answered = true
+                    learnSentinels(from: connection, first: sentinel)
+                    let master = try RedisConnection(address: candidate, configuration: configuration)
+                    defer { master.close() }
+                    let role = try master.send(["ROLE"]).array?.first?.string
+                    guard role == "master" else {
+                        problems.append("\(sentinel) names \(candidate), which is a \(role ?? "server of unknown role"), not a master")
+                        continue
+                    }
+                    return candidate
+                } catch {
+                    lastError = error
+                    problems.append("\(sentinel): \(error.message)")
+                }
+            }
+            guard answered, ContinuousClock.now + .milliseconds(100) < deadline else { break }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        let code = lastError.map { $0.code == .server ? .connectionRefused : $0.code } ?? .connectionRefused
+        throw RedisError(code, "no sentinel named a reachable master '\(masterName)': \(Self.distinct(problems).joined(separator: "; "))")
+    }
+
+    /// Puts `first` at the front of the list and adds the sentinels it knows
+    /// (`SENTINEL sentinels`).
+    private func learnSentinels(from connection: RedisConnection, first: RedisServerAddress) {
+        var learned: [RedisServerAddress] = []
+        if let entries = try? connection.send(["SENTINEL", "sentinels", RedisArgument(masterName)]).array {
+            for entry in entries {
+                guard let fields = entry.array else { continue }
+                var values: [String: String] = [:]
+                var index = 0
+                while index + 1 < fields.count {
+                    if let key = fields[index].string, let value = fields[index + 1].string { values[key] = value }
+                    index += 2
+                }
+                if let host = values["ip"], let port = values["port"].flatMap(Int.init) {
+                    let address = RedisServerAddress.tcp(host: host, port: port)
+                    if (try? address.validate()) != nil { learned.append(address) }
+                }
+            }
+        }
+        state.withLock { state in
+            var sentinels = [first] + state.sentinels.filter { $0 != first }
+            for address in learned where !sentinels.contains(address) { sentinels.append(address) }
+            state.sentinels = sentinels
+        }
+    }
+
+    /// `[host, port]` as `SENTINEL get-master-addr-by-name` answers it.
+    static func address(from reply: RedisReply) -> RedisServerAddress? {
+        guard let pair = reply.array, pair.count == 2, let host = pair[0].string,
+              let port = pair[1].string.flatMap(Int.init) else { return nil }
+        let address = RedisServerAddress.tcp(host: host, port: port)
+        return (try? address.validate()) == nil ? nil : address
+    }
+
+    private static func distinct(_ problems: [String]) -> [String] {
+        var seen = Set<String>()
+        return problems.filter { seen.insert($0).inserted }
+    }
+
+    private func closedError() -> RedisError {
+        RedisError(.closed, "the Redis client for Sentinel master '\(masterName)' was closed")
+    }
+
+    /// Runs blocking discovery work on a dispatch thread while the task suspends.
+    private func offPool<R: Sendable>(_ body: @escaping @Sendable () throws(RedisError) -> R) async throws(RedisError) -> R {
+        let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<R, RedisError>, Never>) in
+            Self.queue.async { continuation.resume(returning: Result(catching: body)) }
+        }
+        return try result.get()
+    }
+}

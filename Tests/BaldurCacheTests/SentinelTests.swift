@@ -1,0 +1,245 @@
+import BaldurCache
+import Foundation
+import Testing
+
+/// `redis+sentinel://`: discovery, errors, and failovers on groups of the
+/// tests' own (`scripts/sentinel-group.sh`). The contract suite runs
+/// through the shared group too (`Provider.redisSentinel`).
+@Suite("Sentinel", .serialized)
+struct SentinelTests {
+    @Test("calls reach the master the sentinels name, with the master's and the sentinels' passwords kept apart")
+    func discovery() throws {
+        let client = try RedisClient(configuration: TestEnvironment.sentinelConfiguration())
+        defer { client.close() }
+        let key = RedisArgument(TestKeys()("k"))
+        try client.send("SET", key, "v", "EX", "60")
+        #expect(try client.send("GET", key) == .bulk(Array("v".utf8)))
+        #expect(try client.send("ROLE").array?.first?.string == "master")
+        try client.send("DEL", key)
+
+        var wrongSentinelPassword = try TestEnvironment.sentinelConfiguration()
+        wrongSentinelPassword.sentinelPassword = "not-it"
+        let refused = try RedisClient(configuration: wrongSentinelPassword)
+        defer { refused.close() }
+        let error = #expect(throws: RedisError.self) { try refused.send("PING") }
+        #expect(error?.message.contains("WRONGPASS") == true, "\(String(describing: error))")
+        #expect(error?.message.contains("not-it") == false)
+    }
+
+    @Test("with every sentinel down the error names each one, within connectTimeout per sentinel")
+    func allSentinelsDown() throws {
+        // One refuses at once; one accepts the connection (a listen backlog) and never answers.
+        let (silent, silentPort) = try boundLoopbackSocket()
+        defer { close(silent) }
+        #expect(listen(silent, 8) == 0)
+        let refusedPort = try freeLoopbackPort()
+        var configuration = try RedisConfiguration(url: "redis+sentinel://mymaster@127.0.0.1:\(refusedPort),127.0.0.1:\(silentPort)/0")
+        configuration.connectTimeout = .milliseconds(300)
+        let client = try RedisClient(configuration: configuration)
+        defer { client.close() }
+        let started = ContinuousClock.now
+        let error = #expect(throws: RedisError.self) { try client.send("PING") }
+        #expect(ContinuousClock.now - started < .seconds(2), "two sentinels at 300 ms each, not more")
+        #expect(error?.message.contains("no sentinel named a reachable master 'mymaster'") == true, "\(String(describing: error))")
+        #expect(error?.message.contains("127.0.0.1:\(refusedPort)") == true)
+        #expect(error?.message.contains("127.0.0.1:\(silentPort)") == true)
+        #expect(error?.isConnectionFatal == true)
+    }
+
+    @Test("a name no sentinel knows is an error that says so")
+    func unknownMaster() throws {
+        var configuration = try TestEnvironment.sentinelConfiguration()
+        guard case .sentinel(_, let sentinels) = configuration.topology else { return }
+        configuration.topology = .sentinel(masterName: "no-such-master", sentinels: sentinels)
+        let client = try RedisClient(configuration: configuration)
+        defer { client.close() }
+        let error = #expect(throws: RedisError.self) { try client.send("PING") }
+        #expect(error?.message.contains("does not know a master named 'no-such-master'") == true, "\(String(describing: error))")
+    }
+
+    @Test("SENTINEL FAILOVER under 8 writing tasks: no write is acknowledged by the demoted master after the switch, none acknowledged by the new one is lost, calls recover")
+    func failoverUnderLoad() async throws {
+        let group = try TestSentinelGroup()
+        defer { group.stop() }
+        let client = try RedisClient(configuration: group.configuration())
+        defer { client.close() }
+        let keys = TestKeys()
+        // Each write says which server took it: the script returns that server's port.
+        let script = "redis.call('RPUSH', KEYS[1], ARGV[1]) return string.match(redis.call('INFO', 'server'), 'tcp_port:(%d+)')"
+        let recorder = WriteLog()
+        var failoverAt = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for task in 0..<8 {
+                tasks.addTask {
+                    var counter = 0
+                    while await !recorder.done {
+                        counter += 1
+                        let started = ContinuousClock.now
+                        do {
+                            let reply = try await client.send("EVAL", RedisArgument(script), 1, RedisArgument(keys("list\(task)")), RedisArgument(counter))
+                            await recorder.acknowledged(task: task, counter: counter, port: reply.string.flatMap(Int.init) ?? -1, at: started)
+                        } catch let error as RedisError {
+                            await recorder.failed(error)
+                            try await Task.sleep(for: .milliseconds(20))
+                        }
+                    }
+                }
+            }
+            // Writes flow, then the failover, then writes flow on the new master.
+            while await recorder.count(port: group.masterPort) < 8 * 5 { try await Task.sleep(for: .milliseconds(10)) }
+            let sentinel = try group.sentinelClient()
+            failoverAt = .now
+            try await sentinel.send("SENTINEL", "FAILOVER", "mymaster")
+            sentinel.close()
+            let deadline = ContinuousClock.now + .seconds(30)
+            while await !recorder.everyTaskWrote(to: group.replicaPort, tasks: 8), ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            await recorder.finish()
+            try await tasks.waitForAll()
+        }
+        let log = await recorder.snapshot()
+        #expect(log.untypedFailures == 0)
+        #expect(log.everyTaskWrote(to: group.replicaPort, tasks: 8), "calls recovered on the promoted replica")
+        // Per task: once the new master took a write, the old one took none.
+        for task in 0..<8 {
+            let ports = log.writes.filter { $0.task == task }.sorted { $0.counter < $1.counter }.map(\.port)
+            if let switched = ports.firstIndex(of: group.replicaPort) {
+                #expect(!ports[switched...].contains(group.masterPort), "task \(task) wrote to the demoted master after the switch")
+            }
+        }
+        // Every write the new master acknowledged is there.
+        let newMaster = try group.directClient(port: group.replicaPort)
+        defer { newMaster.close() }
+        for task in 0..<8 {
+            let stored = Set(try await newMaster.send("LRANGE", RedisArgument(keys("list\(task)")), 0, -1).array?.compactMap { $0.string.flatMap(Int.init) } ?? [])
+            let acknowledged = log.writes.filter { $0.task == task && $0.port == group.replicaPort }.map(\.counter)
+            #expect(acknowledged.allSatisfy(stored.contains), "task \(task) lost writes acknowledged by the new master")
+        }
+        let first = log.firstWrite(to: group.replicaPort).map { failoverAt.duration(to: $0) }
+        let all = log.lastFirstWrite(to: group.replicaPort, tasks: 8).map { failoverAt.duration(to: $0) }
+        print("Sentinel FAILOVER: the first write on the new master began \(first.map(\.description) ?? "never") after SENTINEL FAILOVER, every task's by \(all.map(\.description) ?? "never"); \(log.failures) calls failed")
+    }
+
+    @Test("the master killed: calls fail until the sentinels promote the replica, then succeed there")
+    func masterKilled() async throws {
+        let group = try TestSentinelGroup()
+        defer { group.stop() }
+        let client = try RedisClient(configuration: group.configuration(socketTimeout: .seconds(1)))
+        defer { client.close() }
+        let key = RedisArgument(TestKeys()("k"))
+        try await client.send("SET", key, "before")
+        // Replicated before the kill, so the promoted replica has it.
+        try await client.send("WAIT", 1, 2000)
+        let killedAt = ContinuousClock.now
+        group.kill(port: group.masterPort)
+        var failures = 0
+        var recoveredAt: ContinuousClock.Instant?
+        while recoveredAt == nil, ContinuousClock.now - killedAt < .seconds(30) {
+            do {
+                try await client.send("SET", key, "after")
+                recoveredAt = .now
+            } catch let error as RedisError {
+                #expect(error.isConnectionFatal || error.isTransient, "\(error)")
+                failures += 1
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        #expect(recoveredAt != nil, "calls succeed again once the replica is promoted")
+        #expect(failures > 0, "the kill was seen")
+        #expect(try await client.send("ROLE").array?.first?.string == "master")
+        // Every sentinel learns the new configuration within a few hello rounds.
+        var named = try group.namedMasterPort()
+        let deadline = ContinuousClock.now + .seconds(10)
+        while named != group.replicaPort, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+            named = try group.namedMasterPort()
+        }
+        #expect(named == group.replicaPort)
+        let promoted = try group.directClient(port: group.replicaPort)
+        defer { promoted.close() }
+        #expect(try await promoted.send("GET", key) == .bulk(Array("after".utf8)))
+        print("Sentinel master killed: calls succeeded again \(recoveredAt.map { killedAt.duration(to: $0).description } ?? "never") after the kill (\(failures) failed calls)")
+    }
+
+    @Test("Python Baldur on redis+sentinel:// and BaldurCache read each other's values and respect each other's locks")
+    func pythonInterop() throws {
+        let prefix = "bctest:\(UUID().uuidString):"
+        let p = JSONValue.string(prefix)
+        let cache = try RedisCacheAdapter(client: RedisClient(configuration: TestEnvironment.sentinelConfiguration()), keyPrefix: prefix)
+        defer { _ = try? cache.flushAll(); cache.close() }
+        let environment = [
+            "BALDUR_PEER_URL": try TestEnvironment.value("BALDUR_TEST_SENTINEL_URL"),
+            "BALDUR_REDIS_PASSWORD": try TestEnvironment.value("BALDUR_TEST_SENTINEL_MASTER_PASSWORD"),
+            "BALDUR_REDIS_SENTINEL_PASSWORD": try TestEnvironment.value("BALDUR_TEST_SENTINEL_PASSWORD"),
+        ]
+        try cache.set("from-swift", ["side": "swift"] as JSONValue)
+        let python = try PythonPeer.run([
+            ["op": "get", "prefix": p, "key": "from-swift"],
+            ["op": "set", "prefix": p, "key": "from-python", "value": ["side": "python"]],
+            ["op": "lock_acquire", "prefix": p, "name": "job", "timeout_ms": 10000],
+        ], environment: environment)
+        #expect(python[0] == ["side": "swift"])
+        #expect(try cache.get("from-python") == ["side": "python"])
+        #expect(python[2]["acquired"] == true)
+        #expect(try !cache.getLock("job", timeout: .seconds(10)).acquire(blocking: false))
+        #expect(try PythonPeer.run([["op": "lock_release_as", "prefix": p, "name": "job", "owner": python[2]["owner"]!]],
+                                   environment: environment) == [true])
+        try cache.getLock("job", timeout: .seconds(10)).withLock { () throws in
+            let seen = try PythonPeer.run([["op": "lock_acquire", "prefix": p, "name": "job", "timeout_ms": 10000]], environment: environment)
+            #expect(seen[0]["acquired"] == false)
+        }
+    }
+}
+
+/// What the failover test's writers saw.
+private actor WriteLog {
+    struct Write: Sendable {
+        let task: Int
+        let counter: Int
+        let port: Int
+        let at: ContinuousClock.Instant
+    }
+
+    struct Snapshot: Sendable {
+        let writes: [Write]
+        let failures: Int
+        let untypedFailures: Int
+
+        func everyTaskWrote(to port: Int, tasks: Int) -> Bool {
+            Set(writes.filter { $0.port == port }.map(\.task)).count == tasks
+        }
+
+        func firstWrite(to port: Int) -> ContinuousClock.Instant? {
+            writes.filter { $0.port == port }.map(\.at).min()
+        }
+
+        /// When the last task to reach `port` first reached it.
+        func lastFirstWrite(to port: Int, tasks: Int) -> ContinuousClock.Instant? {
+            let firsts = (0..<tasks).compactMap { task in writes.filter { $0.task == task && $0.port == port }.map(\.at).min() }
+            return firsts.count == tasks ? firsts.max() : nil
+        }
+    }
+
+    private var writes: [Write] = []
+    private var failures = 0
+    private var untypedFailures = 0
+    private(set) var done = false
+
+    func acknowledged(task: Int, counter: Int, port: Int, at: ContinuousClock.Instant) {
+        writes.append(Write(task: task, counter: counter, port: port, at: at))
+    }
+
+    func failed(_ error: RedisError) {
+        failures += 1
+        if !(error.isConnectionFatal || error.isTransient || error.code == .closed || error.prefix == "READONLY") { untypedFailures += 1 }
+    }
+
+    func count(port: Int) -> Int { writes.filter { $0.port == port }.count }
+
+    func everyTaskWrote(to port: Int, tasks: Int) -> Bool { snapshot().everyTaskWrote(to: port, tasks: tasks) }
+
+    func finish() { done = true }
+
+    func snapshot() -> Snapshot { Snapshot(writes: writes, failures: failures, untypedFailures: untypedFailures) }
+}

@@ -1,0 +1,87 @@
+import BaldurCache
+import Foundation
+
+/// A Sentinel group of one test's own (`scripts/sentinel-group.sh`): a
+/// master, a replica and three sentinels on loopback, with passwords. For
+/// tests that fail the master over or kill it. Stopped by PID in `stop()`
+/// or when released.
+final class TestSentinelGroup: @unchecked Sendable {
+    // Used by one test at a time; `pids` is only changed by kill and stop.
+    let masterPort: Int
+    let replicaPort: Int
+    let sentinelPorts: [Int]
+    let masterPassword = "mpw-\(UUID().uuidString.prefix(8))"
+    let sentinelPassword = "spw-\(UUID().uuidString.prefix(8))"
+    private let directory: URL
+    private var pids: [Int32]
+
+    init() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("bctest-sentinel-\(UUID().uuidString)")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["bash", try TestEnvironment.value("BALDUR_TEST_SENTINEL_SCRIPT"), directory.path, masterPassword, sentinelPassword]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // The script leaves its servers running; waiting for its exit through
+        // Process hangs here now and then, so wait for the file that ends it.
+        let deadline = ContinuousClock.now + .seconds(60)
+        let ready = directory.appendingPathComponent("ready").path, failed = directory.appendingPathComponent("failed").path
+        while !FileManager.default.fileExists(atPath: ready), !FileManager.default.fileExists(atPath: failed), ContinuousClock.now < deadline {
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        let ports = (try? String(contentsOf: directory.appendingPathComponent("ports"), encoding: .utf8))?
+            .split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? []
+        pids = ((try? String(contentsOf: directory.appendingPathComponent("pids"), encoding: .utf8)) ?? "")
+            .split(separator: "\n").compactMap { Int32($0) }
+        guard FileManager.default.fileExists(atPath: ready), ports.count == 5 else {
+            for pid in pids { Foundation.kill(pid, SIGKILL) }
+            throw RedisError(.connectTimeout, "the test Sentinel group did not start (scripts/sentinel-group.sh)")
+        }
+        masterPort = ports[0]
+        replicaPort = ports[1]
+        sentinelPorts = Array(ports[2...])
+    }
+
+    /// `redis+sentinel://mymaster@...` with the passwords set.
+    func configuration(socketTimeout: Duration = .seconds(2)) throws -> RedisConfiguration {
+        var configuration = try RedisConfiguration(url: "redis+sentinel://mymaster@" + sentinelPorts.map { "127.0.0.1:\($0)" }.joined(separator: ",") + "/0")
+        configuration.password = masterPassword
+        configuration.sentinelPassword = sentinelPassword
+        configuration.socketTimeout = socketTimeout
+        configuration.connectTimeout = .seconds(1)
+        return configuration
+    }
+
+    /// A plain client of the server on `port` (master or replica).
+    func directClient(port: Int) throws -> RedisClient {
+        try RedisClient(configuration: RedisConfiguration(address: .tcp(host: "127.0.0.1", port: port), password: masterPassword))
+    }
+
+    /// A client of the first sentinel.
+    func sentinelClient() throws -> RedisClient {
+        try RedisClient(configuration: RedisConfiguration(address: .tcp(host: "127.0.0.1", port: sentinelPorts[0]), password: sentinelPassword))
+    }
+
+    /// The master's port as the sentinels name it now.
+    func namedMasterPort() throws -> Int? {
+        let client = try sentinelClient()
+        defer { client.close() }
+        return try client.send("SENTINEL", "get-master-addr-by-name", "mymaster").array?.last?.string.flatMap(Int.init)
+    }
+
+    /// SIGKILLs the server listening on `port` (the first two PIDs are master and replica).
+    func kill(port: Int) {
+        let index = port == masterPort ? 0 : port == replicaPort ? 1 : nil
+        guard let index, index < pids.count else { return }
+        Foundation.kill(pids[index], SIGKILL)
+    }
+
+    func stop() {
+        for pid in pids { Foundation.kill(pid, SIGKILL) }
+        pids = []
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    deinit { stop() }
+}
