@@ -225,6 +225,11 @@ public final class RedisClient: Sendable {
             let pool = try choose()
             let pooled: ConnectionPool.PooledConnection
             do { pooled = try pool.checkout() } catch {
+                // A pool a failover retired after it was chosen: nothing was sent, try the new one.
+                if error.code == .closed, !movedOnce, let current = try? choose(), current !== pool {
+                    movedOnce = true
+                    continue
+                }
                 router.failed(error, at: pool.address)
                 throw error
             }
