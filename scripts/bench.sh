@@ -28,8 +28,7 @@ else
     tls_dir="$BALDUR_TMP/certs"
     bash scripts/tls-certs.sh "$tls_dir"
     tls_port=$(free_port)
-    start_redis bench-tls --port 0 --tls-port "$tls_port" --tls-cert-file "$tls_dir/server.crt" \
-        --tls-key-file "$tls_dir/server.key" --tls-ca-cert-file "$tls_dir/ca.crt" --tls-auth-clients no
+    start_tls_redis bench-tls "$tls_port" "$tls_dir"
     tls=(--tls-url "rediss://127.0.0.1:$tls_port/0?ssl_ca_certs=$tls_dir/ca.crt")
 fi
 

@@ -22,8 +22,7 @@ start_redis leak --port "$port"
 tls_dir="$BALDUR_TMP/certs"
 bash scripts/tls-certs.sh "$tls_dir"
 tls_port=$(free_port)
-start_redis leak-tls --port 0 --tls-port "$tls_port" --tls-cert-file "$tls_dir/server.crt" \
-    --tls-key-file "$tls_dir/server.key" --tls-ca-cert-file "$tls_dir/ca.crt" --tls-auth-clients no
+start_tls_redis leak-tls "$tls_port" "$tls_dir"
 
 swift build -c release --product baldur-workload >/dev/null
 binary="$(swift build -c release --show-bin-path)/baldur-workload"

@@ -65,6 +65,15 @@ start_redis() {
     log "redis-server $name did not start in 10 s"; return 1
 }
 
+# start_tls_redis NAME PORT CERT_DIR ARGS... : start_redis serving TLS only on
+# PORT, with CERT_DIR's server certificate (scripts/tls-certs.sh); no client
+# certificate asked unless ARGS say --tls-auth-clients yes.
+start_tls_redis() {
+    local name=$1 port=$2 certs=$3; shift 3
+    start_redis "$name" --port 0 --tls-port "$port" --tls-cert-file "$certs/server.crt" \
+        --tls-key-file "$certs/server.key" --tls-ca-cert-file "$certs/ca.crt" --tls-auth-clients no "$@"
+}
+
 # stop_servers : stops every server this script started, by PID, and removes the temp dir.
 stop_servers() {
     local pid

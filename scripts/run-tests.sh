@@ -47,11 +47,9 @@ start_redis unix --port 0 --unixsocket "$unix_socket" --unixsocketperm 700
 tls_dir="$BALDUR_TMP/certs"
 bash scripts/tls-certs.sh "$tls_dir"
 tls_port=$(free_port)
-start_redis tls --port 0 --tls-port "$tls_port" --tls-cert-file "$tls_dir/server.crt" \
-    --tls-key-file "$tls_dir/server.key" --tls-ca-cert-file "$tls_dir/ca.crt" --tls-auth-clients no
+start_tls_redis tls "$tls_port" "$tls_dir"
 mtls_port=$(free_port)
-start_redis mtls --port 0 --tls-port "$mtls_port" --tls-cert-file "$tls_dir/server.crt" \
-    --tls-key-file "$tls_dir/server.key" --tls-ca-cert-file "$tls_dir/ca.crt" --tls-auth-clients yes
+start_tls_redis mtls "$mtls_port" "$tls_dir" --tls-auth-clients yes
 
 sentinel_password="spw-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 sentinel_master_password="mpw-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"

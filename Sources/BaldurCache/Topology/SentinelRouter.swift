@@ -79,6 +79,11 @@ final class SentinelRouter: ConnectionRouter {
         self.watcher = SentinelWatcher(masterName: masterName, configuration: sentinelConfiguration, logger: logger)
     }
 
+    deinit {
+        // A client dropped without close(): its subscription must not outlive it.
+        watcher.stop()
+    }
+
     // MARK: ConnectionRouter
 
     func pool(for command: [RedisArgument]) throws(RedisError) -> ConnectionPool {
