@@ -278,8 +278,17 @@ final class TLSTransport {
 
         private static let contexts = PlainMutex<[RedisTLSConfiguration: Context]>([:])
 
+        /// Initialises OpenSSL once, before any other call, without its
+        /// `atexit` cleanup: that cleanup frees OpenSSL's tables while other
+        /// threads (a connection's, a Sentinel watcher's) may still be in
+        /// the middle of `SSL_read`, which crashed a process on exit.
+        private static let initialised: Bool = OPENSSL_init_ssl(
+            UInt64(OPENSSL_INIT_NO_ATEXIT | OPENSSL_INIT_LOAD_SSL_STRINGS | OPENSSL_INIT_LOAD_CRYPTO_STRINGS), nil
+        ) == 1
+
         static func shared(for configuration: RedisTLSConfiguration) throws(RedisError) -> Context {
-            try contexts.withLock { (contexts) throws(RedisError) -> Context in
+            guard initialised else { throw RedisError(.tls, "OpenSSL could not be initialised: \(TLSTransport.drainErrors() ?? "OPENSSL_init_ssl failed")") }
+            return try contexts.withLock { (contexts) throws(RedisError) -> Context in
                 if let existing = contexts[configuration] { return existing }
                 let made = try Context(configuration)
                 contexts[configuration] = made

@@ -14,12 +14,16 @@ final class TestSentinelGroup: @unchecked Sendable {
     let sentinelPassword = "spw-\(UUID().uuidString.prefix(8))"
     private let directory: URL
     private var pids: [Int32]
+    /// Everything serves TLS only (the test CA's server certificate).
+    let tls: Bool
 
-    init() throws {
+    init(tls: Bool = false) throws {
+        self.tls = tls
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("bctest-sentinel-\(UUID().uuidString)")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["bash", try TestEnvironment.value("BALDUR_TEST_SENTINEL_SCRIPT"), directory.path, masterPassword, sentinelPassword]
+            + (tls ? [try TestEnvironment.tlsDirectory()] : [])
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
@@ -43,9 +47,17 @@ final class TestSentinelGroup: @unchecked Sendable {
         sentinelPorts = Array(ports[2...])
     }
 
-    /// `redis+sentinel://mymaster@...` with the passwords set.
+    /// `redis+sentinel://mymaster@...` (`rediss+sentinel://` trusting the
+    /// test CA for a TLS group), without the passwords.
+    var url: String {
+        let hosts = sentinelPorts.map { "127.0.0.1:\($0)" }.joined(separator: ",")
+        guard tls, let ca = try? TestEnvironment.tlsFile("ca.crt") else { return "redis+sentinel://mymaster@\(hosts)/0" }
+        return "rediss+sentinel://mymaster@\(hosts)/0?ssl_ca_certs=\(ca)"
+    }
+
+    /// ``url`` with the passwords set.
     func configuration(socketTimeout: Duration = .seconds(2)) throws -> RedisConfiguration {
-        var configuration = try RedisConfiguration(url: "redis+sentinel://mymaster@" + sentinelPorts.map { "127.0.0.1:\($0)" }.joined(separator: ",") + "/0")
+        var configuration = try RedisConfiguration(url: url)
         configuration.password = masterPassword
         configuration.sentinelPassword = sentinelPassword
         configuration.socketTimeout = socketTimeout
@@ -53,14 +65,23 @@ final class TestSentinelGroup: @unchecked Sendable {
         return configuration
     }
 
-    /// A plain client of the server on `port` (master or replica).
+    /// A client of the server on `port` (master or replica).
     func directClient(port: Int) throws -> RedisClient {
-        try RedisClient(configuration: RedisConfiguration(address: .tcp(host: "127.0.0.1", port: port), password: masterPassword))
+        try RedisClient(configuration: direct(port: port, password: masterPassword))
     }
 
     /// A client of the first sentinel.
     func sentinelClient() throws -> RedisClient {
-        try RedisClient(configuration: RedisConfiguration(address: .tcp(host: "127.0.0.1", port: sentinelPorts[0]), password: sentinelPassword))
+        try RedisClient(configuration: direct(port: sentinelPorts[0], password: sentinelPassword))
+    }
+
+    private func direct(port: Int, password: String) throws -> RedisConfiguration {
+        var configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: port), password: password)
+        if tls {
+            configuration.tls = RedisTLSConfiguration()
+            configuration.tls?.caFile = try TestEnvironment.tlsFile("ca.crt")
+        }
+        return configuration
     }
 
     /// The master's port as the sentinels name it now.
