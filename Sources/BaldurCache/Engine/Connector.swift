@@ -22,14 +22,20 @@ enum Connector {
         }]
         let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<EventLoopConnection, RedisError>, Never>) in
             lane.async {
-                continuation.resume(returning: Result { () throws(RedisError) in
+                let result = Result { () throws(RedisError) in
                     let connection = try RedisConnection(address: address, configuration: configuration)
                     return try EventLoopConnection(
                         connection, configuration: configuration, loop: EventLoop.next(), dedicated: dedicated, onPush: onPush, onClose: onClose
                     )
-                })
+                }
+                // What this thread built, ordered for ThreadSanitizer, which
+                // cannot see the edge a resume makes inside the Swift runtime.
+                if case .success(let connection) = result { connection.publish() }
+                continuation.resume(returning: result)
             }
         }
-        return try result.get()
+        let connection = try result.get()
+        connection.receive()
+        return connection
     }
 }

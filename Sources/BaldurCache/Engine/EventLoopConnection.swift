@@ -446,13 +446,13 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
 
     /// Publishes what this thread built for the callers it resumes next (see ``handoff``).
     @inline(__always)
-    private func publish() {
+    func publish() {
         handoff.wrappingAdd(1, ordering: .releasing)
     }
 
     /// Takes what the resuming thread published (see ``handoff``).
     @inline(__always)
-    private func receive() {
+    func receive() {
         _ = handoff.load(ordering: .acquiring)
     }
 

@@ -173,15 +173,22 @@ final class SentinelRouter: ConnectionRouter {
         }
     }
 
-    /// The address the first answering sentinel names, without verifying it:
-    /// the watcher's cheap poll. `nil` when no sentinel answers.
-    func currentlyNamedMaster() -> RedisServerAddress? {
-        for sentinel in state.withLock({ $0.sentinels }) {
-            guard let connection = try? RedisConnection(address: sentinel, configuration: sentinelConfiguration) else { continue }
-            defer { connection.close() }
-            if let reply = try? connection.send(["SENTINEL", "get-master-addr-by-name", RedisArgument(masterName)]) {
+    /// The address the sentinels name now, without verifying it: the
+    /// watcher's cheap poll. Asks over `connection` when it has one (the
+    /// watcher keeps it between polls), else the first sentinel that
+    /// answers, whose connection it keeps. `nil` when no sentinel answers.
+    func currentlyNamedMaster(reusing connection: inout RedisConnection?) -> RedisServerAddress? {
+        let question: [RedisArgument] = ["SENTINEL", "get-master-addr-by-name", RedisArgument(masterName)]
+        if let existing = connection, let reply = try? existing.send(question) { return Self.address(from: reply) }
+        connection?.close()
+        connection = nil
+        for sentinel in sentinels {
+            guard let fresh = try? RedisConnection(address: sentinel, configuration: sentinelConfiguration) else { continue }
+            if let reply = try? fresh.send(question) {
+                connection = fresh
                 return Self.address(from: reply)
             }
+            fresh.close()
         }
         return nil
     }
@@ -297,11 +304,18 @@ final class SentinelRouter: ConnectionRouter {
         RedisError(.closed, "the Redis client for Sentinel master '\(masterName)' was closed")
     }
 
-    /// Runs blocking discovery work on a dispatch thread while the task suspends.
+    /// Runs blocking discovery work on a dispatch thread while the task
+    /// suspends. The state lock, taken on both sides of the resume, orders
+    /// what the work built for ThreadSanitizer too.
     private func offPool<R: Sendable>(_ body: @escaping @Sendable () throws(RedisError) -> R) async throws(RedisError) -> R {
         let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<R, RedisError>, Never>) in
-            Self.queue.async { continuation.resume(returning: Result(catching: body)) }
+            Self.queue.async {
+                let result = Result(catching: body)
+                self.state.withLock { _ in }
+                continuation.resume(returning: result)
+            }
         }
+        state.withLock { _ in }
         return try result.get()
     }
 }

@@ -40,9 +40,12 @@ final class SentinelWatcher: Sendable {
         }
         guard first else { return }
         let thread = Thread { [weak router, self] in
+            // One sentinel connection for the polls, kept while it works; this thread's alone.
+            var pollConnection: RedisConnection?
+            defer { pollConnection?.close() }
             while let router, !state.withLock({ $0.stopped }) {
                 subscribe(router: router)
-                if let named = router.currentlyNamedMaster(), named != router.masterAddress {
+                if let named = router.currentlyNamedMaster(reusing: &pollConnection), named != router.masterAddress {
                     do { try router.refresh(reason: "a sentinel names \(named)") } catch {
                         logger.debug("redis sentinel rediscovery failed", metadata: ["error": "\(error)"])
                     }
