@@ -56,7 +56,7 @@ extension RedisClient {
         let pool = try await enginePool(for: arguments)
         let reply = try await send(arguments, on: pool)
         // A demoted master refused it (the write did not run): once more on the new master.
-        if case .error = reply, reply.isReadOnlyRefusal, try await router.refusedAsReadOnly(at: pool.address) {
+        if reply.isReadOnlyRefusal, try await router.refusedAsReadOnly(at: pool.address) {
             logger.debug("redis command sent again to the new master after READONLY")
             return try await send(arguments, on: try await enginePool(for: arguments))
         }

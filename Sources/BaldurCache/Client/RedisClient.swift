@@ -107,7 +107,7 @@ public final class RedisClient: Sendable {
         guard let first = arguments.first else {
             throw RedisError(.invalidArgument, "a command needs at least one argument")
         }
-        return try withRetry(first.isCommand(in: Self.retryableCommands), refusedAsReadOnly: \.isReadOnlyRefusal) { connection throws(RedisError) in
+        return try withRetry(first.isCommand(in: Self.retryableCommands), refusedAsReadOnly: { $0.isReadOnlyRefusal }) { connection throws(RedisError) in
             try connection.sendAllowingErrorReply(arguments, pooled: true)
         } pool: { () throws(RedisError) in
             try self.router.pool(for: arguments)

@@ -443,11 +443,7 @@ public final class RedisConnection: @unchecked Sendable {
         if let tls {
             let stopped = requestBytes.withBytes { tls.writeAll(UnsafeRawBufferPointer($0)) }
             requestBytes.removeAll(keepingCapacityUpTo: Self.retainedRequestCapacity)
-            if let stopped {
-                let error = transportError(stopped, during: .writing)
-                close(resetting: true)
-                throw error
-            }
+            if let stopped { throw broken(transportError(stopped, during: .writing)) }
             return
         }
         let status = requestBytes.withBytes { request in
@@ -517,22 +513,12 @@ public final class RedisConnection: @unchecked Sendable {
         let reader = context.pointee.reader!
         while true {
             var token: UnsafeMutableRawPointer?
-            guard redisReaderGetReply(reader, &token) == REDIS_OK else {
-                let error = readerError(reader)
-                close(resetting: true)
-                throw error
-            }
+            guard redisReaderGetReply(reader, &token) == REDIS_OK else { throw broken(readerError(reader)) }
             if token != nil, let reply = replies.take() { return reply }
             let (progress, bytes) = tls.readIntoScratch()
-            guard case .moved = progress else {
-                let error = transportError(progress, during: .reading)
-                close(resetting: true)
-                throw error
-            }
+            guard case .moved = progress else { throw broken(transportError(progress, during: .reading)) }
             if redisReaderFeed(reader, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count) != REDIS_OK {
-                let error = readerError(reader)
-                close(resetting: true)
-                throw error
+                throw broken(readerError(reader))
             }
         }
     }
@@ -548,7 +534,12 @@ public final class RedisConnection: @unchecked Sendable {
     private func fail(during phase: Phase) -> RedisError {
         let savedErrno = errno
         guard let context else { return RedisError(.closed, "the connection to \(address) is closed") }
-        let error = hintingAtTLS(classify(context, savedErrno: savedErrno, during: phase))
+        return broken(hintingAtTLS(classify(context, savedErrno: savedErrno, during: phase)))
+    }
+
+    /// Closes the connection abortively (see ``close(resetting:)``) and
+    /// returns `error`, the reason, for the caller to throw.
+    private func broken(_ error: RedisError) -> RedisError {
         close(resetting: true)
         return error
     }

@@ -54,7 +54,7 @@ final class SentinelRouter: ConnectionRouter {
 
     private let state: PlainMutex<State>
     /// Held for the length of one discovery: concurrent callers wait for it and use its result.
-    private let discoveryLock = PlainMutex(0)
+    private let discoveryLock = PlainMutex(())
     private let watcher: SentinelWatcher
     /// Background discoveries run here, never on a caller's thread.
     static let queue = DispatchQueue(label: "BaldurCache.sentinel")

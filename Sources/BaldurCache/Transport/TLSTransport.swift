@@ -92,24 +92,14 @@ final class TLSTransport {
     /// only TLS housekeeping (a session ticket, a key update), which this
     /// consumes. One non-blocking `SSL_peek`.
     func hasInputBeyondHousekeeping() -> Bool {
-        let flags = fcntl(descriptor, F_GETFL)
-        guard flags >= 0, fcntl(descriptor, F_SETFL, flags | O_NONBLOCK) == 0 else { return true }
-        defer { _ = fcntl(descriptor, F_SETFL, flags) }
         var byte: UInt8 = 0
-        ERR_clear_error()
-        let count = SSL_peek(ssl, &byte, 1)
-        return count > 0 || failure(of: count) != .wouldBlock
+        let progress = nonBlocking { transfer { SSL_peek(ssl, &byte, 1) } }
+        return progress != .wouldBlock
     }
 
     /// Reads decrypted bytes, up to `buffer.count` (`SSL_read`).
     func read(into buffer: UnsafeMutableRawBufferPointer) -> TransportProgress {
-        while true {
-            ERR_clear_error()
-            let count = SSL_read(ssl, buffer.baseAddress, Int32(clamping: buffer.count))
-            if count > 0 { return .moved(Int(count)) }
-            let progress = failure(of: count)
-            if progress != .failed(EINTR) { return progress }
-        }
+        transfer { SSL_read(ssl, buffer.baseAddress, Int32(clamping: buffer.count)) }
     }
 
     /// ``read(into:)`` into a buffer of the transport's own, for the
@@ -128,13 +118,7 @@ final class TLSTransport {
     /// with them, as OpenSSL requires.
     func write(_ bytes: UnsafeRawBufferPointer) -> TransportProgress {
         guard !bytes.isEmpty else { return .moved(0) }
-        while true {
-            ERR_clear_error()
-            let count = SSL_write(ssl, bytes.baseAddress, Int32(clamping: bytes.count))
-            if count > 0 { return .moved(Int(count)) }
-            let progress = failure(of: count)
-            if progress != .failed(EINTR) { return progress }
-        }
+        return transfer { SSL_write(ssl, bytes.baseAddress, Int32(clamping: bytes.count)) }
     }
 
     /// Writes all of `bytes` on a blocking socket.
@@ -153,6 +137,27 @@ final class TLSTransport {
     }
 
     // MARK: - Internals
+
+    /// Runs one `SSL_read`/`SSL_write`/`SSL_peek` (`call`) with a clean
+    /// error queue, again after `EINTR`, and says what it did.
+    private func transfer(_ call: () -> Int32) -> TransportProgress {
+        while true {
+            ERR_clear_error()
+            let count = call()
+            if count > 0 { return .moved(Int(count)) }
+            let progress = failure(of: count)
+            if progress != .failed(EINTR) { return progress }
+        }
+    }
+
+    /// Runs `body` with the socket non-blocking, restoring its flags after;
+    /// `nil` when the flags cannot be changed.
+    private func nonBlocking<R>(_ body: () -> R) -> R? {
+        let flags = fcntl(descriptor, F_GETFL)
+        guard flags >= 0, fcntl(descriptor, F_SETFL, flags | O_NONBLOCK) == 0 else { return nil }
+        defer { _ = fcntl(descriptor, F_SETFL, flags) }
+        return body()
+    }
 
     /// What a failed `SSL_read`/`SSL_write`/`SSL_connect` returning `result` means.
     private func failure(of result: Int32) -> TransportProgress {
@@ -173,11 +178,15 @@ final class TLSTransport {
     }
 
     private func handshake(timeout: Duration, host: String, address: RedisServerAddress) throws(RedisError) {
-        let flags = fcntl(descriptor, F_GETFL)
-        guard flags >= 0, fcntl(descriptor, F_SETFL, flags | O_NONBLOCK) == 0 else {
+        let outcome = nonBlocking { Result { () throws(RedisError) in try handshakeSteps(timeout: timeout, host: host, address: address) } }
+        guard let outcome else {
             throw RedisError(.io, "could not make the socket to \(address) non-blocking for the TLS handshake (errno \(errno))")
         }
-        defer { _ = fcntl(descriptor, F_SETFL, flags) }
+        try outcome.get()
+    }
+
+    /// `SSL_connect` until done, polling the non-blocking socket in between.
+    private func handshakeSteps(timeout: Duration, host: String, address: RedisServerAddress) throws(RedisError) {
         let deadline = ContinuousClock.now + timeout
         SSL_set_connect_state(ssl)
         while true {
@@ -191,7 +200,7 @@ final class TLSTransport {
             default: throw handshakeError(failure(of: result), host: host, address: address)
             }
             let remaining = deadline - ContinuousClock.now
-            let milliseconds = remaining <= .zero ? 0 : max(1, Int32(clamping: remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000))
+            let milliseconds = remaining <= .zero ? 0 : Int32(clamping: remaining.wholeMillisecondsRoundedUp)
             var descriptor = pollfd(fd: self.descriptor, events: events, revents: 0)
             let ready = milliseconds == 0 ? 0 : poll(&descriptor, 1, milliseconds)
             if ready == 0 {
