@@ -53,8 +53,9 @@ final class SentinelRouter: ConnectionRouter {
     }
 
     private let state: PlainMutex<State>
-    /// Held for the length of one discovery: concurrent callers wait for it and use its result.
-    private let discoveryLock = PlainMutex(())
+    /// Held for the length of one discovery: concurrent callers wait for it
+    /// and use its result. Counts the discoveries run, for the log.
+    private let discoveries = PlainMutex(0)
     private let watcher: SentinelWatcher
     /// Background discoveries run here, never on a caller's thread.
     static let queue = DispatchQueue(label: "BaldurCache.sentinel")
@@ -149,9 +150,10 @@ final class SentinelRouter: ConnectionRouter {
             return state.master
         }
         if let known { return known }
-        return try discoveryLock.withLock { _ throws(RedisError) -> Master in
+        return try discoveries.withLock { count throws(RedisError) -> Master in
             // Another caller may have found it while this one waited.
             if let found = state.withLock({ $0.master }) { return found }
+            count += 1
             let master = install(try locateMaster())
             watcher.start(router: self)
             return master
@@ -161,12 +163,14 @@ final class SentinelRouter: ConnectionRouter {
     /// Asks the sentinels again and switches to the master they name when it
     /// is not the current one. One at a time.
     func refresh(reason: String) throws(RedisError) {
-        try discoveryLock.withLock { _ throws(RedisError) in
+        try discoveries.withLock { count throws(RedisError) in
             guard !state.withLock({ $0.closed }) else { return }
+            count += 1
             let address = try locateMaster()
             if state.withLock({ $0.master?.address }) != address {
                 logger.info("redis sentinel master changed", metadata: [
                     "redis.master": "\(masterName)", "redis.address": "\(address)", "reason": "\(reason)",
+                    "redis.discovery": "\(count)",
                 ])
             }
             _ = install(address)
