@@ -10,6 +10,7 @@
 #   tls     - TLS only (certificates from scripts/tls-certs.sh), no client certificate asked
 #   mtls    - TLS only, client certificate required
 #   sentinel - a master, a replica and three sentinels, with passwords (scripts/sentinel-group.sh)
+#   cluster - three masters and three replicas (scripts/cluster.sh)
 # exports their addresses to the tests, runs `swift test`, and stops the
 # servers by PID on every exit path. Extra arguments go to `swift test`.
 #
@@ -63,6 +64,14 @@ export BALDUR_TEST_SENTINEL_PASSWORD="$sentinel_password"
 export BALDUR_TEST_SENTINEL_MASTER_PASSWORD="$sentinel_master_password"
 export BALDUR_TEST_SENTINEL_SCRIPT="$PWD/scripts/sentinel-group.sh"
 
+# A shared cluster: three masters, three replicas. On failure the script stops what it started.
+bash scripts/cluster.sh "$BALDUR_TMP/cluster"
+mapfile -t cluster_pids <"$BALDUR_TMP/cluster/pids"
+BALDUR_PIDS+=("${cluster_pids[@]}")
+read -r cluster1 cluster2 _ <"$BALDUR_TMP/cluster/ports"
+export BALDUR_TEST_CLUSTER_URL="redis+cluster://127.0.0.1:$cluster1,127.0.0.1:$cluster2"
+export BALDUR_TEST_CLUSTER_SCRIPT="$PWD/scripts/cluster.sh"
+
 export BALDUR_TEST_TLS_DIR="$tls_dir"
 export BALDUR_TEST_REDIS_TLS_PORT="$tls_port"
 export BALDUR_TEST_REDIS_MTLS_PORT="$mtls_port"
@@ -96,7 +105,7 @@ bin_path="$(swift build "${build[@]}" --show-bin-path)"
 export BALDUR_TEST_PEER="$bin_path/baldur-test-peer"
 export BALDUR_TEST_CLI="$bin_path/baldur-cache"
 
-log "servers: plain :$plain_port, auth :$auth_port, unix $unix_socket, tls :$tls_port, mtls :$mtls_port, sentinels :$sentinel1,$sentinel2,$sentinel3${sanitizer:+ (sanitizer: $sanitizer)}"
+log "servers: plain :$plain_port, auth :$auth_port, unix $unix_socket, tls :$tls_port, mtls :$mtls_port, sentinels :$sentinel1,$sentinel2,$sentinel3, cluster :$cluster1,$cluster2${sanitizer:+ (sanitizer: $sanitizer)}"
 swift build "${build[@]}" --build-tests
 if [ ${#test_arguments[@]} -gt 0 ]; then
     swift test "${build[@]}" --skip-build "${test_arguments[@]}"
@@ -107,7 +116,7 @@ else
     # async suites' tasks would wait seconds for a thread and their
     # deadlines would fire for that reason alone. The engine's load tests
     # (10,000 tasks) get the pool to themselves for the same reason.
-    async_suites='AsyncEngineTests|AsyncTaskLocalTests|AsyncRedlockTests|CacheContractTests|AsyncServiceTests|SubscriptionTests|AsyncTLSTests|SentinelTests'
+    async_suites='AsyncEngineTests|AsyncTaskLocalTests|AsyncRedlockTests|CacheContractTests|AsyncServiceTests|SubscriptionTests|AsyncTLSTests|SentinelTests|ClusterTests'
     swift test "${build[@]}" --skip-build --skip "$async_suites"
     swift test "${build[@]}" --skip-build --filter AsyncEngineTests
     swift test "${build[@]}" --skip-build --filter "$async_suites" --skip AsyncEngineTests

@@ -78,7 +78,8 @@ do {
                     try lock.withLock {
                         let current = try cache.rawClient.send("GET", counter).integer ?? 0
                         Thread.sleep(forTimeInterval: 0.002)
-                        let replies = try cache.rawClient.withConnection { connection in
+                        // In a cluster COUNTER and DONE share a hash tag, and the connection goes to their slot.
+                        let replies = try cache.rawClient.withConnection(routedBy: arguments[2] + arguments[4]) { connection in
                             try connection.pipeline([["MULTI"], ["SET", counter, RedisArgument(current + 1)], ["INCR", done], ["EXEC"]])
                         }
                         guard replies.last?.array?.count == 2 else { throw RedisError(.protocolError, "MULTI/EXEC failed: \(replies)") }

@@ -76,8 +76,8 @@ public protocol CacheProvider: CacheLockProvider {
 
     /// Stores `value` at `key` iff `fencingToken` is not lower than any token
     /// used on `key` before (one Lua script; the highest token is kept at
-    /// `key:fence-seen`). A holder that paused past its lease and comes back
-    /// with an old token is refused: `false`.
+    /// `{key}:fence-seen`, in the key's cluster slot). A holder that paused
+    /// past its lease and comes back with an old token is refused: `false`.
     ///
     /// ```swift
     /// let lock = cache.getLock("report")

@@ -181,7 +181,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
         let bytes = try JSONCodec.encode(value)
         let full = storageKey(key)
         return try withEntries { entries throws(RedisError) in
-            let seenKey = full + ":fence-seen"
+            let seenKey = ClusterSlot.companion(of: full, suffix: ":fence-seen")
             let highest = try Self.string(&entries, seenKey).flatMap { Int64(String(decoding: $0, as: UTF8.self)) } ?? 0
             guard fencingToken >= highest else { return false }
             entries[seenKey] = Entry(value: .string(Array(String(fencingToken).utf8)), expiresAt: nil)
@@ -445,7 +445,7 @@ private struct MemoryLockStore: LockStore {
             guard InMemoryCacheAdapter.lockOwner(&entries, key) == nil else { return nil }
             InMemoryCacheAdapter.setLock(&entries, key, owner: owner, expiresAt: .now + ttl)
             guard fenced else { return 0 }
-            let fenceKey = key + ":fence"
+            let fenceKey = ClusterSlot.companion(of: key, suffix: ":fence")
             let current = InMemoryCacheAdapter.lockOwner(&entries, fenceKey).flatMap { Int64($0) } ?? 0
             InMemoryCacheAdapter.setLock(&entries, fenceKey, owner: String(current + 1), expiresAt: nil)
             return current + 1
@@ -472,7 +472,7 @@ private struct MemoryLockStore: LockStore {
     var telemetry: Telemetry { .disabled }
 
     func currentFencingToken(key: String) throws(RedisError) -> Int64 {
-        try cache.lockOperation { entries, _ in InMemoryCacheAdapter.lockOwner(&entries, key + ":fence").flatMap { Int64($0) } ?? 0 }
+        try cache.lockOperation { entries, _ in InMemoryCacheAdapter.lockOwner(&entries, ClusterSlot.companion(of: key, suffix: ":fence")).flatMap { Int64($0) } ?? 0 }
     }
 
     func extend(key: String, owner: String, by duration: Duration, adding: Bool) throws(RedisError) -> Bool {

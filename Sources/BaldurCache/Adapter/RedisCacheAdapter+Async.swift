@@ -66,7 +66,7 @@ extension RedisCacheAdapter: AsyncCacheProvider {
         }
     }
 
-    /// Stores `value` iff `fencingToken` is not stale (one `EVALSHA` over `key` and `key:fence-seen`).
+    /// Stores `value` iff `fencingToken` is not stale (one `EVALSHA` over `key` and `{key}:fence-seen`, in the key's slot).
     public func setIfFenced<T: Encodable>(_ key: String, _ value: T, fencingToken: Int64) async throws -> Bool {
         try await run("setIfFenced", key) { () throws(RedisError) in try setIfFencedCall(key, value, fencingToken: fencingToken) }
     }

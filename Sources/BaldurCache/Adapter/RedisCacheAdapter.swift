@@ -229,7 +229,7 @@ public final class RedisCacheAdapter: CacheProvider {
         }
     }
 
-    /// Stores `value` iff `fencingToken` is not stale (one `EVALSHA` over `key` and `key:fence-seen`).
+    /// Stores `value` iff `fencingToken` is not stale (one `EVALSHA` over `key` and `{key}:fence-seen`, in the key's slot).
     public func setIfFenced<T: Encodable>(_ key: String, _ value: T, fencingToken: Int64) throws(RedisError) -> Bool {
         try run("setIfFenced", key) { () throws(RedisError) in try setIfFencedCall(key, value, fencingToken: fencingToken) }
     }
@@ -237,7 +237,7 @@ public final class RedisCacheAdapter: CacheProvider {
     func setIfFencedCall<T: Encodable>(_ key: String, _ value: T, fencingToken: Int64) throws(RedisError) -> CacheCall<Bool> {
         let full = keyPrefix.resolve() + key
         let request = CacheRequest.script(
-            BaldurScripts.fencedSet, keys: [RedisArgument(full), RedisArgument(full + ":fence-seen")],
+            BaldurScripts.fencedSet, keys: [RedisArgument(full), RedisArgument(ClusterSlot.companion(of: full, suffix: ":fence-seen"))],
             arguments: [.bytes(try JSONCodec.encode(value)), RedisArgument(fencingToken)]
         )
         return CacheCall(request) { reply throws(RedisError) in try reply.expectInteger("fenced set script") == 1 }

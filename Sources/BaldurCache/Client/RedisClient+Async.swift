@@ -53,6 +53,7 @@ extension RedisClient {
     /// costs a frame allocation and, after the reply, a resumption).
     @inline(__always)
     private func sendUnobserved(_ arguments: [RedisArgument]) async throws -> RedisReply {
+        if let cluster { return try await clusterSend(arguments, on: cluster) }
         let pool = try await enginePool(for: arguments)
         let reply = try await send(arguments, on: pool)
         // A demoted master refused it (the write did not run): once more on the new master.
@@ -63,8 +64,10 @@ extension RedisClient {
         return reply
     }
 
+    /// Sends one command on `pool`: a dedicated connection for a blocking
+    /// command, else a shared one; a read-only command is retried once.
     @inline(__always)
-    private func send(_ arguments: [RedisArgument], on pool: EnginePool) async throws -> RedisReply {
+    func send(_ arguments: [RedisArgument], on pool: EnginePool) async throws -> RedisReply {
         if Self.isBlocking(arguments) {
             return try await reportingFailures(at: pool.address) {
                 try await pool.withDedicated { connection in try await connection.send(arguments) }
@@ -90,7 +93,7 @@ extension RedisClient {
     }
 
     /// Runs `body`, telling the router of a failure at `address`.
-    private func reportingFailures<R>(at address: RedisServerAddress, _ body: () async throws -> R) async throws -> R {
+    func reportingFailures<R>(at address: RedisServerAddress, _ body: () async throws -> R) async throws -> R {
         do { return try await body() } catch let error as RedisError {
             router.failed(error, at: address)
             throw error
@@ -105,16 +108,22 @@ extension RedisClient {
     public func pipeline(_ commands: [[RedisArgument]]) async throws -> [RedisReply] {
         guard let first = commands.first else { return [] }
         let run = { () async throws -> [RedisReply] in
-            let pool = try await self.enginePool(for: first)
-            return try await self.retrying(commands.allSatisfy { $0.first?.isCommand(in: Self.retryableCommands) ?? false }) {
-                try await self.reportingFailures(at: pool.address) {
-                    if let connection = try pool.readyShared() { return try await connection.pipeline(commands) }
-                    return try await pool.shared().pipeline(commands)
-                }
-            }
+            if let cluster = self.cluster { return try await self.clusterPipeline(commands, on: cluster) }
+            return try await self.pipeline(commands, on: try await self.enginePool(for: first))
         }
         guard telemetry.isEnabled else { return try await run() }
         return try await telemetry.command("PIPELINE", batchSize: commands.count, run)
+    }
+
+    /// Sends `commands` back to back on one of `pool`'s shared connections;
+    /// retried once when every command is read-only.
+    func pipeline(_ commands: [[RedisArgument]], on pool: EnginePool) async throws -> [RedisReply] {
+        try await retrying(commands.allSatisfy { $0.first?.isCommand(in: Self.retryableCommands) ?? false }) {
+            try await self.reportingFailures(at: pool.address) {
+                if let connection = try pool.readyShared() { return try await connection.pipeline(commands) }
+                return try await pool.shared().pipeline(commands)
+            }
+        }
     }
 
     /// Runs `body` with a connection of its own, for `MULTI`/`EXEC`, `WATCH`
@@ -126,8 +135,20 @@ extension RedisClient {
     ///     try await connection.transaction([["INCR", "a"], ["INCR", "b"]])
     /// }
     /// ```
-    public func withConnection<R>(_ body: (RedisDedicatedConnection) async throws -> R) async throws -> R {
-        try await enginePool(for: []).withDedicated { connection in
+    ///
+    /// - Parameter key: In a cluster, required: see
+    ///   the synchronous `withConnection(routedBy:_:)`.
+    public func withConnection<R>(routedBy key: String? = nil, _ body: (RedisDedicatedConnection) async throws -> R) async throws -> R {
+        let pool: EnginePool
+        if let cluster {
+            guard let key else {
+                throw Self.unroutedConnectionError
+            }
+            pool = try await cluster.node(for: .slot(ClusterSlot.of(key))).enginePool
+        } else {
+            pool = try await enginePool(for: [])
+        }
+        return try await pool.withDedicated { connection in
             try await body(RedisDedicatedConnection(connection: connection))
         }
     }

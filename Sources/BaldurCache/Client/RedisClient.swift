@@ -35,6 +35,8 @@ public final class RedisClient: Sendable {
     /// The configuration this client was made with.
     public let configuration: RedisConfiguration
     let router: any ConnectionRouter
+    /// The router when it is a cluster's: commands are routed by key (see `RedisClient+Cluster.swift`).
+    let cluster: ClusterRouter?
     let logger: Logger
     /// Bounds how many lock waiters hold a connection in `BLPOP` (see ``RedisLockStore``).
     let blockingWaiters: BlockingWaiterBudget
@@ -68,6 +70,7 @@ public final class RedisClient: Sendable {
         if case .standalone(let address) = configuration.topology { server = address }
         self.telemetry = Telemetry(observability, server: server, database: configuration.database)
         self.router = try ConnectionRouters.make(configuration, logger: logger, telemetry: telemetry)
+        self.cluster = router as? ClusterRouter
         self.blockingWaiters = BlockingWaiterBudget(maxConnections: configuration.maxConnections)
         logger.debug("redis client created", metadata: ["redis.url": "\(configuration)"])
     }
@@ -107,6 +110,7 @@ public final class RedisClient: Sendable {
         guard let first = arguments.first else {
             throw RedisError(.invalidArgument, "a command needs at least one argument")
         }
+        if let cluster { return try clusterSend(arguments, on: cluster) }
         return try withRetry(first.isCommand(in: Self.retryableCommands), refusedAsReadOnly: { $0.isReadOnlyRefusal }) { connection throws(RedisError) in
             try connection.sendAllowingErrorReply(arguments, pooled: true)
         } pool: { () throws(RedisError) in
@@ -129,7 +133,8 @@ public final class RedisClient: Sendable {
 
     @inline(__always)
     private func pipelineUnobserved(_ commands: [[RedisArgument]], first: [RedisArgument]) throws(RedisError) -> [RedisReply] {
-        try withRetry(commands.allSatisfy { $0.first?.isCommand(in: Self.retryableCommands) ?? false }) { connection throws(RedisError) in
+        if let cluster { return try clusterPipeline(commands, on: cluster) }
+        return try withRetry(commands.allSatisfy { $0.first?.isCommand(in: Self.retryableCommands) ?? false }) { connection throws(RedisError) in
             try connection.pipeline(commands, pooled: true)
         } pool: { () throws(RedisError) in
             try self.router.pool(for: first)
@@ -149,7 +154,10 @@ public final class RedisClient: Sendable {
         guard count > 0 else { return [] }
         return try withoutActuallyEscaping(command) { command throws(RedisError) in
             let run = { () throws(RedisError) -> [RedisReply] in
-                try self.withRetry(retryable) { connection throws(RedisError) in
+                if let cluster = self.cluster {
+                    return try self.clusterPipeline(try (0..<count).map { index throws(RedisError) in try command(index) }, on: cluster)
+                }
+                return try self.withRetry(retryable) { connection throws(RedisError) in
                     try connection.pipeline(count: count, pooled: true, command)
                 } pool: { () throws(RedisError) in
                     try self.router.pool(for: routing)
@@ -169,8 +177,29 @@ public final class RedisClient: Sendable {
     ///     try connection.pipeline([["MULTI"], ["INCR", "a"], ["INCR", "b"], ["EXEC"]])
     /// }
     /// ```
-    public func withConnection<R>(_ body: (RedisConnection) throws -> R) throws -> R {
-        try router.pool(for: []).withConnection(body)
+    ///
+    /// - Parameter key: In a cluster, required: the connection goes to the
+    ///   master of this key's slot, and every key the commands touch must be
+    ///   in that slot (else the server answers `CROSSSLOT` or `MOVED`). Use
+    ///   a hash tag (`{user:7}:a`, `{user:7}:b`) to keep keys in one slot.
+    ///   Ignored on a single server.
+    /// - Throws: ``RedisError/Code/invalidArgument`` in a cluster without `key`.
+    public func withConnection<R>(routedBy key: String? = nil, _ body: (RedisConnection) throws -> R) throws -> R {
+        try connectionPool(routedBy: key).withConnection(body)
+    }
+
+    /// What ``withConnection(routedBy:_:)`` without a key throws in a cluster.
+    static let unroutedConnectionError = RedisError(
+        .invalidArgument, "in a Redis Cluster a connection serves one slot: pass withConnection(routedBy:) a key of that slot"
+    )
+
+    /// The pool a dedicated connection comes from (see ``withConnection(routedBy:_:)``).
+    func connectionPool(routedBy key: String?) throws(RedisError) -> ConnectionPool {
+        guard let cluster else { return try router.pool(for: []) }
+        guard let key else {
+            throw Self.unroutedConnectionError
+        }
+        return try cluster.node(for: .slot(ClusterSlot.of(key))).pool
     }
 
     /// Sends `PING` and checks for `PONG`.
@@ -212,7 +241,7 @@ public final class RedisClient: Sendable {
     /// never looks the command names up. A result that `refusedAsReadOnly`
     /// (a `READONLY` refusal: the command did not run) is sent once more
     /// when the router moved to another server (Sentinel failover).
-    private func withRetry<R>(
+    func withRetry<R>(
         _ retryable: @autoclosure () -> Bool,
         refusedAsReadOnly: (R) -> Bool = { _ in false },
         _ body: (RedisConnection) throws(RedisError) -> R,

@@ -194,6 +194,9 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
         case .cluster(let seeds):
             guard !seeds.isEmpty else { throw RedisError(.invalidConfiguration, "Cluster needs at least one seed address") }
             for seed in seeds { try seed.validate() }
+            guard database == 0 else {
+                throw RedisError(.invalidConfiguration, "Redis Cluster has only database 0, not \(database)")
+            }
         }
     }
 

@@ -8,8 +8,8 @@ struct RedisLockStore: LockStore {
 
     var telemetry: Telemetry { client.telemetry }
 
-    static func signalKey(_ key: String) -> RedisArgument { RedisArgument(key + ":signal") }
-    static func fenceKey(_ key: String) -> RedisArgument { RedisArgument(key + ":fence") }
+    static func signalKey(_ key: String) -> RedisArgument { RedisArgument(ClusterSlot.companion(of: key, suffix: ":signal")) }
+    static func fenceKey(_ key: String) -> RedisArgument { RedisArgument(ClusterSlot.companion(of: key, suffix: ":fence")) }
 
     // Each operation is one CacheCall, run on the pool by the synchronous
     // lock calls and on the event loop by the async ones.

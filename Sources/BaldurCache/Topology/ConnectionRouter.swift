@@ -62,8 +62,8 @@ enum ConnectionRouters {
             )
         case .sentinel(let master, let sentinels):
             return SentinelRouter(masterName: master, sentinels: sentinels, configuration: configuration, logger: logger, telemetry: telemetry)
-        case .cluster:
-            throw RedisError(.unsupported, "Redis Cluster is not yet supported by BaldurCache; connect to a single node with redis:// for now")
+        case .cluster(let seeds):
+            return ClusterRouter(seeds: seeds, configuration: configuration, logger: logger, telemetry: telemetry)
         }
     }
 }

@@ -104,7 +104,7 @@ final class SentinelRouter: ConnectionRouter {
 
     func enginePool(for command: [RedisArgument]) async throws(RedisError) -> EnginePool {
         if let pool = try readyEnginePool(for: command) { return pool }
-        return try await offPool { () throws(RedisError) in try self.currentMaster().enginePool }
+        return try await offPool(on: Self.queue, handoff: state) { () throws(RedisError) in try self.currentMaster().enginePool }
     }
 
     var enginePools: [EnginePool] {
@@ -134,7 +134,7 @@ final class SentinelRouter: ConnectionRouter {
     }
 
     func refusedAsReadOnly(at address: RedisServerAddress) async throws(RedisError) -> Bool {
-        try await offPool { () throws(RedisError) in try self.refusedAsReadOnly(at: address) }
+        try await offPool(on: Self.queue, handoff: state) { () throws(RedisError) in try self.refusedAsReadOnly(at: address) }
     }
 
     func close() {
@@ -306,20 +306,5 @@ final class SentinelRouter: ConnectionRouter {
 
     private func closedError() -> RedisError {
         RedisError(.closed, "the Redis client for Sentinel master '\(masterName)' was closed")
-    }
-
-    /// Runs blocking discovery work on a dispatch thread while the task
-    /// suspends. The state lock, taken on both sides of the resume, orders
-    /// what the work built for ThreadSanitizer too.
-    private func offPool<R: Sendable>(_ body: @escaping @Sendable () throws(RedisError) -> R) async throws(RedisError) -> R {
-        let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<R, RedisError>, Never>) in
-            Self.queue.async {
-                let result = Result(catching: body)
-                self.state.withLock { _ in }
-                continuation.resume(returning: result)
-            }
-        }
-        state.withLock { _ in }
-        return try result.get()
     }
 }

@@ -1,0 +1,288 @@
+import Foundation
+
+/// Redis Cluster: how a command, a pipeline or a multi-key call reaches the
+/// nodes that serve its keys (see ``ClusterRouter`` for the map).
+///
+/// - A command with a key goes to the master of the key's slot; one
+///   without (`PING`, `INFO`, a script given no keys) to a master.
+/// - `MOVED` points the slot at the node named and sends the command there;
+///   `ASK` sends `ASKING` and the command to the node named, once, leaving
+///   the map as it is; `TRYAGAIN`, `CLUSTERDOWN`, `LOADING` and
+///   `MASTERDOWN` (the command did not run) send it again after a backoff,
+///   within ``RedisConfiguration/socketTimeout``. At most
+///   ``maxClusterRedirects`` hops; then the last error reply is the answer.
+/// - `MGET`, `MSET`, `DEL`, `UNLINK`, `EXISTS` and `TOUCH` over keys of
+///   several slots are split into one command per slot, sent per node as
+///   pipelines (the async API: every node at once), and merged as one node
+///   would answer. Not atomic across slots: a failure can leave some parts done.
+/// - `KEYS`, `DBSIZE`, `FLUSHALL`, `FLUSHDB` and `SCRIPT` go to every
+///   master; `SCAN` walks the masters one after another, its cursor naming
+///   the master (see ``ClusterScanCursor``).
+/// - A pipeline is split per node, each part one pipeline, replies back in
+///   the caller's order; a redirected command is sent again on its own. A
+///   split or fanned-out command in a pipeline runs after the commands
+///   before it and before those after it.
+extension RedisClient {
+    /// The most redirects one command follows.
+    static let maxClusterRedirects = 16
+
+    // MARK: Synchronous
+
+    /// Sends `arguments` where the cluster serves them.
+    func clusterSend(_ arguments: [RedisArgument], on cluster: ClusterRouter) throws(RedisError) -> RedisReply {
+        switch ClusterCommand.route(of: arguments) {
+        case .key(let index):
+            return try clusterSend(arguments, to: .slot(ClusterSlot.of(arguments[index])), on: cluster)
+        case .anyMaster:
+            return try clusterSend(arguments, to: .anyMaster, on: cluster)
+        case .multiKey(let kind):
+            let split = ClusterSplit(arguments, kind)
+            return split.merge(try clusterPipeline(split.commands, targets: split.targets, on: cluster))
+        case .everyMaster:
+            var replies: [RedisReply] = []
+            for node in try cluster.masters() {
+                replies.append(try clusterSend(arguments, to: .address(node.address), on: cluster))
+            }
+            return ClusterSplit.mergeEveryMaster(arguments, replies)
+        case .scan:
+            let masters = try cluster.masters()
+            guard let page = try scanArguments(arguments, masters: masters) else { return Self.finishedScan }
+            let reply = try clusterSend(page.arguments, to: .address(masters[page.cursor.master].address), on: cluster)
+            return try scanReply(reply, cursor: page.cursor, masters: masters.count)
+        }
+    }
+
+    /// Sends one command to `target`, following redirects.
+    private func clusterSend(_ arguments: [RedisArgument], to original: ClusterTarget, on cluster: ClusterRouter) throws(RedisError) -> RedisReply {
+        var target = original
+        var asking = false
+        var backoff = Backoff(initial: .milliseconds(10), cap: .milliseconds(200))
+        let deadline = ContinuousClock.now + (configuration.socketTimeout ?? .seconds(5))
+        var redirects = 0
+        while true {
+            let node = try cluster.node(for: target)
+            let ask = asking
+            let reply = try withRetry(arguments[0].isCommand(in: Self.retryableCommands)) { connection throws(RedisError) in
+                if ask { return try connection.pipeline([["ASKING"], arguments], pooled: true)[1] }
+                return try connection.sendAllowingErrorReply(arguments, pooled: true)
+            } pool: { () throws(RedisError) in node.pool }
+            guard redirects < Self.maxClusterRedirects, let redirect = ClusterRedirect(reply, from: node.address) else { return reply }
+            redirects += 1
+            (target, asking) = (original, false)
+            switch redirect {
+            case .moved(let slot, let address):
+                cluster.moved(slot: slot, to: address)
+                target = .address(address)
+            case .ask(let address):
+                (target, asking) = (.address(address), true)
+            case .retry(let refreshMap):
+                if refreshMap { cluster.refreshInBackground(reason: "a node answered CLUSTERDOWN") }
+                guard backoff.sleep(until: deadline) else { return reply }
+            }
+        }
+    }
+
+    /// Runs `commands` as one pipeline per node, replies in the caller's
+    /// order. A command that is split or fanned out itself runs on its own,
+    /// after the commands before it and before those after it. `targets`
+    /// routes the commands instead of their keys (a split's parts).
+    func clusterPipeline(
+        _ commands: [[RedisArgument]], targets: [ClusterTarget]? = nil, on cluster: ClusterRouter
+    ) throws(RedisError) -> [RedisReply] {
+        var replies = [RedisReply](repeating: .null, count: commands.count)
+        var segment: [(index: Int, target: ClusterTarget)] = []
+        for index in commands.indices {
+            if let target = targets?[index] ?? Self.singleNodeTarget(of: commands[index]) {
+                segment.append((index, target))
+                continue
+            }
+            try runSegment(segment, of: commands, into: &replies, on: cluster)
+            segment = []
+            replies[index] = try clusterSend(commands[index], on: cluster)
+        }
+        try runSegment(segment, of: commands, into: &replies, on: cluster)
+        return replies
+    }
+
+    /// One pipeline per node for `segment`; then each redirected command
+    /// once more on its own, in order, following its redirects.
+    private func runSegment(
+        _ segment: [(index: Int, target: ClusterTarget)], of commands: [[RedisArgument]], into replies: inout [RedisReply],
+        on cluster: ClusterRouter
+    ) throws(RedisError) {
+        guard !segment.isEmpty else { return }
+        for (node, indices) in try Self.groupByNode(segment, on: cluster) {
+            let part = indices.map { commands[$0] }
+            let partReplies = try withRetry(part.allSatisfy { $0[0].isCommand(in: Self.retryableCommands) }) { connection throws(RedisError) in
+                try connection.pipeline(part, pooled: true)
+            } pool: { () throws(RedisError) in node.pool }
+            for (index, reply) in zip(indices, partReplies) { replies[index] = reply }
+        }
+        for (index, target) in segment where Self.isRedirect(replies[index]) {
+            replies[index] = try clusterSend(commands[index], to: target, on: cluster)
+        }
+    }
+
+    /// `segment`'s command indices grouped by the node that serves them, in first-seen order.
+    private static func groupByNode(
+        _ segment: [(index: Int, target: ClusterTarget)], on cluster: ClusterRouter
+    ) throws(RedisError) -> [(node: ClusterNode, indices: [Int])] {
+        var groups: [(node: ClusterNode, indices: [Int])] = []
+        for (index, target) in segment {
+            let node = try cluster.node(for: target)
+            if let group = groups.firstIndex(where: { $0.node === node }) {
+                groups[group].indices.append(index)
+            } else {
+                groups.append((node, [index]))
+            }
+        }
+        return groups
+    }
+
+    // MARK: Asynchronous
+
+    /// ``clusterSend(_:on:)`` for the async API.
+    func clusterSend(_ arguments: [RedisArgument], on cluster: ClusterRouter) async throws -> RedisReply {
+        switch ClusterCommand.route(of: arguments) {
+        case .key(let index):
+            return try await clusterSend(arguments, to: .slot(ClusterSlot.of(arguments[index])), on: cluster)
+        case .anyMaster:
+            return try await clusterSend(arguments, to: .anyMaster, on: cluster)
+        case .multiKey(let kind):
+            let split = ClusterSplit(arguments, kind)
+            return split.merge(try await clusterPipeline(split.commands, targets: split.targets, on: cluster))
+        case .everyMaster:
+            let masters = try await cluster.masters()
+            let replies = try await concurrently(masters.count) { index in
+                try await self.clusterSend(arguments, to: .address(masters[index].address), on: cluster)
+            }
+            return ClusterSplit.mergeEveryMaster(arguments, replies)
+        case .scan:
+            let masters = try await cluster.masters()
+            guard let page = try scanArguments(arguments, masters: masters) else { return Self.finishedScan }
+            let reply = try await clusterSend(page.arguments, to: .address(masters[page.cursor.master].address), on: cluster)
+            return try scanReply(reply, cursor: page.cursor, masters: masters.count)
+        }
+    }
+
+    private func clusterSend(_ arguments: [RedisArgument], to original: ClusterTarget, on cluster: ClusterRouter) async throws -> RedisReply {
+        var target = original
+        var asking = false
+        var backoff = Backoff(initial: .milliseconds(10), cap: .milliseconds(200))
+        let deadline = ContinuousClock.now + (configuration.socketTimeout ?? .seconds(5))
+        var redirects = 0
+        while true {
+            let node = try await cluster.node(for: target)
+            let reply: RedisReply
+            if asking {
+                reply = try await reportingFailures(at: node.address) {
+                    try await node.enginePool.shared().pipeline([["ASKING"], arguments])[1]
+                }
+            } else {
+                reply = try await send(arguments, on: node.enginePool)
+            }
+            guard redirects < Self.maxClusterRedirects, let redirect = ClusterRedirect(reply, from: node.address) else { return reply }
+            redirects += 1
+            (target, asking) = (original, false)
+            switch redirect {
+            case .moved(let slot, let address):
+                cluster.moved(slot: slot, to: address)
+                target = .address(address)
+            case .ask(let address):
+                (target, asking) = (.address(address), true)
+            case .retry(let refreshMap):
+                if refreshMap { cluster.refreshInBackground(reason: "a node answered CLUSTERDOWN") }
+                let left = ContinuousClock.now.duration(to: deadline)
+                guard left > .zero else { return reply }
+                try await Task.sleep(for: min(backoff.nextDelay(), left))
+            }
+        }
+    }
+
+    /// ``clusterPipeline(_:targets:on:)`` for the async API: every node's part at once.
+    func clusterPipeline(_ commands: [[RedisArgument]], targets: [ClusterTarget]? = nil, on cluster: ClusterRouter) async throws -> [RedisReply] {
+        var replies = [RedisReply](repeating: .null, count: commands.count)
+        var segment: [(index: Int, target: ClusterTarget)] = []
+        for index in commands.indices {
+            if let target = targets?[index] ?? Self.singleNodeTarget(of: commands[index]) {
+                segment.append((index, target))
+                continue
+            }
+            try await runSegment(segment, of: commands, into: &replies, on: cluster)
+            segment = []
+            replies[index] = try await clusterSend(commands[index], on: cluster)
+        }
+        try await runSegment(segment, of: commands, into: &replies, on: cluster)
+        return replies
+    }
+
+    private func runSegment(
+        _ segment: [(index: Int, target: ClusterTarget)], of commands: [[RedisArgument]], into replies: inout [RedisReply],
+        on cluster: ClusterRouter
+    ) async throws {
+        guard !segment.isEmpty else { return }
+        _ = try await cluster.node(for: .anyMaster)  // the first discovery, off the cooperative pool
+        let groups = try Self.groupByNode(segment, on: cluster)
+        let parts = groups.map { group in (group.node.enginePool, group.indices.map { commands[$0] }) }
+        let partReplies = try await concurrently(parts.count) { index in try await self.pipeline(parts[index].1, on: parts[index].0) }
+        for (group, part) in zip(groups, partReplies) {
+            for (index, reply) in zip(group.indices, part) { replies[index] = reply }
+        }
+        for (index, target) in segment where Self.isRedirect(replies[index]) {
+            replies[index] = try await clusterSend(commands[index], to: target, on: cluster)
+        }
+    }
+
+    /// Runs `body` for `0..<count` at once; results in index order.
+    private func concurrently<R: Sendable>(_ count: Int, _ body: @escaping @Sendable (Int) async throws -> R) async throws -> [R] {
+        if count == 1 { return [try await body(0)] }
+        return try await withThrowingTaskGroup(of: (Int, R).self) { group in
+            for index in 0..<count { group.addTask { (index, try await body(index)) } }
+            var results = [R?](repeating: nil, count: count)
+            for try await (index, result) in group { results[index] = result }
+            return results.map { $0! }
+        }
+    }
+
+    // MARK: Shared
+
+    /// Where a pipelined command goes, or `nil` for the commands that are
+    /// split or sent to several masters.
+    private static func singleNodeTarget(of command: [RedisArgument]) -> ClusterTarget? {
+        switch ClusterCommand.route(of: command) {
+        case .key(let index): .slot(ClusterSlot.of(command[index]))
+        case .anyMaster: .anyMaster
+        case .multiKey, .everyMaster, .scan: nil
+        }
+    }
+
+    private static func isRedirect(_ reply: RedisReply) -> Bool {
+        guard case .error = reply else { return false }
+        return ClusterRedirect(reply, from: .tcp(host: "127.0.0.1", port: 1)) != nil
+    }
+
+    /// The `SCAN` reply of a finished cluster scan (cursor 0, no keys).
+    private static let finishedScan = RedisReply.array([.bulk(Array("0".utf8)), .array([])])
+
+    /// The node's page of a cluster `SCAN`: its own cursor in place of the
+    /// caller's; `nil` when the cursor is past the last master.
+    private func scanArguments(
+        _ arguments: [RedisArgument], masters: [ClusterNode]
+    ) throws(RedisError) -> (arguments: [RedisArgument], cursor: ClusterScanCursor)? {
+        guard arguments.count >= 2, let raw = arguments[1].withBytes({ UInt64(String(decoding: $0, as: UTF8.self)) }) else {
+            throw RedisError(.invalidArgument, "SCAN needs a cursor: 0, or one a cluster SCAN returned")
+        }
+        let cursor = ClusterScanCursor(raw)
+        guard cursor.master < masters.count else { return nil }
+        var page = arguments
+        page[1] = RedisArgument(cursor.nodeCursor)
+        return (page, cursor)
+    }
+
+    /// A node's `SCAN` reply with the cluster cursor in place of the node's.
+    private func scanReply(_ reply: RedisReply, cursor: ClusterScanCursor, masters: Int) throws(RedisError) -> RedisReply {
+        guard case .array(let parts) = reply, parts.count == 2, let next = parts[0].string.flatMap({ UInt64($0) }) else { return reply }
+        let combined = try ClusterScanCursor.after(master: cursor.master, next: next, masters: masters)
+        return .array([.bulk(Array(String(combined).utf8)), parts[1]])
+    }
+}

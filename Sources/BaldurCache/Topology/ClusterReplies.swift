@@ -1,0 +1,164 @@
+/// A cluster error reply that says the command did not run and where, or
+/// when, to send it again.
+enum ClusterRedirect: Equatable {
+    /// `MOVED slot host:port`: the slot is served there now, for good.
+    case moved(slot: Int, to: RedisServerAddress)
+    /// `ASK slot host:port`: this key is being migrated there; send
+    /// `ASKING` and the command there, once.
+    case ask(RedisServerAddress)
+    /// `TRYAGAIN` (a multi-key command during a migration), `CLUSTERDOWN`,
+    /// `LOADING`, `MASTERDOWN`: try again after a pause. `refreshMap` when
+    /// the map may be stale (`CLUSTERDOWN`: a failover may be under way).
+    case retry(refreshMap: Bool)
+
+    /// The redirect `reply` asks for, or `nil` for any other reply.
+    /// `node` is where the reply came from: an empty host means its host.
+    init?(_ reply: RedisReply, from node: RedisServerAddress) {
+        guard case .error(let message) = reply, let first = message.utf8.first,
+              first == UInt8(ascii: "M") || first == UInt8(ascii: "A") || first == UInt8(ascii: "T")
+                || first == UInt8(ascii: "C") || first == UInt8(ascii: "L") else { return nil }
+        let words = message.split(separator: " ", maxSplits: 3)
+        switch words.first {
+        case "MOVED", "ASK":
+            guard words.count >= 3, let slot = Int(words[1]), slot >= 0, slot < ClusterSlot.count,
+                  let address = Self.address(String(words[2]), near: node) else { return nil }
+            self = words[0] == "MOVED" ? .moved(slot: slot, to: address) : .ask(address)
+        case "TRYAGAIN", "LOADING", "MASTERDOWN": self = .retry(refreshMap: false)
+        case "CLUSTERDOWN": self = .retry(refreshMap: true)
+        default: return nil
+        }
+    }
+
+    /// `host:port` (the port after the last colon, so IPv6 hosts work); an
+    /// empty host is `node`'s.
+    static func address(_ text: String, near node: RedisServerAddress) -> RedisServerAddress? {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]) else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        if host.isEmpty {
+            guard case .tcp(let nodeHost, _) = node else { return nil }
+            host = nodeHost
+        }
+        let address = RedisServerAddress.tcp(host: host, port: port)
+        return (try? address.validate()) == nil ? nil : address
+    }
+}
+
+/// A multi-key command split into one command per slot, and the merge of
+/// their replies.
+struct ClusterSplit {
+    /// One command per slot, in the order of each slot's first key.
+    let commands: [[RedisArgument]]
+    /// Where each command goes: its slot (a part never splits again).
+    let targets: [ClusterTarget]
+    /// For each command, the positions in the caller's key list of its keys.
+    private let positions: [[Int]]
+    private let kind: ClusterCommand.MultiKey
+    private let keyCount: Int
+
+    init(_ arguments: [RedisArgument], _ kind: ClusterCommand.MultiKey) {
+        self.kind = kind
+        let name = arguments[0]
+        let stride = kind == .pairs ? 2 : 1
+        var groupOfSlot: [Int: Int] = [:]
+        var commands: [[RedisArgument]] = []
+        var targets: [ClusterTarget] = []
+        var positions: [[Int]] = []
+        var position = 0
+        var index = 1
+        while index + stride - 1 < arguments.count {
+            let slot = ClusterSlot.of(arguments[index])
+            let group: Int
+            if let existing = groupOfSlot[slot] {
+                group = existing
+            } else {
+                group = commands.count
+                groupOfSlot[slot] = group
+                commands.append([name])
+                targets.append(.slot(slot))
+                positions.append([])
+            }
+            commands[group].append(contentsOf: arguments[index..<(index + stride)])
+            positions[group].append(position)
+            position += 1
+            index += stride
+        }
+        self.commands = commands
+        self.targets = targets
+        self.positions = positions
+        keyCount = position
+    }
+
+    /// One reply for the caller, as one node would have given: `MGET`'s
+    /// values in key order, `MSET`'s `OK`, the sum of the counts. The first
+    /// error reply, if any part failed.
+    func merge(_ replies: [RedisReply]) -> RedisReply {
+        if let error = replies.first(where: { if case .error = $0 { true } else { false } }) { return error }
+        switch kind {
+        case .values:
+            var values = [RedisReply](repeating: .null, count: keyCount)
+            for (reply, keys) in zip(replies, positions) {
+                guard case .array(let parts) = reply, parts.count == keys.count else {
+                    return .error("ERR a cluster node answered MGET with \(reply.kindName) of the wrong shape")
+                }
+                for (part, position) in zip(parts, keys) { values[position] = part }
+            }
+            return .array(values)
+        case .pairs:
+            return .status("OK")
+        case .count:
+            var total: Int64 = 0
+            for reply in replies {
+                guard case .integer(let count) = reply else {
+                    return .error("ERR a cluster node answered with \(reply.kindName) instead of an integer")
+                }
+                total += count
+            }
+            return .integer(total)
+        }
+    }
+
+    /// One reply from a command sent to every master: `KEYS`' arrays
+    /// joined, `DBSIZE`'s counts summed, else the first reply (the first
+    /// error, if any).
+    static func mergeEveryMaster(_ arguments: [RedisArgument], _ replies: [RedisReply]) -> RedisReply {
+        if let error = replies.first(where: { if case .error = $0 { true } else { false } }) { return error }
+        if arguments[0].isCommand(in: ["KEYS"]) { return .array(replies.flatMap { $0.array ?? [] }) }
+        if arguments[0].isCommand(in: ["DBSIZE"]) { return .integer(replies.reduce(0) { $0 + ($1.integer ?? 0) }) }
+        return replies.first ?? .null
+    }
+}
+
+/// The cursor of a `SCAN` over a cluster: the index of the master being
+/// scanned (in ``ClusterRouter/masters()``'s order) in the top 16 bits, that
+/// master's own cursor in the low 48 (Redis' cursors index a hash table,
+/// far below 2^48).
+struct ClusterScanCursor: Equatable {
+    let master: Int
+    let nodeCursor: UInt64
+
+    static let nodeBits: UInt64 = 48
+
+    init(master: Int, nodeCursor: UInt64) {
+        self.master = master
+        self.nodeCursor = nodeCursor
+    }
+
+    init(_ cursor: UInt64) {
+        master = Int(cursor >> Self.nodeBits)
+        nodeCursor = cursor & ((1 << Self.nodeBits) - 1)
+    }
+
+    /// The cursor to give the caller after `master` answered `next`: the
+    /// same master while it has more, the next master's start after, 0
+    /// after the last.
+    static func after(master: Int, next: UInt64, masters: Int) throws(RedisError) -> UInt64 {
+        if next != 0 {
+            guard next < 1 << nodeBits, master < 1 << 16 else {
+                throw RedisError(.protocolError, "a cluster node returned SCAN cursor \(next), too large to combine with a node index")
+            }
+            return UInt64(master) << nodeBits | next
+        }
+        return master + 1 < masters ? UInt64(master + 1) << nodeBits : 0
+    }
+}
