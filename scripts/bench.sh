@@ -5,8 +5,9 @@
 # Prints a Markdown table of medians of 3 rounds.
 #
 # Uses BALDUR_REDIS_URL when set; otherwise starts a private redis-server on
-# a free loopback port, and its TLS twin (certificates from tls-certs.sh) for
-# the TLS-vs-plain rows, and stops them on exit. Extra arguments go to
+# a free loopback port, its TLS twin (certificates from tls-certs.sh) for
+# the TLS-vs-plain rows, and a cluster (cluster.sh) for the cluster-vs-one-
+# server rows, and stops them on exit. Extra arguments go to
 # baldur-bench (--rounds N, --seconds S, --rss-ops N, --only TEXT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +30,13 @@ else
     bash scripts/tls-certs.sh "$tls_dir"
     tls_port=$(free_port)
     start_tls_redis bench-tls "$tls_port" "$tls_dir"
-    tls=(--tls-url "rediss://127.0.0.1:$tls_port/0?ssl_ca_certs=$tls_dir/ca.crt")
+    extra=(--tls-url "rediss://127.0.0.1:$tls_port/0?ssl_ca_certs=$tls_dir/ca.crt")
+    # The cluster rows: three masters and three replicas (scripts/cluster.sh).
+    bash scripts/cluster.sh "$BALDUR_TMP/cluster"
+    mapfile -t cluster_pids <"$BALDUR_TMP/cluster/pids"
+    BALDUR_PIDS+=("${cluster_pids[@]}")
+    read -r cluster1 cluster2 _ <"$BALDUR_TMP/cluster/ports"
+    extra+=(--cluster-url "redis+cluster://127.0.0.1:$cluster1,127.0.0.1:$cluster2")
 fi
 
 gcc -O2 -o "$BALDUR_TMP/hiredis_loop" bench/hiredis_loop.c -lhiredis -lpthread
@@ -37,4 +44,4 @@ swift build -c release --product baldur-bench >/dev/null
 bin="$(swift build -c release --show-bin-path)"
 
 "$bin/baldur-bench" --url "$url" --hiredis-loop "$BALDUR_TMP/hiredis_loop" \
-    --python "$BALDUR_TEST_PYTHON" --python-script bench/python_baseline.py ${tls[@]+"${tls[@]}"} "$@"
+    --python "$BALDUR_TEST_PYTHON" --python-script bench/python_baseline.py ${extra[@]+"${extra[@]}"} "$@"

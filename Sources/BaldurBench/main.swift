@@ -64,6 +64,11 @@ struct Sample {
     /// Per-call latency percentiles in microseconds, where measured.
     var p50: Double? = nil
     var p99: Double? = nil
+
+    /// The same measurement counted in units of `factor` operations per call (keys of an `mget`).
+    func scaled(by factor: Int) -> Sample {
+        Sample(rate: rate * Double(factor), cpuMicrosecondsPerOperation: cpuMicrosecondsPerOperation.map { $0 / Double(factor) })
+    }
 }
 
 /// User + system CPU seconds of this process (`RUSAGE_SELF`) or of its
@@ -120,10 +125,14 @@ func run(_ executable: String, _ arguments: [String]) -> (output: String, cpuSec
 /// redis-benchmark's requests per second for `test` with `clients` connections and pipeline `depth`.
 /// `command`, when given, replaces `-t test` with that exact command (its first word must be `test`).
 /// `tls`: against the TLS twin instead (`--tls --cacert`), at its port.
-func redisBenchmark(_ test: String, clients: Int, depth: Int = 1, command: [String] = [], tls: (port: Int, caFile: String)? = nil) -> Sample {
+/// `clusterPort`: against the cluster with that seed instead (`--cluster`).
+func redisBenchmark(
+    _ test: String, clients: Int, depth: Int = 1, command: [String] = [], tls: (port: Int, caFile: String)? = nil, clusterPort: Int? = nil
+) -> Sample {
     let requests = depth > 1 ? 400_000 : min(8_000 * clients, 200_000)
     let what = command.isEmpty ? ["-t", test] : ["-r", "100"] + command
-    let target = tls.map { ["-p", String($0.port), "--tls", "--cacert", $0.caFile] } ?? ["-p", String(port)]
+    var target = tls.map { ["-p", String($0.port), "--tls", "--cacert", $0.caFile] } ?? ["-p", String(port)]
+    if let clusterPort { target = ["-p", String(clusterPort), "--cluster"] }
     let (csv, cpu) = run("/usr/bin/env", ["redis-benchmark", "-h", host, "-c", String(clients), "-n", String(requests),
                                    "-P", String(depth), "-d", String(recordSize), "--csv", "-q"] + target + what)
     // The CSV names a -t test by its command and a given command by its whole text.
@@ -500,6 +509,60 @@ if runTLSRows, let tlsURL {
     }
 }
 
+// MARK: - Cluster
+
+/// `--cluster-url redis+cluster://...`: a cluster on the same machine
+/// (scripts/bench.sh starts one: three masters, three replicas), measured
+/// against the single server in the same rounds.
+let clusterURL = option("--cluster-url")
+let runClusterRows = clusterURL != nil && (option("--only").map { "cluster".contains($0) || $0.contains("cluster") } ?? true)
+struct ClusterComparison {
+    let name: String
+    let single: () -> Sample
+    let cluster: () -> Sample
+    /// redis-benchmark's form of the workload, if it has one: its test and connection count.
+    let benchmark: (test: String, clients: Int)?
+}
+var clusterComparisons: [ClusterComparison] = []
+var clusterSingle: [String: [Sample]] = [:]
+var clusterSamples: [String: [Sample]] = [:]
+var clusterBenchmarkSingle: [String: [Sample]] = [:]
+var clusterBenchmarkCluster: [String: [Sample]] = [:]
+if runClusterRows, let clusterURL {
+    guard let parsed = try? RedisConfiguration(url: clusterURL), case .cluster(let seeds) = parsed.topology,
+          case .tcp(_, let seedPort) = seeds[0] else { die("--cluster-url must be redis+cluster://HOST:PORT,...") }
+    let oneConnection = makeCache(url: clusterURL, connections: 1)
+    let clusterAsync = makeCache(url: clusterURL, connections: 16)
+    do {
+        try oneConnection.set("record", record)
+        try oneConnection.mset(bulkValues)
+    } catch { die("cluster setup: \(error)") }
+    clusterComparisons = [
+        ClusterComparison(name: "get, 1 connection", single: { measure { _ = try single.get("record") } },
+                          cluster: { measure { _ = try oneConnection.get("record") } }, benchmark: ("get", 1)),
+        ClusterComparison(name: "set, 1 connection", single: { measure { try single.set("record", record) } },
+                          cluster: { measure { try oneConnection.set("record", record) } }, benchmark: ("set", 1)),
+        ClusterComparison(name: "async get, 64 tasks", single: { measureAsync(tasks: 64) { _ = try await asyncCache.get("record") } },
+                          cluster: { measureAsync(tasks: 64) { _ = try await clusterAsync.get("record") } }, benchmark: ("get", 64)),
+        ClusterComparison(name: "mget 100 keys (keys/s), 1 connection", single: { measure(unit: 100) { _ = try single.mget(bulkKeys) } },
+                          cluster: { measure(unit: 100) { _ = try oneConnection.mget(bulkKeys) } }, benchmark: nil),
+        ClusterComparison(name: "async mget 100 keys (keys/s), 16 tasks",
+                          single: { measureAsync(tasks: 16) { _ = try await asyncCache.mget(bulkKeys) }.scaled(by: 100) },
+                          cluster: { measureAsync(tasks: 16) { _ = try await clusterAsync.mget(bulkKeys) }.scaled(by: 100) }, benchmark: nil),
+    ]
+    for round in 1...rounds {
+        log("cluster round \(round)/\(rounds)")
+        for comparison in clusterComparisons {
+            clusterSingle[comparison.name, default: []].append(comparison.single())
+            clusterSamples[comparison.name, default: []].append(comparison.cluster())
+            if let (test, clients) = comparison.benchmark {
+                clusterBenchmarkSingle[comparison.name, default: []].append(redisBenchmark(test, clients: clients))
+                clusterBenchmarkCluster[comparison.name, default: []].append(redisBenchmark(test, clients: clients, clusterPort: seedPort))
+            }
+        }
+    }
+}
+
 // MARK: - Lock handoff latency
 
 /// Latency from a release to the next waiter's acquisition, with `waiters` threads contending.
@@ -631,6 +694,19 @@ if runTLSRows {
         let benchmarkSecure = (tlsBenchmarkSecure[comparison.name] ?? []).map(\.rate)
         print("| \(comparison.name) | \(format(median(plain))) | \(format(median(secure))) | \(ratio(secure, plain)) "
             + "| \(ratio(benchmarkSecure, benchmarkPlain)) | \(ratio(secure, benchmarkSecure)) | \(cpu(tlsPlain[comparison.name])) / \(cpu(tlsSecure[comparison.name])) |")
+    }
+}
+if runClusterRows {
+    print("")
+    print("| Redis Cluster (3 masters) vs one server | one server /s | cluster /s | cluster / one server | redis-benchmark --cluster / one server | CPU µs per op: one server / cluster |")
+    print("|---|---:|---:|---:|---:|---|")
+    for comparison in clusterComparisons {
+        let one = (clusterSingle[comparison.name] ?? []).map(\.rate)
+        let spread = (clusterSamples[comparison.name] ?? []).map(\.rate)
+        let benchmark = comparison.benchmark == nil ? "-"
+            : ratio((clusterBenchmarkCluster[comparison.name] ?? []).map(\.rate), (clusterBenchmarkSingle[comparison.name] ?? []).map(\.rate))
+        print("| \(comparison.name) | \(format(median(one))) | \(format(median(spread))) | \(ratio(spread, one)) | \(benchmark) "
+            + "| \(cpu(clusterSingle[comparison.name])) / \(cpu(clusterSamples[comparison.name])) |")
     }
 }
 print("")

@@ -30,7 +30,7 @@ struct ConfigurationTests {
         #expect(!configuration.description.contains("pw&") && configuration.description.contains("***"))
     }
 
-    @Test("sentinel and cluster URLs parse into their own kinds; a Sentinel client connects lazily, a Cluster one is refused clearly")
+    @Test("sentinel and cluster URLs parse into their own kinds; both clients connect lazily; a cluster has only database 0")
     func sentinelAndCluster() throws {
         let sentinel = try RedisConfiguration(url: "redis+sentinel://mymaster@10.0.0.1:26379,10.0.0.2:26380/1")
         #expect(sentinel.topology == .sentinel(masterName: "mymaster", sentinels: [
@@ -40,12 +40,17 @@ struct ConfigurationTests {
         let cluster = try RedisConfiguration(url: "redis+cluster://h1:7000,h2:7001")
         #expect(cluster.topology == .cluster(seeds: [.tcp(host: "h1", port: 7000), .tcp(host: "h2", port: 7001)]))
 
-        // A Sentinel client asks the sentinels at its first call, not when made.
-        let sentinelClient = try RedisClient(configuration: sentinel)
-        #expect(sentinelClient.openConnections == 0)
-        sentinelClient.close()
-        let clusterError = #expect(throws: RedisError.self) { try RedisClient(configuration: cluster) }
-        #expect(clusterError?.code == .unsupported)
+        // Sentinel and Cluster clients ask for the topology at their first call, not when made.
+        for configuration in [sentinel, cluster] {
+            let client = try RedisClient(configuration: configuration)
+            #expect(client.openConnections == 0)
+            client.close()
+        }
+        let otherDatabase = try RedisConfiguration(url: "redis+cluster://h1:7000,h2:7001/2")
+        #expect(otherDatabase.database == 2)
+        let error = #expect(throws: RedisError.self) { try RedisClient(configuration: otherDatabase) }
+        #expect(error?.code == .invalidConfiguration)
+        #expect(error?.message.contains("only database 0") == true)
     }
 
     @Test("rediss:// URLs turn TLS on with verification, and take redis-py's ssl_* query settings")

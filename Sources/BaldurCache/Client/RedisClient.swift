@@ -59,7 +59,7 @@ public final class RedisClient: Sendable {
     ///   - observability: Where metrics and spans go; by default the
     ///     process-wide backends (none unless bootstrapped).
     /// - Throws: ``RedisError/Code/invalidConfiguration`` for out-of-range
-    ///   values, ``RedisError/Code/unsupported`` for Sentinel and Cluster.
+    ///   values (a cluster with a database other than 0 among them).
     public init(
         configuration: RedisConfiguration, logger: Logger = Logger(label: "BaldurCache"), observability: RedisObservability = .global
     ) throws(RedisError) {

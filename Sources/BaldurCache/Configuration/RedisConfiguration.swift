@@ -15,8 +15,8 @@ import Foundation
 /// | `redis://[[user]:password@]host[:port][/db]` | TCP, port 6379 by default |
 /// | `unix:///path/to.sock?db=N[&password=P]` | unix socket |
 /// | `rediss://[[user]:password@]host[:port][/db][?ssl_...]` | TCP with TLS (see ``RedisTLSConfiguration``) |
-/// | `redis+sentinel://master@h1:p1,h2:p2/db` | Sentinel (parsed; not served yet) |
-/// | `redis+cluster://h1:p1,h2:p2` | Cluster (parsed; not served yet) |
+/// | `redis+sentinel://master@h1:p1,h2:p2/db` | Sentinel: the master it names, failovers followed |
+/// | `redis+cluster://h1:p1,h2:p2` | Cluster: found from these seeds, routed by key slot |
 /// | `rediss+sentinel://...`, `rediss+cluster://...` | the same over TLS |
 ///
 /// ``description`` masks the password, so a configuration can be logged.
@@ -291,8 +291,10 @@ private enum URLParser {
         case "redis+cluster":
             let (credentials, hostPart) = splitCredentials(rest)
             try apply(credentials, to: &configuration, url: url)
-            let (hosts, _) = splitPath(hostPart)
+            let (hosts, path) = splitPath(hostPart)
             configuration.topology = .cluster(seeds: try parseHostList(hosts, defaultPort: 6379, url: url))
+            // A cluster has database 0 only; validate() refuses another, rather than ignore it.
+            configuration.database = try parseDatabase(path, query: query, url: url)
         default:
             let written = url[..<schemeEnd.lowerBound].lowercased()
             throw invalid(url, "has an unknown scheme '\(written)' (expected redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://)")
