@@ -6,7 +6,9 @@
 # subscription and a graceful shutdown) under valgrind memcheck against a
 # throwaway redis-server, and fails on any definite loss. Then the same
 # workload, shorter, over TLS (rediss://) against a TLS-only server: TLS
-# connections opened, used, killed, timed out and closed.
+# connections opened, used, killed, timed out and closed. Then the cluster
+# paths against a throwaway cluster (scripts/cluster.sh): routed, split and
+# fanned-out commands, per-node pipelines, SCAN across masters.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -23,6 +25,10 @@ tls_dir="$BALDUR_TMP/certs"
 bash scripts/tls-certs.sh "$tls_dir"
 tls_port=$(free_port)
 start_tls_redis leak-tls "$tls_port" "$tls_dir"
+bash scripts/cluster.sh "$BALDUR_TMP/cluster"
+mapfile -t cluster_pids <"$BALDUR_TMP/cluster/pids"
+BALDUR_PIDS+=("${cluster_pids[@]}")
+read -r cluster1 cluster2 _ <"$BALDUR_TMP/cluster/ports"
 
 swift build -c release --product baldur-workload >/dev/null
 binary="$(swift build -c release --show-bin-path)/baldur-workload"
@@ -42,4 +48,5 @@ memcheck "redis://127.0.0.1:$port/0" "${BALDUR_LEAK_COMMANDS:-100000}" plain
 # that looked up a name (localhost), which valgrind reports as lost when that
 # thread ends; the certificate names 127.0.0.1 too.
 memcheck "rediss://127.0.0.1:$tls_port/0?ssl_ca_certs=$tls_dir/ca.crt" "${BALDUR_LEAK_TLS_COMMANDS:-20000}" tls
+memcheck "redis+cluster://127.0.0.1:$cluster1,127.0.0.1:$cluster2" "${BALDUR_LEAK_CLUSTER_COMMANDS:-20000}" cluster
 log "leak check passed: no definite losses"

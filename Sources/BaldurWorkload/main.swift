@@ -6,6 +6,9 @@
 //
 // Usage: baldur-workload --url redis://127.0.0.1:PORT/0 [--commands N]
 // The server must be private to this run: the workload pauses it briefly.
+// With a redis+cluster:// URL it runs the cluster paths instead: commands
+// routed by slot, multi-key commands split and merged, pipelines split per
+// node, SCAN across masters, killed connections, sync and async.
 
 import BaldurCache
 import Dispatch
@@ -31,6 +34,66 @@ guard let url = option("--url") else {
     exit(2)
 }
 let target = Int(option("--commands") ?? "100000") ?? 100_000
+
+/// The cluster paths, `target` commands or more; returns how many were sent.
+func clusterWorkload(_ configuration: RedisConfiguration, target: Int) async throws -> Int {
+    let client = try RedisClient(configuration: configuration)
+    var sent = 0
+    var round = 0
+    while sent < target {
+        round += 1
+        let keys = (0..<50).map { RedisArgument("workload:cluster:\(round % 7):\($0)") }
+        _ = try blockingSend(client, ["MSET"] + keys.flatMap { [$0, RedisArgument("v\(round)")] })
+        check(try blockingSend(client, ["MGET"] + keys).array?.allSatisfy { $0.string == "v\(round)" } == true, "cluster MGET values")
+        let replies = try blockingPipeline(client, keys.prefix(20).flatMap { key in [["INCR", key], ["GET", key]] })
+        check(replies.count == 40, "cluster pipeline reply count")
+        var cursor = "0", scanned = 0
+        repeat {
+            let page = try blockingSend(client, ["SCAN", RedisArgument(cursor), "MATCH", "workload:cluster:*", "COUNT", 100])
+            cursor = page.array?.first?.string ?? "0"
+            scanned += 1
+        } while cursor != "0"
+        check(try blockingSend(client, ["DEL"] + keys) == .integer(50), "cluster DEL count")
+        sent += 4 + scanned
+        // Async: concurrent routed calls and a split MGET.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for task in 0..<8 {
+                group.addTask {
+                    let key = RedisArgument("workload:cluster:async:\(task)")
+                    try await client.send("SET", key, RedisArgument(task))
+                    check(try await client.send("GET", key).string == "\(task)", "async cluster GET returned another task's value")
+                }
+            }
+            try await group.waitForAll()
+        }
+        _ = try await client.send(["MGET"] + (0..<8).map { RedisArgument("workload:cluster:async:\($0)") })
+        sent += 17
+        if round % 20 == 0 {
+            // Killed connections on one master: reads retry, the next calls reconnect.
+            _ = try? blockingSend(client, ["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"])
+            _ = try? await client.send("PING")
+            sent += 2
+        }
+    }
+    await client.shutdown()
+    return sent
+}
+
+func blockingSend(_ client: RedisClient, _ arguments: [RedisArgument]) throws -> RedisReply { try client.send(arguments) }
+func blockingPipeline(_ client: RedisClient, _ commands: [[RedisArgument]]) throws -> [RedisReply] { try client.pipeline(commands) }
+
+if case .cluster = (try? RedisConfiguration(url: url))?.topology {
+    do {
+        let configuration = try RedisConfiguration(url: url)
+        let commands = target
+        let sent = try blockingAwait { try await clusterWorkload(configuration, target: commands) }
+        print("baldur-workload: \(sent) cluster commands")
+        exit(0)
+    } catch {
+        FileHandle.standardError.write(Data("baldur-workload: \(error)\n".utf8))
+        exit(1)
+    }
+}
 
 do {
     var configuration = try RedisConfiguration(url: url)
@@ -112,13 +175,16 @@ do {
 /// timeouts, transactions on dedicated connections, a subscription dropped
 /// mid-stream, and a graceful shutdown with calls in flight.
 func runAsyncWorkload(configuration: RedisConfiguration, admin: RedisClient, logger: Logger, target: Int) throws -> Int {
-    let result = PlainMutex<Result<Int, any Error>?>(nil)
+    try blockingAwait { try await asyncWorkload(configuration: configuration, admin: admin, logger: logger, target: target) }
+}
+
+/// Runs `body` in a task and blocks this thread until it ends.
+func blockingAwait<R: Sendable>(_ body: sending @escaping () async throws -> R) throws -> R {
+    let result = PlainMutex<Result<R, any Error>?>(nil)
     let done = DispatchSemaphore(value: 0)
     Task {
-        let outcome: Result<Int, any Error>
-        do { outcome = .success(try await asyncWorkload(configuration: configuration, admin: admin, logger: logger, target: target)) } catch {
-            outcome = .failure(error)
-        }
+        let outcome: Result<R, any Error>
+        do { outcome = .success(try await body()) } catch { outcome = .failure(error) }
         result.withLock { $0 = outcome }
         done.signal()
     }

@@ -396,7 +396,7 @@ private final class MigrationWriters: Sendable {
         var untypedFailures = 0
     }
 
-    private let state = Mutex(Log())
+    private let state = PlainMutex(Log())
     private let stopped = Atomic(false)
 
     static func key(task: Int, counter: Int) -> String { "{migrating}:t\(task):\(counter)" }
@@ -468,7 +468,7 @@ private final class KillLog: Sendable {
         var done = false
     }
 
-    private let state = Mutex(Result())
+    private let state = PlainMutex(Result())
 
     var done: Bool { state.withLock { $0.done } }
     var recovered: Bool { state.withLock { $0.firstSuccessAfterFailure != nil } }
