@@ -563,6 +563,62 @@ if runClusterRows, let clusterURL {
     }
 }
 
+// MARK: - Near cache
+
+/// Hot-key reads and a 90/10 read/write mix, with and without a near cache, same rounds.
+let runNearRows = option("--only").map { "near".contains($0) || $0.contains("near") } ?? true
+struct NearComparison {
+    let name: String
+    let plain: () -> Sample
+    let near: () -> Sample
+}
+var nearComparisons: [NearComparison] = []
+var nearPlain: [String: [Sample]] = [:]
+var nearSamples: [String: [Sample]] = [:]
+if runNearRows {
+    func nearCache(connections: Int) -> RedisCacheAdapter {
+        do {
+            var configuration = try RedisConfiguration(url: url)
+            configuration.maxConnections = connections
+            let cache = try RedisCacheAdapter(client: RedisClient(configuration: configuration), keyPrefix: "bench:swift:", nearCache: NearCacheConfiguration())
+            let deadline = ContinuousClock.now + .seconds(10)
+            while cache.nearCacheStatistics?.isTracking != true {
+                guard ContinuousClock.now < deadline else { die("the near cache did not start tracking") }
+                Thread.sleep(forTimeInterval: 0.01)
+            }
+            return cache
+        } catch { die("near cache setup: \(error)") }
+    }
+    let nearSingle = nearCache(connections: 1)
+    let nearAsync = nearCache(connections: 16)
+    let nearMixed = nearCache(connections: 16)
+    let mixKeys = (0..<10_000).map { "mix:\($0)" }
+    do { try pooled16.mset(Dictionary(uniqueKeysWithValues: mixKeys.map { ($0, record) })) } catch { die("near cache setup: \(error)") }
+    /// 90% `get`, 10% `set`, of random keys among 10,000.
+    @Sendable func mix(_ cache: RedisCacheAdapter) throws {
+        let key = mixKeys[Int.random(in: 0..<mixKeys.count)]
+        if Int.random(in: 0..<10) == 0 { try cache.set(key, record) } else { _ = try cache.get(key) }
+    }
+    nearComparisons = [
+        NearComparison(name: "hot-key get, 1 thread", plain: { measure { _ = try single.get("record") } },
+                       near: { measure { _ = try nearSingle.get("record") } }),
+        NearComparison(name: "hot-key async get, 64 tasks", plain: { measureAsync(tasks: 64) { _ = try await asyncCache.get("record") } },
+                       near: { measureAsync(tasks: 64) { _ = try await nearAsync.get("record") } }),
+        NearComparison(name: "90/10 get/set over 10,000 keys, 16 threads", plain: { measure(threads: 16) { try mix(pooled16) } },
+                       near: { measure(threads: 16) { try mix(nearMixed) } }),
+    ]
+    for round in 1...rounds {
+        log("near cache round \(round)/\(rounds)")
+        for comparison in nearComparisons {
+            nearPlain[comparison.name, default: []].append(comparison.plain())
+            nearSamples[comparison.name, default: []].append(comparison.near())
+        }
+    }
+    if let statistics = nearMixed.nearCacheStatistics {
+        log("near cache, 90/10 mix: \(statistics.hits) hits, \(statistics.misses) misses, \(statistics.invalidations) invalidations")
+    }
+}
+
 // MARK: - Lock handoff latency
 
 /// Latency from a release to the next waiter's acquisition, with `waiters` threads contending.
@@ -707,6 +763,17 @@ if runClusterRows {
             : ratio((clusterBenchmarkCluster[comparison.name] ?? []).map(\.rate), (clusterBenchmarkSingle[comparison.name] ?? []).map(\.rate))
         print("| \(comparison.name) | \(format(median(one))) | \(format(median(spread))) | \(ratio(spread, one)) | \(benchmark) "
             + "| \(cpu(clusterSingle[comparison.name])) / \(cpu(clusterSamples[comparison.name])) |")
+    }
+}
+if runNearRows {
+    print("")
+    print("| near cache | without /s | with /s | with / without | CPU µs per call: without / with |")
+    print("|---|---:|---:|---:|---|")
+    for comparison in nearComparisons {
+        let plain = (nearPlain[comparison.name] ?? []).map(\.rate)
+        let near = (nearSamples[comparison.name] ?? []).map(\.rate)
+        print("| \(comparison.name) | \(format(median(plain))) | \(format(median(near))) | \(ratio(near, plain)) "
+            + "| \(cpu(nearPlain[comparison.name])) / \(cpu(nearSamples[comparison.name])) |")
     }
 }
 print("")

@@ -5,9 +5,9 @@ import Testing
 
 /// The providers the contract is run against: Redis over plain TCP, over
 /// TLS (`rediss://`, the test CA), through Sentinel (the shared group), on
-/// the shared Redis Cluster, and the in-memory twin.
+/// the shared Redis Cluster, through a near cache, and the in-memory twin.
 enum Provider: String, CaseIterable, CustomTestStringConvertible, Sendable {
-    case redis, redisTLS, redisSentinel, redisCluster, memory
+    case redis, redisTLS, redisSentinel, redisCluster, redisNear, memory
 
     var testDescription: String { rawValue }
 
@@ -20,6 +20,8 @@ enum Provider: String, CaseIterable, CustomTestStringConvertible, Sendable {
         case .redisSentinel:
             return try RedisCacheAdapter(client: RedisClient(configuration: TestEnvironment.sentinelConfiguration()), keyPrefix: prefix, defaultTTL: defaultTTL)
         case .redisCluster: return try RedisCacheAdapter(url: TestEnvironment.value("BALDUR_TEST_CLUSTER_URL"), keyPrefix: prefix, defaultTTL: defaultTTL)
+        case .redisNear:
+            return try RedisCacheAdapter(url: TestEnvironment.url(), keyPrefix: prefix, defaultTTL: defaultTTL, nearCache: NearCacheConfiguration())
         case .memory: return try InMemoryCacheAdapter(keyPrefix: prefix, defaultTTL: defaultTTL)
         }
     }
@@ -335,7 +337,7 @@ struct CacheContractTests {
         let cache = mode.drive(made)
         let neighbour: any AsyncCacheProvider
         switch provider {
-        case .redis, .redisTLS, .redisSentinel, .redisCluster: neighbour = mode.drive(try RedisCacheAdapter(client: (made as! RedisCacheAdapter).rawClient, keyPrefix: "bctest:\(UUID().uuidString):"))
+        case .redis, .redisTLS, .redisSentinel, .redisCluster, .redisNear: neighbour = mode.drive(try RedisCacheAdapter(client: (made as! RedisCacheAdapter).rawClient, keyPrefix: "bctest:\(UUID().uuidString):"))
         case .memory: neighbour = cache
         }
         try await neighbour.set("survivor", 1)

@@ -3,7 +3,14 @@
 extension RedisCacheAdapter: AsyncCacheProvider {
     /// Reads and decodes `key` (`GET`); `nil` when missing.
     public func get<T: Decodable>(_ key: String, as type: T.Type) async throws -> T? {
-        try await run("get", key) { () throws(RedisError) in getCall(key, as: type) }
+        guard let nearCache else { return try await run("get", key) { () throws(RedisError) in getCall(key, as: type) } }
+        let full = keyPrefix.resolve() + key
+        switch try nearLookup(get: full, key: key, as: type, in: nearCache) {
+        case .answered(let value): return value
+        case .fetch(let ticket):
+            let replies = try await fetching("get", key, Self.fetchCommands("GET", full), ticket: ticket, in: nearCache)
+            return try nearKeep(get: replies, key: key, ticket: ticket, as: type, in: nearCache)
+        }
     }
 
     /// Stores `value` as compact JSON (`SET key json [EX s|PX ms]`, `defaultTTL` when `ttl` is nil).
@@ -19,7 +26,8 @@ extension RedisCacheAdapter: AsyncCacheProvider {
 
     /// `true` when `key` exists (`EXISTS`).
     public func exists(_ key: String) async throws -> Bool {
-        try await run("exists", key) { () throws(RedisError) in existsCall(key) }
+        if let nearCache, let kept = nearAnswer(exists: keyPrefix.resolve() + key, in: nearCache) { return kept }
+        return try await run("exists", key) { () throws(RedisError) in existsCall(key) }
     }
 
     /// Adds `amount` (`INCRBY`) and returns the new value.
@@ -74,15 +82,32 @@ extension RedisCacheAdapter: AsyncCacheProvider {
     /// Reads many keys in one `MGET`; missing keys are omitted.
     public func mget<T: Decodable>(_ keys: [String], as type: T.Type) async throws -> [String: T] {
         guard !keys.isEmpty else { return [:] }
-        return try await run("mget", "\(keys.count) keys") { () throws(RedisError) in mgetCall(keys, as: type) }
+        guard let nearCache else { return try await run("mget", "\(keys.count) keys") { () throws(RedisError) in mgetCall(keys, as: type) } }
+        let prefix = keyPrefix.resolve()
+        var (found, missing) = try nearLookup(mget: keys, prefix: prefix, as: type, in: nearCache)
+        guard !missing.isEmpty else { return found }
+        let replies: [RedisReply]
+        do {
+            replies = try await logged("mget", "\(missing.count) keys") { try await rawClient.pipeline(Self.mgetCommands(missing, prefix: prefix)) }
+        } catch {
+            for (_, ticket) in missing { nearCache.store.abandon(ticket) }
+            throw error
+        }
+        try nearKeep(mget: replies, missing: missing, into: &found, in: nearCache)
+        return found
     }
 
     /// Stores many values: `MSET`, or with a TTL one `SET ... EX|PX` per key
     /// written back to back (not a transaction, as in the synchronous call).
     public func mset<T: Encodable>(_ values: [String: T], ttl: Duration?) async throws {
         guard !values.isEmpty else { return }
+        let prefix = keyPrefix.resolve()
+        guard let nearCache else { return try await msetUncached(values, ttl: ttl, prefix: prefix) }
+        try await nearCache.writing(keys: values.keys.map { prefix + $0 }) { try await msetUncached(values, ttl: ttl, prefix: prefix) }
+    }
+
+    private func msetUncached<T: Encodable>(_ values: [String: T], ttl: Duration?, prefix: String) async throws {
         try await logged("mset", "\(values.count) keys") {
-            let prefix = keyPrefix.resolve()
             guard let ttl else {
                 try await rawClient.send(try msetCommand(values, prefix: prefix))
                 return
@@ -101,12 +126,17 @@ extension RedisCacheAdapter: AsyncCacheProvider {
     @discardableResult
     public func mdelete(_ keys: [String]) async throws -> Int {
         guard !keys.isEmpty else { return 0 }
-        return try await run("mdelete", "\(keys.count) keys") { () throws(RedisError) in mdeleteCall(keys) }
+        guard let nearCache else { return try await run("mdelete", "\(keys.count) keys") { () throws(RedisError) in mdeleteCall(keys) } }
+        let prefix = keyPrefix.resolve()
+        return try await nearCache.writing(keys: keys.map { prefix + $0 }) {
+            try await run("mdelete", "\(keys.count) keys") { () throws(RedisError) in mdeleteCall(keys) }
+        }
     }
 
     /// Reads one hash field (`HGET`) and decodes it.
     public func hget<T: Decodable>(_ name: String, field: String, as type: T.Type) async throws -> T? {
-        try await run("hget", name) { () throws(RedisError) in hgetCall(name, field: field, as: type) }
+        if let nearCache, let kept = try nearAnswer(hget: keyPrefix.resolve() + name, name: name, field: field, as: type, in: nearCache) { return kept }
+        return try await run("hget", name) { () throws(RedisError) in hgetCall(name, field: field, as: type) }
     }
 
     /// Stores one hash field as JSON (`HSET`).
@@ -116,7 +146,14 @@ extension RedisCacheAdapter: AsyncCacheProvider {
 
     /// Reads every field of a hash (`HGETALL`).
     public func hgetall<T: Decodable>(_ name: String, as type: T.Type) async throws -> [String: T] {
-        try await run("hgetall", name) { () throws(RedisError) in hgetallCall(name, as: type) }
+        guard let nearCache else { return try await run("hgetall", name) { () throws(RedisError) in hgetallCall(name, as: type) } }
+        let full = keyPrefix.resolve() + name
+        switch try nearLookup(hgetall: full, name: name, as: type, in: nearCache) {
+        case .answered(let fields): return fields
+        case .fetch(let ticket):
+            let replies = try await fetching("hgetall", name, Self.fetchCommands("HGETALL", full), ticket: ticket, in: nearCache)
+            return try nearKeep(hgetall: replies, name: name, ticket: ticket, as: type, in: nearCache)
+        }
     }
 
     /// `RPUSH` + `LTRIM` + `PEXPIRE` in one `EVALSHA`; returns the pre-trim length.
@@ -146,7 +183,11 @@ extension RedisCacheAdapter: AsyncCacheProvider {
     public func flushAll() async throws -> Int {
         let prefix = keyPrefix.resolve()
         return try await logged("flushAll", prefix) {
-            try await rawClient.telemetry.operation("flushAll") { try await deleteAll(under: prefix) }
+            try await rawClient.telemetry.operation("flushAll") {
+                let deleted = try await deleteAll(under: prefix)
+                nearCache?.store.invalidateAll(fromServer: false)
+                return deleted
+            }
         }
     }
 
@@ -201,7 +242,10 @@ extension RedisCacheAdapter: AsyncCacheProvider {
     }
 
     /// Closes the client gracefully (see ``RedisClient/shutdown()``).
-    public func close() async { await rawClient.shutdown() }
+    public func close() async {
+        nearCache?.tracker.close()
+        await rawClient.shutdown()
+    }
 
     /// Drops every connection and proves Redis is back with `PING`.
     public func reconnect() async throws { try await rawClient.reconnect() }
@@ -210,7 +254,20 @@ extension RedisCacheAdapter: AsyncCacheProvider {
 
     @inline(__always)
     private func run<R>(_ operation: String, _ key: String, _ make: () throws(RedisError) -> CacheCall<R>) async throws -> R {
-        try await logged(operation, key) { try await make().run(on: rawClient) }
+        guard let nearCache, NearCache.writes.contains(operation) else {
+            return try await logged(operation, key) { try await make().run(on: rawClient) }
+        }
+        return try await nearCache.writing(keyPrefix.resolve() + key) { try await logged(operation, key) { try await make().run(on: rawClient) } }
+    }
+
+    /// A near-cached read's pipeline; a failure forgets its placeholder.
+    private func fetching(
+        _ operation: String, _ key: String, _ commands: [[RedisArgument]], ticket: NearCacheStore.Ticket?, in nearCache: NearCache
+    ) async throws -> [RedisReply] {
+        do { return try await logged(operation, key) { try await rawClient.pipeline(commands) } } catch {
+            nearCache.store.abandon(ticket)
+            throw error
+        }
     }
 
     /// Runs one operation; logs a failure at debug level with the operation and key, never the value.

@@ -27,6 +27,8 @@ public final class RedisCacheAdapter: CacheProvider {
     /// The TTL ``set(_:_:ttl:)`` uses when given none.
     public let defaultTTL: Duration?
     let logger: Logger
+    /// Values read, kept in memory until Redis says they changed (see ``NearCacheConfiguration``).
+    let nearCache: NearCache?
 
     /// Creates an adapter.
     ///
@@ -43,7 +45,11 @@ public final class RedisCacheAdapter: CacheProvider {
     ///   - logger: Receives debug and info messages with keys and operations, never values.
     ///   - observability: Where metrics and spans go, for a client made here
     ///     (an injected `client` keeps its own).
-    /// - Throws: ``RedisError/Code/invalidConfiguration`` for a bad URL or variable.
+    ///   - nearCache: Keep values read in memory, served until Redis says
+    ///     they changed (`CLIENT TRACKING`); off when `nil`. See ``NearCacheConfiguration``.
+    /// - Throws: ``RedisError/Code/invalidConfiguration`` for a bad URL,
+    ///   variable or near-cache bound; ``RedisError/Code/unsupported`` for a
+    ///   near cache on Redis Cluster.
     public init(
         url: String? = nil,
         client: RedisClient? = nil,
@@ -53,7 +59,8 @@ public final class RedisCacheAdapter: CacheProvider {
         socketConnectTimeout: Duration? = nil,
         retryOnTimeout: Bool? = nil,
         logger: Logger = Logger(label: "BaldurCache"),
-        observability: RedisObservability = .global
+        observability: RedisObservability = .global,
+        nearCache: NearCacheConfiguration? = nil
     ) throws(RedisError) {
         if let defaultTTL { _ = try CacheArguments.validTTL(defaultTTL) }
         if let client {
@@ -67,10 +74,20 @@ public final class RedisCacheAdapter: CacheProvider {
             if let retryOnTimeout { configuration.retryOnTimeout = retryOnTimeout }
             rawClient = try RedisClient(configuration: configuration, logger: logger, observability: observability)
         }
-        self.keyPrefix = KeyPrefix(keyPrefix)
+        let prefix = KeyPrefix(keyPrefix)
+        self.keyPrefix = prefix
         self.defaultTTL = defaultTTL
         self.logger = logger
+        let client = rawClient
+        self.nearCache = try nearCache.map { configuration throws(RedisError) in
+            try NearCache(configuration, client: client, keyPrefix: prefix, logger: logger)
+        }
     }
+
+    deinit { nearCache?.tracker.close() }
+
+    /// What the near cache has done, or `nil` without one.
+    public var nearCacheStatistics: NearCacheStatistics? { nearCache?.store.statistics }
 
     // MARK: - Values
 
@@ -88,7 +105,14 @@ public final class RedisCacheAdapter: CacheProvider {
     /// Reads and decodes `key` (`GET`); `nil` when missing. Throws `decoding` naming the key for a value that is not JSON or not a `T`.
     @_specialize(where T == JSONValue)
     public func get<T: Decodable>(_ key: String, as type: T.Type) throws(RedisError) -> T? {
-        try run("get", key) { () throws(RedisError) in getCall(key, as: type) }
+        guard let nearCache else { return try run("get", key) { () throws(RedisError) in getCall(key, as: type) } }
+        let full = keyPrefix.resolve() + key
+        switch try nearLookup(get: full, key: key, as: type, in: nearCache) {
+        case .answered(let value): return value
+        case .fetch(let ticket):
+            let replies = try fetching("get", key, Self.fetchCommands("GET", full), ticket: ticket, in: nearCache)
+            return try nearKeep(get: replies, key: key, ticket: ticket, as: type, in: nearCache)
+        }
     }
 
     @inline(__always)
@@ -127,7 +151,8 @@ public final class RedisCacheAdapter: CacheProvider {
 
     /// `true` when `key` exists (`EXISTS`).
     public func exists(_ key: String) throws(RedisError) -> Bool {
-        try run("exists", key) { () throws(RedisError) in existsCall(key) }
+        if let nearCache, let kept = nearAnswer(exists: keyPrefix.resolve() + key, in: nearCache) { return kept }
+        return try run("exists", key) { () throws(RedisError) in existsCall(key) }
     }
 
     func existsCall(_ key: String) -> CacheCall<Bool> {
@@ -256,7 +281,19 @@ public final class RedisCacheAdapter: CacheProvider {
     @_specialize(where T == JSONValue)
     public func mget<T: Decodable>(_ keys: [String], as type: T.Type) throws(RedisError) -> [String: T] {
         guard !keys.isEmpty else { return [:] }
-        return try run("mget", "\(keys.count) keys") { () throws(RedisError) in mgetCall(keys, as: type) }
+        guard let nearCache else { return try run("mget", "\(keys.count) keys") { () throws(RedisError) in mgetCall(keys, as: type) } }
+        let prefix = keyPrefix.resolve()
+        var (found, missing) = try nearLookup(mget: keys, prefix: prefix, as: type, in: nearCache)
+        guard !missing.isEmpty else { return found }
+        let replies: [RedisReply]
+        do {
+            replies = try logged("mget", "\(missing.count) keys") { () throws(RedisError) in try rawClient.pipeline(Self.mgetCommands(missing, prefix: prefix)) }
+        } catch {
+            for (_, ticket) in missing { nearCache.store.abandon(ticket) }
+            throw error
+        }
+        try nearKeep(mget: replies, missing: missing, into: &found, in: nearCache)
+        return found
     }
 
     func mgetCall<T: Decodable>(_ keys: [String], as type: T.Type) -> CacheCall<[String: T]> {
@@ -286,8 +323,13 @@ public final class RedisCacheAdapter: CacheProvider {
     @_specialize(where T == JSONValue)
     public func mset<T: Encodable>(_ values: [String: T], ttl: Duration?) throws(RedisError) {
         guard !values.isEmpty else { return }
+        let prefix = keyPrefix.resolve()
+        guard let nearCache else { return try msetUncached(values, ttl: ttl, prefix: prefix) }
+        try nearCache.writing(keys: values.keys.map { prefix + $0 }) { () throws(RedisError) in try msetUncached(values, ttl: ttl, prefix: prefix) }
+    }
+
+    private func msetUncached<T: Encodable>(_ values: [String: T], ttl: Duration?, prefix: String) throws(RedisError) {
         try logged("mset", "\(values.count) keys") { () throws(RedisError) in
-            let prefix = keyPrefix.resolve()
             guard let ttl else {
                 try rawClient.send(try msetCommand(values, prefix: prefix))
                 return
@@ -329,7 +371,11 @@ public final class RedisCacheAdapter: CacheProvider {
     @discardableResult
     public func mdelete(_ keys: [String]) throws(RedisError) -> Int {
         guard !keys.isEmpty else { return 0 }
-        return try run("mdelete", "\(keys.count) keys") { () throws(RedisError) in mdeleteCall(keys) }
+        guard let nearCache else { return try run("mdelete", "\(keys.count) keys") { () throws(RedisError) in mdeleteCall(keys) } }
+        let prefix = keyPrefix.resolve()
+        return try nearCache.writing(keys: keys.map { prefix + $0 }) { () throws(RedisError) in
+            try run("mdelete", "\(keys.count) keys") { () throws(RedisError) in mdeleteCall(keys) }
+        }
     }
 
     func mdeleteCall(_ keys: [String]) -> CacheCall<Int> {
@@ -344,7 +390,8 @@ public final class RedisCacheAdapter: CacheProvider {
     /// Reads one hash field (`HGET`) and decodes it.
     @_specialize(where T == JSONValue)
     public func hget<T: Decodable>(_ name: String, field: String, as type: T.Type) throws(RedisError) -> T? {
-        try run("hget", name) { () throws(RedisError) in hgetCall(name, field: field, as: type) }
+        if let nearCache, let kept = try nearAnswer(hget: keyPrefix.resolve() + name, name: name, field: field, as: type, in: nearCache) { return kept }
+        return try run("hget", name) { () throws(RedisError) in hgetCall(name, field: field, as: type) }
     }
 
     func hgetCall<T: Decodable>(_ name: String, field: String, as type: T.Type) -> CacheCall<T?> {
@@ -366,7 +413,14 @@ public final class RedisCacheAdapter: CacheProvider {
 
     /// Reads every field of a hash (`HGETALL`).
     public func hgetall<T: Decodable>(_ name: String, as type: T.Type) throws(RedisError) -> [String: T] {
-        try run("hgetall", name) { () throws(RedisError) in hgetallCall(name, as: type) }
+        guard let nearCache else { return try run("hgetall", name) { () throws(RedisError) in hgetallCall(name, as: type) } }
+        let full = keyPrefix.resolve() + name
+        switch try nearLookup(hgetall: full, name: name, as: type, in: nearCache) {
+        case .answered(let fields): return fields
+        case .fetch(let ticket):
+            let replies = try fetching("hgetall", name, Self.fetchCommands("HGETALL", full), ticket: ticket, in: nearCache)
+            return try nearKeep(hgetall: replies, name: name, ticket: ticket, as: type, in: nearCache)
+        }
     }
 
     func hgetallCall<T: Decodable>(_ name: String, as type: T.Type) -> CacheCall<[String: T]> {
@@ -448,6 +502,7 @@ public final class RedisCacheAdapter: CacheProvider {
                 }
                 cursor = page.cursor
             } while cursor != 0
+            nearCache?.store.invalidateAll(fromServer: false)
             logger.info("redis cache flushed its prefix", metadata: ["prefix": "\(prefix)", "deleted": "\(deleted)"])
             return deleted
         } }
@@ -482,7 +537,10 @@ public final class RedisCacheAdapter: CacheProvider {
     }
 
     /// Closes every pooled connection; idempotent.
-    public func close() { rawClient.close() }
+    public func close() {
+        nearCache?.tracker.close()
+        rawClient.close()
+    }
 
     /// Drops every pooled connection and proves Redis is back with `PING`.
     public func reconnect() throws(RedisError) { try rawClient.reconnect() }
@@ -527,7 +585,22 @@ public final class RedisCacheAdapter: CacheProvider {
     /// arguments), logged as ``logged(_:_:_:)`` logs.
     @inline(__always)
     private func run<R>(_ operation: String, _ key: String, _ make: () throws(RedisError) -> CacheCall<R>) throws(RedisError) -> R {
-        try logged(operation, key) { () throws(RedisError) in try make().run(on: rawClient) }
+        guard let nearCache, NearCache.writes.contains(operation) else {
+            return try logged(operation, key) { () throws(RedisError) in try make().run(on: rawClient) }
+        }
+        return try nearCache.writing(keyPrefix.resolve() + key) { () throws(RedisError) in
+            try logged(operation, key) { () throws(RedisError) in try make().run(on: rawClient) }
+        }
+    }
+
+    /// A near-cached read's pipeline; a failure forgets its placeholder.
+    private func fetching(
+        _ operation: String, _ key: String, _ commands: [[RedisArgument]], ticket: NearCacheStore.Ticket?, in nearCache: NearCache
+    ) throws(RedisError) -> [RedisReply] {
+        do { return try logged(operation, key) { () throws(RedisError) in try rawClient.pipeline(commands) } } catch {
+            nearCache.store.abandon(ticket)
+            throw error
+        }
     }
 
     /// Runs one operation; logs a failure at debug level with the operation and key, never the value.

@@ -244,6 +244,26 @@ final class Telemetry: Sendable {
         let waiting: Meter
     }
 
+    // MARK: - Near cache
+
+    /// The near cache's counters: hits, misses, invalidations, evictions.
+    func nearCacheMeters() -> NearCacheMeters? {
+        guard metricsEnabled else { return nil }
+        return NearCacheMeters(
+            hits: Counter(label: "baldur.near_cache.hits", dimensions: serverDimensions, factory: factory),
+            misses: Counter(label: "baldur.near_cache.misses", dimensions: serverDimensions, factory: factory),
+            invalidations: Counter(label: "baldur.near_cache.invalidations", dimensions: serverDimensions, factory: factory),
+            evictions: Counter(label: "baldur.near_cache.evictions", dimensions: serverDimensions, factory: factory)
+        )
+    }
+
+    struct NearCacheMeters: Sendable {
+        let hits: Counter
+        let misses: Counter
+        let invalidations: Counter
+        let evictions: Counter
+    }
+
     // MARK: - Locks and cache lookups
 
     /// What a lock acquisition did.

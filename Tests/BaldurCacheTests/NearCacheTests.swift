@@ -1,0 +1,245 @@
+@testable import BaldurCache
+import Dispatch
+import Foundation
+import Synchronization
+import Testing
+
+/// The near cache: values served from memory until Redis says they changed
+/// (`CLIENT TRACKING ... BCAST` over RESP2). The contract suite runs through
+/// a near cache too (`Provider.redisNear`).
+@Suite("Near cache", .serialized)
+struct NearCacheTests {
+    /// An adapter with a near cache under a fresh literal prefix, once Redis tracks for it.
+    static func nearAdapter(url: String? = nil, prefix: String = "bctest:\(UUID().uuidString):",
+                            _ configuration: NearCacheConfiguration = NearCacheConfiguration()) throws -> RedisCacheAdapter {
+        let cache = try RedisCacheAdapter(url: url ?? TestEnvironment.url(), keyPrefix: prefix, nearCache: configuration)
+        try waitUntilTracking(cache)
+        return cache
+    }
+
+    static func waitUntilTracking(_ cache: RedisCacheAdapter, within limit: Duration = .seconds(10)) throws {
+        let deadline = ContinuousClock.now + limit
+        while cache.nearCacheStatistics?.isTracking != true {
+            guard ContinuousClock.now < deadline else { throw RedisError(.connectTimeout, "the near cache did not start tracking") }
+            Thread.sleep(forTimeInterval: 0.005)
+        }
+    }
+
+    @Test("a value read twice is served from memory the second time; writes through the adapter are read back at once")
+    func hitsAndOwnWrites() throws {
+        let cache = try Self.nearAdapter()
+        defer { _ = try? cache.flushAll(); cache.close() }
+        try cache.set("k", 1)
+        #expect(try cache.get("k") == 1)
+        // The invalidation of this process's own SET may still drop that value; wait for it.
+        Thread.sleep(forTimeInterval: 0.05)
+        #expect(try cache.get("k") == 1)
+        let before = try #require(cache.nearCacheStatistics)
+        #expect(try cache.get("k") == 1)
+        #expect(try cache.exists("k"))
+        #expect(cache.nearCacheStatistics?.hits == before.hits + 2)
+        // Every write path drops the entry before its reply returns: read-your-writes.
+        try cache.set("k", 2)
+        #expect(try cache.get("k") == 2)
+        #expect(try cache.incr("k", by: 5) == 7)
+        #expect(try cache.get("k") == 7)
+        #expect(try cache.delete("k"))
+        #expect(try cache.get("k") == nil)
+        try cache.mset(["a": 1, "b": 2] as [String: JSONValue])
+        #expect(try cache.mget(["a", "b", "c"]) == ["a": 1, "b": 2])
+        try cache.mset(["a": 3] as [String: JSONValue])
+        #expect(try cache.mget(["a", "b"]) == ["a": 3, "b": 2])
+        try cache.hset("h", field: "f", 1)
+        #expect(try cache.hgetall("h") == ["f": 1])
+        #expect(try cache.hget("h", field: "f") == 1)
+        try cache.hset("h", field: "g", 2)
+        #expect(try cache.hgetall("h") == ["f": 1, "g": 2])
+        #expect(try cache.flushAll() == 3)
+        #expect(try cache.get("b") == nil)
+    }
+
+    @Test("another client (redis-cli, Python Baldur) changes or deletes a key: the reader sees it within milliseconds, never the old value after", arguments: Mode.allCases)
+    func changesByOthers(mode: Mode) async throws {
+        let prefix = "bctest:\(UUID().uuidString):"
+        let adapter = try Self.nearAdapter(prefix: prefix)
+        let cache = mode.drive(adapter)
+        defer { _ = try? adapter.flushAll(); adapter.close() }
+        try await cache.set("shared", "v1")
+        // The invalidation of this process's own SET may drop the first value kept; then one more read keeps it.
+        for _ in 0..<100 where (adapter.nearCacheStatistics?.hits ?? 0) == 0 {
+            #expect(try await cache.get("shared") == "v1")
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        #expect((adapter.nearCacheStatistics?.hits ?? 0) >= 1)
+
+        let url = try #require(URL(string: try TestEnvironment.url()))
+        let cli = ["redis-cli", "-h", url.host ?? "127.0.0.1", "-p", String(url.port ?? 6379)]
+        var delays: [Duration] = []
+        let changes: [() throws -> Void] = [
+            { try Self.run(cli + ["SET", prefix + "shared", "\"v2\""]) },
+            { _ = try PythonPeer.run([["op": "set", "prefix": .string(prefix), "key": "shared", "value": "v3"]]) },
+            { try Self.run(cli + ["DEL", prefix + "shared"]) },
+        ]
+        for (index, change) in changes.enumerated() {
+            let expected: JSONValue? = index == 2 ? nil : .string("v\(index + 2)")
+            try change()
+            let changed = ContinuousClock.now
+            let deadline = changed + .seconds(5)
+            while try await cache.get("shared") != expected, ContinuousClock.now < deadline { try await Task.sleep(for: .microseconds(200)) }
+            delays.append(changed.duration(to: .now))
+            #expect(try await cache.get("shared") == expected, "change \(index) never seen")
+            for _ in 0..<50 { #expect(try await cache.get("shared") == expected) }
+        }
+        print("Near cache (\(mode)): changes by redis-cli, Python Baldur, redis-cli DEL seen after \(delays.map(\.description).joined(separator: ", ")) (the change's own process start and exit not counted)")
+    }
+
+    @Test("one writer INCRs a counter 100,000 times while 8 readers read through near caches: no reader sees it go back, each sees the final value")
+    func monotonicUnderWrites() throws {
+        let prefix = "bctest:\(UUID().uuidString):"
+        let writer = try RedisClient(url: TestEnvironment.url())
+        defer { writer.close() }
+        let counter = RedisArgument(prefix + "counter")
+        try writer.send("SET", counter, 0)
+        let readers = try (0..<8).map { _ in try Self.nearAdapter(prefix: prefix) }
+        defer { for reader in readers { reader.close() } }
+        let writes = 100_000
+        let finished = Atomic<Bool>(false)
+        let lastWriteAt = PlainMutex<ContinuousClock.Instant?>(nil)
+        let report = PlainMutex<(backwards: [String], seenFinalAfter: [Duration], hits: Int)>(([], [], 0))
+        runOnThreads(9) { thread in
+            if thread == 8 {
+                // Pipelined 100 at a time: the writer is fast, so readers race it.
+                var written = 0
+                while written < writes {
+                    _ = try? writer.pipeline(Array(repeating: ["INCR", counter], count: 100))
+                    written += 100
+                }
+                lastWriteAt.withLock { $0 = .now }
+                finished.store(true, ordering: .releasing)
+                return
+            }
+            let reader = readers[thread]
+            var last: Int64 = -1
+            while true {
+                guard let value = (try? reader.get("counter", as: Int64.self)) ?? nil else { continue }
+                if value < last { report.withLock { $0.backwards.append("reader \(thread): \(last) then \(value)") } }
+                last = value
+                if value == Int64(writes), finished.load(ordering: .acquiring) {
+                    let seen = lastWriteAt.withLock { $0 }.map { $0.duration(to: .now) } ?? .zero
+                    report.withLock { $0.seenFinalAfter.append(seen); $0.hits += reader.nearCacheStatistics?.hits ?? 0 }
+                    return
+                }
+            }
+        }
+        let result = report.withLock { $0 }
+        #expect(result.backwards.isEmpty, "\(result.backwards.prefix(5))")
+        #expect(result.seenFinalAfter.count == 8)
+        #expect(result.hits > 0, "the readers were served from memory")
+        print("Near cache: 8 readers over 100,000 INCRs, none went back; the final value seen \(result.seenFinalAfter.max()?.description ?? "-") after the last write at worst; \(result.hits) reads served from memory")
+    }
+
+    @Test("the invalidation connection killed (CLIENT KILL) under load: no stale read, the cache empties, bypasses, and comes back", arguments: Mode.allCases)
+    func trackingConnectionKilled(mode: Mode) async throws {
+        let server = try TestRedisServer()
+        defer { server.stop() }
+        let adapter = try Self.nearAdapter(url: server.url)
+        let cache = mode.drive(adapter)
+        defer { adapter.close() }
+        let writer = try RedisCacheAdapter(url: server.url, keyPrefix: adapter.keyPrefix.resolve())
+        defer { writer.close() }
+        let admin = try RedisClient(url: server.url)
+        defer { admin.close() }
+        // Each acknowledged write and when. A read may trail a write by the
+        // invalidation's trip; stale means older than a write acknowledged
+        // 100 ms before the read began (a dead tracking connection unnoticed
+        // would serve one value for the rest of the test).
+        let acknowledged = PlainMutex<[(at: ContinuousClock.Instant, value: Int64)]>([])
+        let stop = Atomic<Bool>(false)
+        try await writer.set("v", 0)
+        let writing = Task.detached {
+            var next: Int64 = 0
+            while !stop.load(ordering: .acquiring) {
+                next += 1
+                try await writer.set("v", next)
+                acknowledged.withLock { $0.append((.now, next)) }
+                try await Task.sleep(for: .microseconds(300))
+            }
+        }
+        var stale: [String] = []
+        var reads = 0
+        let started = ContinuousClock.now
+        var killed = false
+        while ContinuousClock.now - started < .seconds(3) {
+            if !killed, ContinuousClock.now - started > .seconds(1) {
+                // The tracking connection is the one subscribed: kill it.
+                #expect(try await admin.send("CLIENT", "KILL", "TYPE", "pubsub").integer == 1)
+                killed = true
+            }
+            let cutoff = ContinuousClock.now - .milliseconds(100)
+            let floor = acknowledged.withLock { $0.last { $0.at <= cutoff }?.value ?? 0 }
+            guard let value = try await cache.get("v", as: Int64.self) else { continue }
+            reads += 1
+            if value < floor { stale.append("read \(value) after \(floor) was acknowledged") }
+        }
+        stop.store(true, ordering: .releasing)
+        try await writing.value
+        #expect(stale.isEmpty, "\(stale.prefix(5))")
+        #expect(adapter.nearCache?.tracker.connects == 2, "a new tracking connection was made")
+        try Self.waitUntilTracking(adapter)
+        let hits = adapter.nearCacheStatistics?.hits ?? 0
+        _ = try await cache.get("v", as: Int64.self)
+        _ = try await cache.get("v", as: Int64.self)
+        #expect((adapter.nearCacheStatistics?.hits ?? 0) > hits, "served from memory again")
+        print("Near cache (\(mode)): \(reads) reads across a CLIENT KILL of the tracking connection, none stale")
+    }
+
+    @Test("memory stays within the bounds under 1,000,000 distinct keys; oldest entries are evicted")
+    func bounded() throws {
+        let server = try TestRedisServer()
+        defer { server.stop() }
+        let bounds = NearCacheConfiguration(maxEntries: 20_000, maxBytes: 1 << 20)
+        let cache = try Self.nearAdapter(url: server.url, bounds)
+        defer { cache.close() }
+        // A million keys, written by the server itself (a script per 50,000).
+        let prefix = cache.keyPrefix.resolve()
+        let fill = "for i = tonumber(ARGV[2]), tonumber(ARGV[2]) + 49999 do redis.call('SET', ARGV[1] .. 'k' .. i, '\"value of k' .. i .. '\"') end"
+        for start in stride(from: 0, to: 1_000_000, by: 50_000) {
+            try cache.rawClient.send("EVAL", RedisArgument(fill), 0, RedisArgument(prefix), RedisArgument(start))
+        }
+        var peak = (entries: 0, bytes: 0)
+        for batch in 0..<1000 {
+            let keys = (0..<1000).map { "k\(batch * 1000 + $0)" }
+            #expect(try cache.mget(keys).count == 1000)
+            let statistics = try #require(cache.nearCacheStatistics)
+            peak = (max(peak.entries, statistics.entries), max(peak.bytes, statistics.bytes))
+        }
+        let statistics = try #require(cache.nearCacheStatistics)
+        #expect(peak.entries <= bounds.maxEntries)
+        #expect(peak.bytes <= bounds.maxBytes)
+        #expect(statistics.evictions >= 900_000)
+        #expect(try cache.get("k999999") == "value of k999999")
+        print("Near cache: 1,000,000 keys through a 20,000-entry, 1 MiB near cache: at most \(peak.entries) entries and \(peak.bytes) bytes; \(statistics.evictions) evicted")
+    }
+
+    @Test("bad bounds are configuration errors; a cluster is refused clearly")
+    func badConfiguration() throws {
+        for bad in [NearCacheConfiguration(maxEntries: 0), NearCacheConfiguration(maxBytes: 10), NearCacheConfiguration(localTTL: .zero)] {
+            let error = #expect(throws: RedisError.self) { try RedisCacheAdapter(url: TestEnvironment.url(), nearCache: bad) }
+            #expect(error?.code == .invalidConfiguration)
+        }
+        let error = #expect(throws: RedisError.self) {
+            try RedisCacheAdapter(url: TestEnvironment.value("BALDUR_TEST_CLUSTER_URL"), nearCache: NearCacheConfiguration())
+        }
+        #expect(error?.code == .unsupported)
+    }
+
+    private static func run(_ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw RedisError(.io, "\(arguments.joined(separator: " ")) exited \(process.terminationStatus)") }
+    }
+}
