@@ -110,14 +110,20 @@ swift build "${build[@]}" --build-tests
 if [ ${#test_arguments[@]} -gt 0 ]; then
     swift test "${build[@]}" --skip-build "${test_arguments[@]}"
 else
-    # Three phases. Many synchronous tests block their thread (server
+    # Five phases. Many synchronous tests block their thread (server
     # stalls, black holes, lock waits), and Swift Testing runs them on the
     # cooperative pool, which has one thread per core: run beside them, the
     # async suites' tasks would wait seconds for a thread and their
     # deadlines would fire for that reason alone. The engine's load tests
-    # (10,000 tasks) get the pool to themselves for the same reason.
-    async_suites='AsyncEngineTests|AsyncTaskLocalTests|AsyncRedlockTests|CacheContractTests|AsyncServiceTests|SubscriptionTests|AsyncTLSTests|SentinelTests|ClusterTests'
-    swift test "${build[@]}" --skip-build --skip "$async_suites"
+    # (10,000 tasks) get the pool to themselves for the same reason. So do
+    # the cluster tests (six-node clusters of their own, failovers timed)
+    # and the near cache's (readers spinning on every core, a million keys;
+    # its tracking connection is set up by a task on that pool too).
+    async_suites='AsyncEngineTests|AsyncTaskLocalTests|AsyncRedlockTests|CacheContractTests|AsyncServiceTests|SubscriptionTests|AsyncTLSTests|SentinelTests'
+    own_phase='ClusterTests|NearCacheTests|NearCacheMetricsTests'
+    swift test "${build[@]}" --skip-build --skip "$async_suites|$own_phase"
     swift test "${build[@]}" --skip-build --filter AsyncEngineTests
     swift test "${build[@]}" --skip-build --filter "$async_suites" --skip AsyncEngineTests
+    swift test "${build[@]}" --skip-build --filter ClusterTests
+    swift test "${build[@]}" --skip-build --filter 'NearCacheTests|NearCacheMetricsTests'
 fi

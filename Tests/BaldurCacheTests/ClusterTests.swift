@@ -172,20 +172,10 @@ struct ClusterTests {
     @Test("getOrSet runs the factory once for 64 callers in 4 processes, and a lock excludes 4 processes x 8 threads, on the cluster")
     func acrossProcesses() throws {
         let url = try Self.sharedURL()
+        try expectGetOrSetAcrossProcesses(url: url)
         let prefix = "bctest:\(UUID().uuidString):"
         let cache = try RedisCacheAdapter(url: url, keyPrefix: prefix)
         defer { _ = try? cache.flushAll(); cache.close() }
-        let peers = try (0..<4).map { _ in try PeerProcess(["get-or-set", url, prefix, "cold-report", "16", "factory-runs"]) }
-        var values: [String] = []
-        for peer in peers {
-            let (lines, status) = peer.finish()
-            #expect(status == 0)
-            values += lines
-        }
-        #expect(values.count == 64)
-        #expect(Set(values).count == 1)
-        #expect(try cache.get("factory-runs") == 1)
-
         // The section's MULTI touches both counters: one hash tag keeps them in one slot.
         let mutexes = try (0..<4).map { _ in try PeerProcess(["mutex", url, prefix, "lock", "{mutex}:counter", "{mutex}:done", "8", "6", "5000"]) }
         var completed = 0
@@ -348,27 +338,12 @@ struct ClusterTests {
     func pythonInterop() throws {
         let url = try Self.sharedURL()
         let prefix = "bctest:\(UUID().uuidString):"
-        let p = JSONValue.string(prefix)
         let cache = try RedisCacheAdapter(url: url, keyPrefix: prefix)
         defer { _ = try? cache.flushAll(); cache.close() }
-        let environment = ["BALDUR_PEER_URL": url]
         let fromSwift = Dictionary(uniqueKeysWithValues: (0..<20).map { ("swift-\($0)", JSONValue.int(Int64($0))) })
         try cache.mset(fromSwift, ttl: .seconds(60))
-        let python = try PythonPeer.run([
-            ["op": "get", "prefix": p, "key": "swift-3"],
-            ["op": "set", "prefix": p, "key": "from-python", "value": ["side": "python"]],
-            ["op": "lock_acquire", "prefix": p, "name": "job", "timeout_ms": 10000],
-        ], environment: environment)
-        #expect(python[0] == 3)
-        #expect(try cache.get("from-python") == ["side": "python"])
-        #expect(python[2]["acquired"] == true)
-        #expect(try !cache.getLock("job", timeout: .seconds(10)).acquire(blocking: false))
-        #expect(try PythonPeer.run([["op": "lock_release_as", "prefix": p, "name": "job", "owner": python[2]["owner"]!]],
-                                   environment: environment) == [true])
-        try cache.getLock("job", timeout: .seconds(10)).withLock { () throws in
-            let seen = try PythonPeer.run([["op": "lock_acquire", "prefix": p, "name": "job", "timeout_ms": 10000]], environment: environment)
-            #expect(seen[0]["acquired"] == false)
-        }
+        #expect(try PythonPeer.run([["op": "get", "prefix": .string(prefix), "key": "swift-3"]], environment: ["BALDUR_PEER_URL": url]) == [3])
+        try expectPythonInterop(cache, prefix: prefix, environment: ["BALDUR_PEER_URL": url])
     }
 }
 

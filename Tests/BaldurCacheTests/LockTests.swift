@@ -27,6 +27,25 @@ final class PeerProcess: @unchecked Sendable {
     func kill() { Foundation.kill(process.processIdentifier, SIGKILL) }
 }
 
+/// 4 `baldur-test-peer` processes x 16 threads call getOrSet on one cold
+/// key through `url`: the factory runs once and every caller gets its value.
+func expectGetOrSetAcrossProcesses(url: String) throws {
+    let prefix = "bctest:\(UUID().uuidString):"
+    let cache = try RedisCacheAdapter(url: url, keyPrefix: prefix)
+    defer { _ = try? cache.flushAll(); cache.close() }
+    let peers = try (0..<4).map { _ in try PeerProcess(["get-or-set", url, prefix, "cold-report", "16", "factory-runs"]) }
+    var values: [String] = []
+    for peer in peers {
+        let (lines, status) = peer.finish()
+        #expect(status == 0)
+        values += lines
+    }
+    #expect(values.count == 64)
+    #expect(Set(values).count == 1)
+    #expect(values.first?.hasPrefix("computed-by-") == true)
+    #expect(try cache.get("factory-runs") == 1)
+}
+
 @Suite("Distributed lock")
 struct LockTests {
     @Test("a released lock is handed to a blocked waiter by the release signal, not by polling", arguments: Provider.allCases)
@@ -180,21 +199,7 @@ struct LockTests {
 
     @Test("64 concurrent callers in 4 processes on a cold key run the factory once")
     func getOrSetAcrossProcesses() throws {
-        let prefix = "bctest:\(UUID().uuidString):"
-        let url = try TestEnvironment.url()
-        let cache = try RedisCacheAdapter(url: url, keyPrefix: prefix)
-        defer { _ = try? cache.flushAll(); cache.close() }
-        let peers = try (0..<4).map { _ in try PeerProcess(["get-or-set", url, prefix, "cold-report", "16", "factory-runs"]) }
-        var values: [String] = []
-        for peer in peers {
-            let (lines, status) = peer.finish()
-            #expect(status == 0)
-            values += lines
-        }
-        #expect(values.count == 64)
-        #expect(Set(values).count == 1)
-        #expect(values.first?.hasPrefix("computed-by-") == true)
-        #expect(try cache.get("factory-runs") == 1)
+        try expectGetOrSetAcrossProcesses(url: TestEnvironment.url())
     }
 
     @Test("mutual exclusion: 4 processes x 8 threads never lose an update, also while Redis is paused")

@@ -2,6 +2,7 @@
 import Dispatch
 import Foundation
 import Synchronization
+import MetricsTestKit
 import Testing
 
 /// The near cache: values served from memory until Redis says they changed
@@ -241,5 +242,33 @@ struct NearCacheTests {
         try process.run()
         process.waitUntilExit()
         guard process.terminationStatus == 0 else { throw RedisError(.io, "\(arguments.joined(separator: " ")) exited \(process.terminationStatus)") }
+    }
+}
+
+/// The near cache's counters reach swift-metrics.
+@Suite("Near cache metrics", .serialized)
+struct NearCacheMetricsTests {
+    @Test("hits, misses, invalidations and evictions are counted as baldur.near_cache.*")
+    func counters() throws {
+        let metrics = TestMetrics()
+        let client = try RedisClient(configuration: TestEnvironment.configuration(), observability: RedisObservability(metrics: metrics))
+        let cache = try RedisCacheAdapter(client: client, keyPrefix: "bctest:\(UUID().uuidString):",
+                                          nearCache: NearCacheConfiguration(maxEntries: 2))
+        defer { _ = try? cache.flushAll(); cache.close() }
+        try NearCacheTests.waitUntilTracking(cache)
+        try cache.mset(["a": 1, "b": 2, "c": 3] as [String: JSONValue])
+        Thread.sleep(forTimeInterval: 0.05)  // the invalidations of this process's own writes
+        for key in ["a", "a", "b", "c"] { _ = try cache.get(key) }
+        let other = try TestEnvironment.client()
+        defer { other.close() }
+        try other.send("SET", RedisArgument(cache.keyPrefix.resolve() + "c"), "4")
+        let deadline = ContinuousClock.now + .seconds(5)
+        while (cache.nearCacheStatistics?.invalidations ?? 0) == 0, ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.001) }
+        func total(_ label: String) -> Int64 { metrics.counters(label: label).reduce(0) { $0 + $1.totalValue } }
+        let statistics = try #require(cache.nearCacheStatistics)
+        #expect(total("baldur.near_cache.hits") == Int64(statistics.hits) && statistics.hits >= 1)
+        #expect(total("baldur.near_cache.misses") == Int64(statistics.misses) && statistics.misses >= 3)
+        #expect(total("baldur.near_cache.invalidations") == Int64(statistics.invalidations) && statistics.invalidations >= 1)
+        #expect(total("baldur.near_cache.evictions") == Int64(statistics.evictions) && statistics.evictions >= 1)
     }
 }

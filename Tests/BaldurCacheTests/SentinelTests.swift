@@ -222,7 +222,6 @@ struct SentinelTests {
     @Test("Python Baldur on redis+sentinel:// and BaldurCache read each other's values and respect each other's locks")
     func pythonInterop() throws {
         let prefix = "bctest:\(UUID().uuidString):"
-        let p = JSONValue.string(prefix)
         let cache = try RedisCacheAdapter(client: RedisClient(configuration: TestEnvironment.sentinelConfiguration()), keyPrefix: prefix)
         defer { _ = try? cache.flushAll(); cache.close() }
         let environment = [
@@ -230,22 +229,29 @@ struct SentinelTests {
             "BALDUR_REDIS_PASSWORD": try TestEnvironment.value("BALDUR_TEST_SENTINEL_MASTER_PASSWORD"),
             "BALDUR_REDIS_SENTINEL_PASSWORD": try TestEnvironment.value("BALDUR_TEST_SENTINEL_PASSWORD"),
         ]
-        try cache.set("from-swift", ["side": "swift"] as JSONValue)
-        let python = try PythonPeer.run([
-            ["op": "get", "prefix": p, "key": "from-swift"],
-            ["op": "set", "prefix": p, "key": "from-python", "value": ["side": "python"]],
-            ["op": "lock_acquire", "prefix": p, "name": "job", "timeout_ms": 10000],
-        ], environment: environment)
-        #expect(python[0] == ["side": "swift"])
-        #expect(try cache.get("from-python") == ["side": "python"])
-        #expect(python[2]["acquired"] == true)
-        #expect(try !cache.getLock("job", timeout: .seconds(10)).acquire(blocking: false))
-        #expect(try PythonPeer.run([["op": "lock_release_as", "prefix": p, "name": "job", "owner": python[2]["owner"]!]],
-                                   environment: environment) == [true])
-        try cache.getLock("job", timeout: .seconds(10)).withLock { () throws in
-            let seen = try PythonPeer.run([["op": "lock_acquire", "prefix": p, "name": "job", "timeout_ms": 10000]], environment: environment)
-            #expect(seen[0]["acquired"] == false)
-        }
+        try expectPythonInterop(cache, prefix: prefix, environment: environment)
+    }
+}
+
+/// Python Baldur (through `environment`'s URL) and `cache` read each
+/// other's values and respect each other's locks, under `prefix`.
+func expectPythonInterop(_ cache: RedisCacheAdapter, prefix: String, environment: [String: String]) throws {
+    let p = JSONValue.string(prefix)
+    try cache.set("from-swift", ["side": "swift"] as JSONValue)
+    let python = try PythonPeer.run([
+        ["op": "get", "prefix": p, "key": "from-swift"],
+        ["op": "set", "prefix": p, "key": "from-python", "value": ["side": "python"]],
+        ["op": "lock_acquire", "prefix": p, "name": "job", "timeout_ms": 10000],
+    ], environment: environment)
+    #expect(python[0] == ["side": "swift"])
+    #expect(try cache.get("from-python") == ["side": "python"])
+    #expect(python[2]["acquired"] == true)
+    #expect(try !cache.getLock("job", timeout: .seconds(10)).acquire(blocking: false))
+    #expect(try PythonPeer.run([["op": "lock_release_as", "prefix": p, "name": "job", "owner": python[2]["owner"]!]],
+                               environment: environment) == [true])
+    try cache.getLock("job", timeout: .seconds(10)).withLock { () throws in
+        let seen = try PythonPeer.run([["op": "lock_acquire", "prefix": p, "name": "job", "timeout_ms": 10000]], environment: environment)
+        #expect(seen[0]["acquired"] == false)
     }
 }
 

@@ -4,7 +4,7 @@ extension RedisCacheAdapter: AsyncCacheProvider {
     /// Reads and decodes `key` (`GET`); `nil` when missing.
     public func get<T: Decodable>(_ key: String, as type: T.Type) async throws -> T? {
         guard let nearCache else { return try await run("get", key) { () throws(RedisError) in getCall(key, as: type) } }
-        let full = keyPrefix.resolve() + key
+        let full = NearKey(prefix: keyPrefix.resolve(), key: key)
         switch try nearLookup(get: full, key: key, as: type, in: nearCache) {
         case .answered(let value): return value
         case .fetch(let ticket):
@@ -26,7 +26,7 @@ extension RedisCacheAdapter: AsyncCacheProvider {
 
     /// `true` when `key` exists (`EXISTS`).
     public func exists(_ key: String) async throws -> Bool {
-        if let nearCache, let kept = nearAnswer(exists: keyPrefix.resolve() + key, in: nearCache) { return kept }
+        if let nearCache, let kept = nearAnswer(exists: NearKey(prefix: keyPrefix.resolve(), key: key), in: nearCache) { return kept }
         return try await run("exists", key) { () throws(RedisError) in existsCall(key) }
     }
 
@@ -103,7 +103,7 @@ extension RedisCacheAdapter: AsyncCacheProvider {
         guard !values.isEmpty else { return }
         let prefix = keyPrefix.resolve()
         guard let nearCache else { return try await msetUncached(values, ttl: ttl, prefix: prefix) }
-        try await nearCache.writing(keys: values.keys.map { prefix + $0 }) { try await msetUncached(values, ttl: ttl, prefix: prefix) }
+        try await nearCache.writing(keys: values.keys.map { NearKey(prefix: prefix, key: $0) }) { try await msetUncached(values, ttl: ttl, prefix: prefix) }
     }
 
     private func msetUncached<T: Encodable>(_ values: [String: T], ttl: Duration?, prefix: String) async throws {
@@ -128,14 +128,14 @@ extension RedisCacheAdapter: AsyncCacheProvider {
         guard !keys.isEmpty else { return 0 }
         guard let nearCache else { return try await run("mdelete", "\(keys.count) keys") { () throws(RedisError) in mdeleteCall(keys) } }
         let prefix = keyPrefix.resolve()
-        return try await nearCache.writing(keys: keys.map { prefix + $0 }) {
+        return try await nearCache.writing(keys: keys.map { NearKey(prefix: prefix, key: $0) }) {
             try await run("mdelete", "\(keys.count) keys") { () throws(RedisError) in mdeleteCall(keys) }
         }
     }
 
     /// Reads one hash field (`HGET`) and decodes it.
     public func hget<T: Decodable>(_ name: String, field: String, as type: T.Type) async throws -> T? {
-        if let nearCache, let kept = try nearAnswer(hget: keyPrefix.resolve() + name, name: name, field: field, as: type, in: nearCache) { return kept }
+        if let nearCache, let kept = try nearAnswer(hget: NearKey(prefix: keyPrefix.resolve(), key: name), name: name, field: field, as: type, in: nearCache) { return kept }
         return try await run("hget", name) { () throws(RedisError) in hgetCall(name, field: field, as: type) }
     }
 
@@ -147,7 +147,7 @@ extension RedisCacheAdapter: AsyncCacheProvider {
     /// Reads every field of a hash (`HGETALL`).
     public func hgetall<T: Decodable>(_ name: String, as type: T.Type) async throws -> [String: T] {
         guard let nearCache else { return try await run("hgetall", name) { () throws(RedisError) in hgetallCall(name, as: type) } }
-        let full = keyPrefix.resolve() + name
+        let full = NearKey(prefix: keyPrefix.resolve(), key: name)
         switch try nearLookup(hgetall: full, name: name, as: type, in: nearCache) {
         case .answered(let fields): return fields
         case .fetch(let ticket):
@@ -257,7 +257,7 @@ extension RedisCacheAdapter: AsyncCacheProvider {
         guard let nearCache, NearCache.writes.contains(operation) else {
             return try await logged(operation, key) { try await make().run(on: rawClient) }
         }
-        return try await nearCache.writing(keyPrefix.resolve() + key) { try await logged(operation, key) { try await make().run(on: rawClient) } }
+        return try await nearCache.writing(NearKey(prefix: keyPrefix.resolve(), key: key)) { try await logged(operation, key) { try await make().run(on: rawClient) } }
     }
 
     /// A near-cached read's pipeline; a failure forgets its placeholder.

@@ -16,7 +16,8 @@ extension RedisCacheAdapter {
     // MARK: GET
 
     @inline(never)
-    func nearLookup<T: Decodable>(get full: String, key: String, as type: T.Type, in near: NearCache) throws(RedisError) -> NearRead<T?> {
+    @_specialize(where T == JSONValue)
+    func nearLookup<T: Decodable>(get full: NearKey, key: String, as type: T.Type, in near: NearCache) throws(RedisError) -> NearRead<T?> {
         switch near.store.lookup(full) {
         case .hit(.string(let bytes), let decoded):
             rawClient.telemetry.cacheLookup("get", hits: bytes == nil ? 0 : 1, misses: bytes == nil ? 1 : 0)
@@ -29,8 +30,8 @@ extension RedisCacheAdapter {
     }
 
     /// `GET` and `PTTL` of `full`: the value, and how long Redis keeps it.
-    static func fetchCommands(_ command: RedisArgument, _ full: String) -> [[RedisArgument]] {
-        [[command, RedisArgument(full)], ["PTTL", RedisArgument(full)]]
+    static func fetchCommands(_ command: RedisArgument, _ full: NearKey) -> [[RedisArgument]] {
+        [[command, full.storageKey], ["PTTL", full.storageKey]]
     }
 
     /// A `PTTL` reply as a lifetime: `nil` for a key without expiry.
@@ -40,6 +41,7 @@ extension RedisCacheAdapter {
     }
 
     @inline(never)
+    @_specialize(where T == JSONValue)
     func nearKeep<T: Decodable>(get replies: [RedisReply], key: String, ticket: NearCacheStore.Ticket?, as type: T.Type, in near: NearCache) throws(RedisError) -> T? {
         guard replies.count == 2 else { throw RedisError(.protocolError, "GET and PTTL returned \(replies.count) replies") }
         let bytes = try replies[0].throwingServerError().bytes
@@ -57,13 +59,14 @@ extension RedisCacheAdapter {
 
     /// The keys found in memory, decoded, and the tickets of the others.
     @inline(never)
+    @_specialize(where T == JSONValue)
     func nearLookup<T: Decodable>(
         mget keys: [String], prefix: String, as type: T.Type, in near: NearCache
     ) throws(RedisError) -> (found: [String: T], missing: [(key: String, ticket: NearCacheStore.Ticket?)]) {
         var found: [String: T] = [:]
         var missing: [(key: String, ticket: NearCacheStore.Ticket?)] = []
         for key in keys {
-            switch near.store.lookup(prefix + key) {
+            switch near.store.lookup(NearKey(prefix: prefix, key: key)) {
             case .hit(.string(let bytes), let decoded):
                 if let value = try Self.decode(bytes, decoded, key: key, as: type) { found[key] = value }
             case .hit(.hash, _):
@@ -77,6 +80,7 @@ extension RedisCacheAdapter {
     }
 
     @inline(never)
+    @_specialize(where T == JSONValue)
     func nearKeep<T: Decodable>(
         mget pipelined: [RedisReply], missing: [(key: String, ticket: NearCacheStore.Ticket?)], into found: inout [String: T], in near: NearCache
     ) throws(RedisError) {
@@ -109,7 +113,7 @@ extension RedisCacheAdapter {
     // MARK: HGETALL, HGET, EXISTS
 
     @inline(never)
-    func nearLookup<T: Decodable>(hgetall full: String, name: String, as type: T.Type, in near: NearCache) throws(RedisError) -> NearRead<[String: T]> {
+    func nearLookup<T: Decodable>(hgetall full: NearKey, name: String, as type: T.Type, in near: NearCache) throws(RedisError) -> NearRead<[String: T]> {
         switch near.store.lookup(full) {
         case .hit(.hash(let fields), _): return .answered(try Self.decode(fields, name: name, as: type))
         case .hit(.string, _): return .fetch(nil)
@@ -140,14 +144,14 @@ extension RedisCacheAdapter {
 
     /// `hget` from a hash kept whole; `nil` when not kept.
     @inline(never)
-    func nearAnswer<T: Decodable>(hget full: String, name: String, field: String, as type: T.Type, in near: NearCache) throws(RedisError) -> T?? {
+    func nearAnswer<T: Decodable>(hget full: NearKey, name: String, field: String, as type: T.Type, in near: NearCache) throws(RedisError) -> T?? {
         guard case .hit(.hash(let fields), _) = near.store.lookup(full, placeholder: false) else { return nil }
         return .some(try fields[field].map { bytes throws(RedisError) in try JSONCodec.decode(bytes, as: T.self, key: "\(name)[\(field)]") })
     }
 
     /// `exists` from what is kept; `nil` when nothing is.
     @inline(never)
-    func nearAnswer(exists full: String, in near: NearCache) -> Bool? {
+    func nearAnswer(exists full: NearKey, in near: NearCache) -> Bool? {
         switch near.store.lookup(full, placeholder: false) {
         case .hit(.string(let bytes), _): return bytes != nil
         case .hit(.hash(let fields), _): return !fields.isEmpty

@@ -106,7 +106,7 @@ public final class RedisCacheAdapter: CacheProvider {
     @_specialize(where T == JSONValue)
     public func get<T: Decodable>(_ key: String, as type: T.Type) throws(RedisError) -> T? {
         guard let nearCache else { return try run("get", key) { () throws(RedisError) in getCall(key, as: type) } }
-        let full = keyPrefix.resolve() + key
+        let full = NearKey(prefix: keyPrefix.resolve(), key: key)
         switch try nearLookup(get: full, key: key, as: type, in: nearCache) {
         case .answered(let value): return value
         case .fetch(let ticket):
@@ -151,7 +151,7 @@ public final class RedisCacheAdapter: CacheProvider {
 
     /// `true` when `key` exists (`EXISTS`).
     public func exists(_ key: String) throws(RedisError) -> Bool {
-        if let nearCache, let kept = nearAnswer(exists: keyPrefix.resolve() + key, in: nearCache) { return kept }
+        if let nearCache, let kept = nearAnswer(exists: NearKey(prefix: keyPrefix.resolve(), key: key), in: nearCache) { return kept }
         return try run("exists", key) { () throws(RedisError) in existsCall(key) }
     }
 
@@ -325,7 +325,7 @@ public final class RedisCacheAdapter: CacheProvider {
         guard !values.isEmpty else { return }
         let prefix = keyPrefix.resolve()
         guard let nearCache else { return try msetUncached(values, ttl: ttl, prefix: prefix) }
-        try nearCache.writing(keys: values.keys.map { prefix + $0 }) { () throws(RedisError) in try msetUncached(values, ttl: ttl, prefix: prefix) }
+        try nearCache.writing(keys: values.keys.map { NearKey(prefix: prefix, key: $0) }) { () throws(RedisError) in try msetUncached(values, ttl: ttl, prefix: prefix) }
     }
 
     private func msetUncached<T: Encodable>(_ values: [String: T], ttl: Duration?, prefix: String) throws(RedisError) {
@@ -373,7 +373,7 @@ public final class RedisCacheAdapter: CacheProvider {
         guard !keys.isEmpty else { return 0 }
         guard let nearCache else { return try run("mdelete", "\(keys.count) keys") { () throws(RedisError) in mdeleteCall(keys) } }
         let prefix = keyPrefix.resolve()
-        return try nearCache.writing(keys: keys.map { prefix + $0 }) { () throws(RedisError) in
+        return try nearCache.writing(keys: keys.map { NearKey(prefix: prefix, key: $0) }) { () throws(RedisError) in
             try run("mdelete", "\(keys.count) keys") { () throws(RedisError) in mdeleteCall(keys) }
         }
     }
@@ -390,7 +390,7 @@ public final class RedisCacheAdapter: CacheProvider {
     /// Reads one hash field (`HGET`) and decodes it.
     @_specialize(where T == JSONValue)
     public func hget<T: Decodable>(_ name: String, field: String, as type: T.Type) throws(RedisError) -> T? {
-        if let nearCache, let kept = try nearAnswer(hget: keyPrefix.resolve() + name, name: name, field: field, as: type, in: nearCache) { return kept }
+        if let nearCache, let kept = try nearAnswer(hget: NearKey(prefix: keyPrefix.resolve(), key: name), name: name, field: field, as: type, in: nearCache) { return kept }
         return try run("hget", name) { () throws(RedisError) in hgetCall(name, field: field, as: type) }
     }
 
@@ -414,7 +414,7 @@ public final class RedisCacheAdapter: CacheProvider {
     /// Reads every field of a hash (`HGETALL`).
     public func hgetall<T: Decodable>(_ name: String, as type: T.Type) throws(RedisError) -> [String: T] {
         guard let nearCache else { return try run("hgetall", name) { () throws(RedisError) in hgetallCall(name, as: type) } }
-        let full = keyPrefix.resolve() + name
+        let full = NearKey(prefix: keyPrefix.resolve(), key: name)
         switch try nearLookup(hgetall: full, name: name, as: type, in: nearCache) {
         case .answered(let fields): return fields
         case .fetch(let ticket):
@@ -588,7 +588,7 @@ public final class RedisCacheAdapter: CacheProvider {
         guard let nearCache, NearCache.writes.contains(operation) else {
             return try logged(operation, key) { () throws(RedisError) in try make().run(on: rawClient) }
         }
-        return try nearCache.writing(keyPrefix.resolve() + key) { () throws(RedisError) in
+        return try nearCache.writing(NearKey(prefix: keyPrefix.resolve(), key: key)) { () throws(RedisError) in
             try logged(operation, key) { () throws(RedisError) in try make().run(on: rawClient) }
         }
     }

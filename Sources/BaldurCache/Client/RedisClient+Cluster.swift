@@ -10,7 +10,7 @@ import Foundation
 ///   the map as it is; `TRYAGAIN`, `CLUSTERDOWN`, `LOADING` and
 ///   `MASTERDOWN` (the command did not run) send it again after a backoff,
 ///   within ``RedisConfiguration/socketTimeout``. At most
-///   ``maxClusterRedirects`` hops; then the last error reply is the answer.
+///   ``ClusterRoute/maxRedirects`` hops; then the last error reply is the answer.
 /// - `MGET`, `MSET`, `DEL`, `UNLINK`, `EXISTS` and `TOUCH` over keys of
 ///   several slots are split into one command per slot, sent per node as
 ///   pipelines (the async API: every node at once), and merged as one node
@@ -23,9 +23,6 @@ import Foundation
 ///   split or fanned-out command in a pipeline runs after the commands
 ///   before it and before those after it.
 extension RedisClient {
-    /// The most redirects one command follows.
-    static let maxClusterRedirects = 16
-
     // MARK: Synchronous
 
     /// Sends `arguments` where the cluster serves them.
@@ -54,31 +51,16 @@ extension RedisClient {
 
     /// Sends one command to `target`, following redirects.
     private func clusterSend(_ arguments: [RedisArgument], to original: ClusterTarget, on cluster: ClusterRouter) throws(RedisError) -> RedisReply {
-        var target = original
-        var asking = false
-        var backoff = Backoff(initial: .milliseconds(10), cap: .milliseconds(200))
-        let deadline = ContinuousClock.now + (configuration.socketTimeout ?? .seconds(5))
-        var redirects = 0
+        var route = ClusterRoute(original, within: configuration.socketTimeout)
         while true {
-            let node = try cluster.node(for: target)
-            let ask = asking
+            let node = try cluster.node(for: route.target)
+            let asking = route.asking
             let reply = try withRetry(arguments[0].isCommand(in: Self.retryableCommands)) { connection throws(RedisError) in
-                if ask { return try connection.pipeline([["ASKING"], arguments], pooled: true)[1] }
+                if asking { return try connection.pipeline([["ASKING"], arguments], pooled: true)[1] }
                 return try connection.sendAllowingErrorReply(arguments, pooled: true)
             } pool: { () throws(RedisError) in node.pool }
-            guard redirects < Self.maxClusterRedirects, let redirect = ClusterRedirect(reply, from: node.address) else { return reply }
-            redirects += 1
-            (target, asking) = (original, false)
-            switch redirect {
-            case .moved(let slot, let address):
-                cluster.moved(slot: slot, to: address)
-                target = .address(address)
-            case .ask(let address):
-                (target, asking) = (.address(address), true)
-            case .retry(let refreshMap):
-                if refreshMap { cluster.refreshInBackground(reason: "a node answered CLUSTERDOWN") }
-                guard backoff.sleep(until: deadline) else { return reply }
-            }
+            guard case .resend(let pause) = route.next(after: reply, from: node.address, on: cluster) else { return reply }
+            if pause > .zero { Thread.sleep(forTimeInterval: Double(pause.nanoseconds) / 1e9) }
         }
     }
 
@@ -166,36 +148,19 @@ extension RedisClient {
     }
 
     private func clusterSend(_ arguments: [RedisArgument], to original: ClusterTarget, on cluster: ClusterRouter) async throws -> RedisReply {
-        var target = original
-        var asking = false
-        var backoff = Backoff(initial: .milliseconds(10), cap: .milliseconds(200))
-        let deadline = ContinuousClock.now + (configuration.socketTimeout ?? .seconds(5))
-        var redirects = 0
+        var route = ClusterRoute(original, within: configuration.socketTimeout)
         while true {
-            let node = try await cluster.node(for: target)
+            let node = try await cluster.node(for: route.target)
             let reply: RedisReply
-            if asking {
+            if route.asking {
                 reply = try await reportingFailures(at: node.address) {
                     try await node.enginePool.shared().pipeline([["ASKING"], arguments])[1]
                 }
             } else {
                 reply = try await send(arguments, on: node.enginePool)
             }
-            guard redirects < Self.maxClusterRedirects, let redirect = ClusterRedirect(reply, from: node.address) else { return reply }
-            redirects += 1
-            (target, asking) = (original, false)
-            switch redirect {
-            case .moved(let slot, let address):
-                cluster.moved(slot: slot, to: address)
-                target = .address(address)
-            case .ask(let address):
-                (target, asking) = (.address(address), true)
-            case .retry(let refreshMap):
-                if refreshMap { cluster.refreshInBackground(reason: "a node answered CLUSTERDOWN") }
-                let left = ContinuousClock.now.duration(to: deadline)
-                guard left > .zero else { return reply }
-                try await Task.sleep(for: min(backoff.nextDelay(), left))
-            }
+            guard case .resend(let pause) = route.next(after: reply, from: node.address, on: cluster) else { return reply }
+            if pause > .zero { try await Task.sleep(for: pause) }
         }
     }
 

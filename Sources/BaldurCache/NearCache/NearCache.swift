@@ -38,28 +38,28 @@ final class NearCache: Sendable {
 
     /// Runs `write` with `key`'s entry dropped before and after.
     @inline(__always)
-    func writing<R, E: Error>(_ key: String, _ write: () throws(E) -> R) throws(E) -> R {
+    func writing<R, E: Error>(_ key: NearKey, _ write: () throws(E) -> R) throws(E) -> R {
         store.invalidate(key, fromServer: false)
         defer { store.invalidate(key, fromServer: false) }
         return try write()
     }
 
     /// ``writing(_:_:)`` for async writes.
-    func writing<R>(_ key: String, _ write: () async throws -> R) async throws -> R {
+    func writing<R>(_ key: NearKey, _ write: () async throws -> R) async throws -> R {
         store.invalidate(key, fromServer: false)
         defer { store.invalidate(key, fromServer: false) }
         return try await write()
     }
 
     /// Runs `write` with every entry of `keys` dropped before and after.
-    func writing<R, E: Error>(keys: [String], _ write: () throws(E) -> R) throws(E) -> R {
+    func writing<R, E: Error>(keys: [NearKey], _ write: () throws(E) -> R) throws(E) -> R {
         for key in keys { store.invalidate(key, fromServer: false) }
         defer { for key in keys { store.invalidate(key, fromServer: false) } }
         return try write()
     }
 
     /// ``writing(keys:_:)`` for async writes.
-    func writing<R>(keys: [String], _ write: () async throws -> R) async throws -> R {
+    func writing<R>(keys: [NearKey], _ write: () async throws -> R) async throws -> R {
         for key in keys { store.invalidate(key, fromServer: false) }
         defer { for key in keys { store.invalidate(key, fromServer: false) } }
         return try await write()

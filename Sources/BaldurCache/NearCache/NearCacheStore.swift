@@ -55,6 +55,29 @@ public struct NearCacheStatistics: Sendable, Equatable {
     public var isTracking = false
 }
 
+/// A storage key as the near cache keys it: prefix and key apart, so a
+/// lookup hashes both without building the storage key.
+struct NearKey: Hashable, Sendable {
+    let prefix: String
+    let key: String
+
+    /// The storage key, for a command.
+    var storageKey: RedisArgument { RedisArgument(prefix: prefix, key: key) }
+
+    var byteCount: Int { prefix.utf8.count + key.utf8.count }
+
+    init(prefix: String, key: String) {
+        self.prefix = prefix
+        self.key = key
+    }
+
+    /// `storageKey` split after the longest of `prefixes` it starts with; `nil` when none.
+    init?(splitting storageKey: String, prefixes: [String]) {
+        guard let prefix = prefixes.filter({ storageKey.hasPrefix($0) }).max(by: { $0.utf8.count < $1.utf8.count }) else { return nil }
+        self.init(prefix: prefix, key: String(decoding: storageKey.utf8.dropFirst(prefix.utf8.count), as: UTF8.self))
+    }
+}
+
 /// The near cache's store: entries by storage key, placeholders for reads
 /// in flight, and the rules that keep a stale value from being stored.
 ///
@@ -82,7 +105,7 @@ final class NearCacheStore: Sendable {
 
     /// A read that went to Redis: its placeholder's token, to store the reply against.
     struct Ticket: Sendable {
-        let key: String
+        let key: NearKey
         let token: UInt64
     }
 
@@ -98,10 +121,10 @@ final class NearCacheStore: Sendable {
     }
 
     private struct State {
-        var entries: [String: Entry] = [:]
+        var entries: [NearKey: Entry] = [:]
         /// Keys in the order they were stored, with the token stored; stale
         /// items (the key since dropped or stored again) are skipped.
-        var order: Deque<(key: String, token: UInt64)> = []
+        var order: Deque<(key: NearKey, token: UInt64)> = []
         var bytes = 0
         var tracking = false
         var nextToken: UInt64 = 1
@@ -127,7 +150,7 @@ final class NearCacheStore: Sendable {
     }
 
     /// `placeholder: false` looks without leaving one (a read whose answer is not kept).
-    func lookup(_ key: String, placeholder: Bool = true) -> Lookup {
+    func lookup(_ key: NearKey, placeholder: Bool = true) -> Lookup {
         let result = state.withLock { state -> Lookup in
             guard state.tracking else {
                 state.statistics.misses += 1
@@ -173,7 +196,7 @@ final class NearCacheStore: Sendable {
             guard let entry = state.entries[ticket.key], entry.token == ticket.token else { return 0 }
             switch entry.content {
             case .pending:
-                let bytes = ticket.key.utf8.count + value.byteCount + Self.entryOverhead
+                let bytes = ticket.key.byteCount + value.byteCount + Self.entryOverhead
                 guard bytes <= configuration.maxBytes else {
                     remove(ticket.key, from: &state)
                     return 0
@@ -203,7 +226,7 @@ final class NearCacheStore: Sendable {
     }
 
     /// Drops what is kept for `key` (and any placeholder, so a read in flight stores nothing).
-    func invalidate(_ key: String, fromServer: Bool) {
+    func invalidate(_ key: NearKey, fromServer: Bool) {
         let dropped = state.withLock { state -> Bool in
             guard state.entries[key] != nil else { return false }
             remove(key, from: &state)
@@ -237,7 +260,7 @@ final class NearCacheStore: Sendable {
         }
     }
 
-    private func remove(_ key: String, from state: inout State) {
+    private func remove(_ key: NearKey, from state: inout State) {
         guard let entry = state.entries.removeValue(forKey: key) else { return }
         state.bytes -= entry.bytes
     }

@@ -92,7 +92,7 @@ final class NearCacheTracker: Sendable {
     private func trackOnce() async throws {
         let (dropped, droppedContinuation) = AsyncStream<RedisError>.makeStream()
         let connection = try await client.enginePool(for: []).openSubscription(
-            onPush: { [store] reply in Self.handle(reply, store: store) },
+            onPush: { [store, prefixes] reply in Self.handle(reply, store: store, prefixes: prefixes) },
             onClose: { [store] error in
                 store.invalidateAll(fromServer: false, tracking: false)
                 droppedContinuation.yield(error)
@@ -133,7 +133,7 @@ final class NearCacheTracker: Sendable {
 
     /// A push on the tracking connection: the subscription's confirmation,
     /// or an invalidation (keys, or `null` for a flush).
-    private static func handle(_ reply: RedisReply, store: NearCacheStore) {
+    private static func handle(_ reply: RedisReply, store: NearCacheStore, prefixes: [String]) {
         guard case .array(let parts) = reply, parts.count >= 3, let kind = parts[0].string, parts[1].string == channel else { return }
         switch kind {
         case "subscribe":
@@ -142,7 +142,9 @@ final class NearCacheTracker: Sendable {
             switch parts[2] {
             case .array(let keys):
                 for key in keys {
-                    if let bytes = key.bytes { store.invalidate(String(decoding: bytes, as: UTF8.self), fromServer: true) }
+                    if let bytes = key.bytes, let key = NearKey(splitting: String(decoding: bytes, as: UTF8.self), prefixes: prefixes.isEmpty ? [""] : prefixes) {
+                        store.invalidate(key, fromServer: true)
+                    }
                 }
             case .null:
                 store.invalidateAll(fromServer: true)

@@ -44,6 +44,60 @@ enum ClusterRedirect: Equatable {
     }
 }
 
+/// Where one cluster command goes next, reply after reply: the node a
+/// `MOVED` or `ASK` names, or the same target again after a pause for
+/// `TRYAGAIN`, `CLUSTERDOWN`, `LOADING` and `MASTERDOWN`, within a deadline.
+/// The sync and async sends share it.
+struct ClusterRoute {
+    /// The most redirects one command follows.
+    static let maxRedirects = 16
+
+    enum Next: Equatable {
+        /// The reply is the answer.
+        case answer
+        /// Send again, to ``target``, after `pause` (zero: at once).
+        case resend(pause: Duration)
+    }
+
+    private let original: ClusterTarget
+    /// Where the command goes now.
+    private(set) var target: ClusterTarget
+    /// Whether `ASKING` goes first.
+    private(set) var asking = false
+    private var redirects = 0
+    private var backoff = Backoff(initial: .milliseconds(10), cap: .milliseconds(200))
+    private let deadline: ContinuousClock.Instant
+
+    /// A route to `target`; retries stop `within` from now (5 s without a limit).
+    init(_ target: ClusterTarget, within limit: Duration?) {
+        original = target
+        self.target = target
+        deadline = ContinuousClock.now + (limit ?? .seconds(5))
+    }
+
+    /// What to do after `reply` from `node`. A `MOVED` also points the slot
+    /// at its new owner in `cluster`'s map; a `CLUSTERDOWN` refreshes the map.
+    mutating func next(after reply: RedisReply, from node: RedisServerAddress, on cluster: ClusterRouter) -> Next {
+        guard redirects < Self.maxRedirects, let redirect = ClusterRedirect(reply, from: node) else { return .answer }
+        redirects += 1
+        (target, asking) = (original, false)
+        switch redirect {
+        case .moved(let slot, let address):
+            cluster.moved(slot: slot, to: address)
+            target = .address(address)
+            return .resend(pause: .zero)
+        case .ask(let address):
+            (target, asking) = (.address(address), true)
+            return .resend(pause: .zero)
+        case .retry(let refreshMap):
+            if refreshMap { cluster.refreshInBackground(reason: "a node answered CLUSTERDOWN") }
+            let left = ContinuousClock.now.duration(to: deadline)
+            guard left > .zero else { return .answer }
+            return .resend(pause: min(backoff.nextDelay(), left))
+        }
+    }
+}
+
 /// A multi-key command split into one command per slot, and the merge of
 /// their replies.
 struct ClusterSplit {

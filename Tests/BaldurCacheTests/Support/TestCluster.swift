@@ -15,28 +15,12 @@ final class TestCluster: @unchecked Sendable {
     init(tls: Bool = false) throws {
         self.tls = tls
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("bctest-cluster-\(UUID().uuidString)")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["bash", try TestEnvironment.value("BALDUR_TEST_CLUSTER_SCRIPT"), directory.path]
-            + (tls ? [try TestEnvironment.tlsDirectory()] : [])
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        // As with TestSentinelGroup: wait for the file that ends the script.
-        let deadline = ContinuousClock.now + .seconds(60)
-        let ready = directory.appendingPathComponent("ready").path, failed = directory.appendingPathComponent("failed").path
-        while !FileManager.default.fileExists(atPath: ready), !FileManager.default.fileExists(atPath: failed), ContinuousClock.now < deadline {
-            Thread.sleep(forTimeInterval: 0.05)
-        }
-        let ports = (try? String(contentsOf: directory.appendingPathComponent("ports"), encoding: .utf8))?
-            .split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? []
-        pids = ((try? String(contentsOf: directory.appendingPathComponent("pids"), encoding: .utf8)) ?? "")
-            .split(separator: "\n").compactMap { Int32($0) }
-        guard FileManager.default.fileExists(atPath: ready), ports.count == 6 else {
-            for pid in pids { Foundation.kill(pid, SIGKILL) }
-            throw RedisError(.connectTimeout, "the test cluster did not start (scripts/cluster.sh)")
-        }
-        self.ports = ports
+        let group = try startServerGroup(
+            script: TestEnvironment.value("BALDUR_TEST_CLUSTER_SCRIPT"), directory: directory,
+            arguments: tls ? [try TestEnvironment.tlsDirectory()] : [], ports: 6, what: "the test cluster (scripts/cluster.sh)"
+        )
+        pids = group.pids
+        self.ports = group.ports
     }
 
     /// `redis+cluster://` with two seeds (`rediss+cluster://` trusting the test CA for a TLS cluster).

@@ -20,28 +20,13 @@ final class TestSentinelGroup: @unchecked Sendable {
     init(tls: Bool = false) throws {
         self.tls = tls
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("bctest-sentinel-\(UUID().uuidString)")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["bash", try TestEnvironment.value("BALDUR_TEST_SENTINEL_SCRIPT"), directory.path, masterPassword, sentinelPassword]
-            + (tls ? [try TestEnvironment.tlsDirectory()] : [])
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        // The script leaves its servers running; waiting for its exit through
-        // Process hangs here now and then, so wait for the file that ends it.
-        let deadline = ContinuousClock.now + .seconds(60)
-        let ready = directory.appendingPathComponent("ready").path, failed = directory.appendingPathComponent("failed").path
-        while !FileManager.default.fileExists(atPath: ready), !FileManager.default.fileExists(atPath: failed), ContinuousClock.now < deadline {
-            Thread.sleep(forTimeInterval: 0.05)
-        }
-        let ports = (try? String(contentsOf: directory.appendingPathComponent("ports"), encoding: .utf8))?
-            .split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? []
-        pids = ((try? String(contentsOf: directory.appendingPathComponent("pids"), encoding: .utf8)) ?? "")
-            .split(separator: "\n").compactMap { Int32($0) }
-        guard FileManager.default.fileExists(atPath: ready), ports.count == 5 else {
-            for pid in pids { Foundation.kill(pid, SIGKILL) }
-            throw RedisError(.connectTimeout, "the test Sentinel group did not start (scripts/sentinel-group.sh)")
-        }
+        let group = try startServerGroup(
+            script: TestEnvironment.value("BALDUR_TEST_SENTINEL_SCRIPT"), directory: directory,
+            arguments: [masterPassword, sentinelPassword] + (tls ? [try TestEnvironment.tlsDirectory()] : []),
+            ports: 5, what: "the test Sentinel group (scripts/sentinel-group.sh)"
+        )
+        let ports = group.ports
+        pids = group.pids
         masterPort = ports[0]
         replicaPort = ports[1]
         sentinelPorts = Array(ports[2...])
@@ -105,4 +90,33 @@ final class TestSentinelGroup: @unchecked Sendable {
     }
 
     deinit { stop() }
+}
+
+/// Runs `script DIRECTORY ARGUMENTS...`, which starts servers in the
+/// directory and writes `ports` and `pids` there, then `ready` (or
+/// `failed`). Returns the `ports` ports and the PIDs; on failure kills what
+/// started and throws.
+func startServerGroup(script: String, directory: URL, arguments: [String], ports expected: Int, what: String) throws -> (ports: [Int], pids: [Int32]) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["bash", script, directory.path] + arguments
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    // The script leaves its servers running; waiting for its exit through
+    // Process hangs here now and then, so wait for the file that ends it.
+    let deadline = ContinuousClock.now + .seconds(60)
+    let ready = directory.appendingPathComponent("ready").path, failed = directory.appendingPathComponent("failed").path
+    while !FileManager.default.fileExists(atPath: ready), !FileManager.default.fileExists(atPath: failed), ContinuousClock.now < deadline {
+        Thread.sleep(forTimeInterval: 0.05)
+    }
+    let ports = (try? String(contentsOf: directory.appendingPathComponent("ports"), encoding: .utf8))?
+        .split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? []
+    let pids = ((try? String(contentsOf: directory.appendingPathComponent("pids"), encoding: .utf8)) ?? "")
+        .split(separator: "\n").compactMap { Int32($0) }
+    guard FileManager.default.fileExists(atPath: ready), ports.count == expected else {
+        for pid in pids { Foundation.kill(pid, SIGKILL) }
+        throw RedisError(.connectTimeout, "\(what) did not start")
+    }
+    return (ports, pids)
 }
