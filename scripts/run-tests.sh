@@ -120,10 +120,10 @@ else
     # and the near cache's (readers spinning on every core, a million keys;
     # its tracking connection is set up by a task on that pool too).
     async_suites='AsyncEngineTests|AsyncTaskLocalTests|AsyncRedlockTests|CacheContractTests|AsyncServiceTests|SubscriptionTests|AsyncTLSTests|SentinelTests'
-    own_phase='ClusterTests|NearCacheTests|NearCacheMetricsTests'
+    own_phase='ClusterTests|NearCacheTests'
     swift test "${build[@]}" --skip-build --skip "$async_suites|$own_phase"
     swift test "${build[@]}" --skip-build --filter AsyncEngineTests
     swift test "${build[@]}" --skip-build --filter "$async_suites" --skip AsyncEngineTests
     swift test "${build[@]}" --skip-build --filter ClusterTests
-    swift test "${build[@]}" --skip-build --filter 'NearCacheTests|NearCacheMetricsTests'
+    swift test "${build[@]}" --skip-build --filter NearCacheTests
 fi

@@ -222,6 +222,27 @@ struct NearCacheTests {
         print("Near cache: 1,000,000 keys through a 20,000-entry, 1 MiB near cache: at most \(peak.entries) entries and \(peak.bytes) bytes; \(statistics.evictions) evicted")
     }
 
+    @Test("through Sentinel: the tracking connection goes to the master the sentinels name")
+    func throughSentinel() throws {
+        let prefix = "bctest:\(UUID().uuidString):"
+        let cache = try RedisCacheAdapter(client: RedisClient(configuration: TestEnvironment.sentinelConfiguration()), keyPrefix: prefix,
+                                          nearCache: NearCacheConfiguration())
+        defer { _ = try? cache.flushAll(); cache.close() }
+        try Self.waitUntilTracking(cache)
+        try cache.set("k", "v1")
+        let writer = try RedisClient(configuration: TestEnvironment.sentinelConfiguration())
+        defer { writer.close() }
+        for _ in 0..<100 where (cache.nearCacheStatistics?.hits ?? 0) == 0 {
+            #expect(try cache.get("k") == "v1")
+            Thread.sleep(forTimeInterval: 0.001)
+        }
+        #expect((cache.nearCacheStatistics?.hits ?? 0) >= 1)
+        try writer.send("SET", RedisArgument(prefix + "k"), "\"v2\"")
+        let deadline = ContinuousClock.now + .seconds(5)
+        while try cache.get("k") != "v2", ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.001) }
+        #expect(try cache.get("k") == "v2")
+    }
+
     @Test("bad bounds are configuration errors; a cluster is refused clearly")
     func badConfiguration() throws {
         for bad in [NearCacheConfiguration(maxEntries: 0), NearCacheConfiguration(maxBytes: 10), NearCacheConfiguration(localTTL: .zero)] {
@@ -234,20 +255,6 @@ struct NearCacheTests {
         #expect(error?.code == .unsupported)
     }
 
-    private static func run(_ arguments: [String]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw RedisError(.io, "\(arguments.joined(separator: " ")) exited \(process.terminationStatus)") }
-    }
-}
-
-/// The near cache's counters reach swift-metrics.
-@Suite("Near cache metrics", .serialized)
-struct NearCacheMetricsTests {
     @Test("hits, misses, invalidations and evictions are counted as baldur.near_cache.*")
     func counters() throws {
         let metrics = TestMetrics()
@@ -255,7 +262,7 @@ struct NearCacheMetricsTests {
         let cache = try RedisCacheAdapter(client: client, keyPrefix: "bctest:\(UUID().uuidString):",
                                           nearCache: NearCacheConfiguration(maxEntries: 2))
         defer { _ = try? cache.flushAll(); cache.close() }
-        try NearCacheTests.waitUntilTracking(cache)
+        try Self.waitUntilTracking(cache)
         try cache.mset(["a": 1, "b": 2, "c": 3] as [String: JSONValue])
         Thread.sleep(forTimeInterval: 0.05)  // the invalidations of this process's own writes
         for key in ["a", "a", "b", "c"] { _ = try cache.get(key) }
@@ -270,5 +277,15 @@ struct NearCacheMetricsTests {
         #expect(total("baldur.near_cache.misses") == Int64(statistics.misses) && statistics.misses >= 3)
         #expect(total("baldur.near_cache.invalidations") == Int64(statistics.invalidations) && statistics.invalidations >= 1)
         #expect(total("baldur.near_cache.evictions") == Int64(statistics.evictions) && statistics.evictions >= 1)
+    }
+
+    private static func run(_ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw RedisError(.io, "\(arguments.joined(separator: " ")) exited \(process.terminationStatus)") }
     }
 }
