@@ -7,6 +7,9 @@ extension RedisCacheAdapter: AsyncCacheProvider {
         let full = NearKey(prefix: keyPrefix.resolve(), key: key)
         switch try nearLookup(get: full, key: key, as: type, in: nearCache) {
         case .answered(let value): return value
+        case .fetch(.none):
+            // Bypassed (tracking is down) or not keepable: a plain GET, nothing kept.
+            return try await run("get", key) { () throws(RedisError) in getCall(key, as: type) }
         case .fetch(let ticket):
             let replies = try await fetching("get", key, Self.fetchCommands("GET", full), ticket: ticket, in: nearCache)
             return try nearKeep(get: replies, key: key, ticket: ticket, as: type, in: nearCache)
@@ -150,6 +153,8 @@ extension RedisCacheAdapter: AsyncCacheProvider {
         let full = NearKey(prefix: keyPrefix.resolve(), key: name)
         switch try nearLookup(hgetall: full, name: name, as: type, in: nearCache) {
         case .answered(let fields): return fields
+        case .fetch(.none):
+            return try await run("hgetall", name) { () throws(RedisError) in hgetallCall(name, as: type) }
         case .fetch(let ticket):
             let replies = try await fetching("hgetall", name, Self.fetchCommands("HGETALL", full), ticket: ticket, in: nearCache)
             return try nearKeep(hgetall: replies, name: name, ticket: ticket, as: type, in: nearCache)

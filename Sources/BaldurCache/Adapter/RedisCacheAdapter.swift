@@ -109,6 +109,9 @@ public final class RedisCacheAdapter: CacheProvider {
         let full = NearKey(prefix: keyPrefix.resolve(), key: key)
         switch try nearLookup(get: full, key: key, as: type, in: nearCache) {
         case .answered(let value): return value
+        case .fetch(.none):
+            // Bypassed (tracking is down) or not keepable: a plain GET, nothing kept.
+            return try run("get", key) { () throws(RedisError) in getCall(key, as: type) }
         case .fetch(let ticket):
             let replies = try fetching("get", key, Self.fetchCommands("GET", full), ticket: ticket, in: nearCache)
             return try nearKeep(get: replies, key: key, ticket: ticket, as: type, in: nearCache)
@@ -417,6 +420,8 @@ public final class RedisCacheAdapter: CacheProvider {
         let full = NearKey(prefix: keyPrefix.resolve(), key: name)
         switch try nearLookup(hgetall: full, name: name, as: type, in: nearCache) {
         case .answered(let fields): return fields
+        case .fetch(.none):
+            return try run("hgetall", name) { () throws(RedisError) in hgetallCall(name, as: type) }
         case .fetch(let ticket):
             let replies = try fetching("hgetall", name, Self.fetchCommands("HGETALL", full), ticket: ticket, in: nearCache)
             return try nearKeep(hgetall: replies, name: name, ticket: ticket, as: type, in: nearCache)

@@ -103,7 +103,9 @@ enum ClusterCommand {
             }
             return .key(at: 3)
         case "MGET": return arguments.count > 2 ? .multiKey(.values) : .key(at: 1)
-        case "MSET": return arguments.count > 3 ? .multiKey(.pairs) : .key(at: 1)
+        case "MSET":
+            // Pairs only: a key without its value goes whole to one node, which refuses it.
+            return arguments.count > 3 && arguments.count % 2 == 1 ? .multiKey(.pairs) : .key(at: 1)
         case "DEL", "UNLINK", "EXISTS", "TOUCH": return arguments.count > 2 ? .multiKey(.count) : .key(at: 1)
         case "KEYS", "DBSIZE", "FLUSHALL", "FLUSHDB", "SCRIPT": return .everyMaster
         case "SCAN": return .scan
