@@ -18,6 +18,7 @@ extension RedisCacheAdapter {
     @inline(never)
     @_specialize(where T == JSONValue)
     func nearLookup<T: Decodable>(get full: NearKey, key: String, as type: T.Type, in near: NearCache) throws(RedisError) -> NearRead<T?> {
+        guard near.tracks(full.prefix) else { return .fetch(nil) }
         switch near.store.lookup(full) {
         case .hit(.string(let bytes), let decoded):
             rawClient.telemetry.cacheLookup("get", hits: bytes == nil ? 0 : 1, misses: bytes == nil ? 1 : 0)
@@ -65,6 +66,7 @@ extension RedisCacheAdapter {
     ) throws(RedisError) -> (found: [String: T], missing: [(key: String, ticket: NearCacheStore.Ticket?)]) {
         var found: [String: T] = [:]
         var missing: [(key: String, ticket: NearCacheStore.Ticket?)] = []
+        guard near.tracks(prefix) else { return ([:], keys.map { ($0, nil) }) }
         for key in keys {
             switch near.store.lookup(NearKey(prefix: prefix, key: key)) {
             case .hit(.string(let bytes), let decoded):
@@ -114,6 +116,7 @@ extension RedisCacheAdapter {
 
     @inline(never)
     func nearLookup<T: Decodable>(hgetall full: NearKey, name: String, as type: T.Type, in near: NearCache) throws(RedisError) -> NearRead<[String: T]> {
+        guard near.tracks(full.prefix) else { return .fetch(nil) }
         switch near.store.lookup(full) {
         case .hit(.hash(let fields), _): return .answered(try Self.decode(fields, name: name, as: type))
         case .hit(.string, _): return .fetch(nil)
@@ -145,13 +148,14 @@ extension RedisCacheAdapter {
     /// `hget` from a hash kept whole; `nil` when not kept.
     @inline(never)
     func nearAnswer<T: Decodable>(hget full: NearKey, name: String, field: String, as type: T.Type, in near: NearCache) throws(RedisError) -> T?? {
-        guard case .hit(.hash(let fields), _) = near.store.lookup(full, placeholder: false) else { return nil }
+        guard near.tracks(full.prefix), case .hit(.hash(let fields), _) = near.store.lookup(full, placeholder: false) else { return nil }
         return .some(try fields[field].map { bytes throws(RedisError) in try JSONCodec.decode(bytes, as: T.self, key: "\(name)[\(field)]") })
     }
 
     /// `exists` from what is kept; `nil` when nothing is.
     @inline(never)
     func nearAnswer(exists full: NearKey, in near: NearCache) -> Bool? {
+        guard near.tracks(full.prefix) else { return nil }
         switch near.store.lookup(full, placeholder: false) {
         case .hit(.string(let bytes), _): return bytes != nil
         case .hit(.hash(let fields), _): return !fields.isEmpty

@@ -5,6 +5,8 @@ import Logging
 final class NearCache: Sendable {
     let store: NearCacheStore
     let tracker: NearCacheTracker
+    /// The prefixes Redis broadcasts for; empty: every key.
+    let prefixes: [String]
 
     /// The adapter operations (as ``RedisCacheAdapter`` names them) that
     /// write their key: its entry is dropped before the write is sent and
@@ -20,7 +22,8 @@ final class NearCache: Sendable {
             throw RedisError(.unsupported, "the near cache does not run on Redis Cluster yet; use it with a single server or Sentinel")
         }
         store = NearCacheStore(configuration: configuration, meters: client.telemetry.nearCacheMeters())
-        tracker = NearCacheTracker(store: store, client: client, prefixes: Self.prefixes(of: keyPrefix), logger: logger)
+        prefixes = Self.prefixes(of: keyPrefix)
+        tracker = NearCacheTracker(store: store, client: client, prefixes: prefixes, logger: logger)
         tracker.start()
     }
 
@@ -34,6 +37,14 @@ final class NearCache: Sendable {
             let base = Namespace.current.keyPrefix
             return [base, "\(SyntheticMode.keyPrefix):\(base)"]
         }
+    }
+
+    /// Whether Redis broadcasts changes under `prefix`. A dynamic prefix
+    /// resolved differently from when the cache was made (the namespace
+    /// changed) is not tracked: such reads bypass the cache.
+    @inline(__always)
+    func tracks(_ prefix: String) -> Bool {
+        prefixes.isEmpty || prefixes.contains(prefix)
     }
 
     /// Runs `write` with `key`'s entry dropped before and after.
