@@ -78,8 +78,11 @@ final class NearCacheTracker: Sendable {
                 try await trackOnce()
                 backoff.reset()
             } catch {
-                if isClosed { break }
-                logger.warning("redis near cache cannot track keys; reads go to Redis until it can", metadata: [
+                // The client was closed under the adapter: nothing to track with any more.
+                if isClosed || (error as? RedisError)?.code == .closed { break }
+                // Warn once per outage; the retries after it log at debug level.
+                let level: Logger.Level = backoff.failures == 0 ? .warning : .debug
+                logger.log(level: level, "redis near cache cannot track keys; reads go to Redis until it can", metadata: [
                     "error.code": "\(((error as? RedisError)?.code).map { "\($0)" } ?? "other")", "error": "\(error)",
                 ])
             }
