@@ -22,13 +22,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/lib.sh"
 
 pids=()
-fail() {
-    log "$1"
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    touch "$dir/failed"
-    exit 1
-}
-trap 'fail "cluster.sh failed at line $LINENO"' ERR
+trap 'group_failed "$dir" "cluster.sh failed at line $LINENO"' ERR
 
 # A port P in 20000..45535 with P and P+10000 (the bus) both free on 127.0.0.1.
 free_cluster_port() {
@@ -87,7 +81,7 @@ done
 addresses=()
 for port in "${ports[@]}"; do addresses+=("127.0.0.1:$port"); done
 redis-cli "${tls_options[@]}" --cluster create "${addresses[@]}" --cluster-replicas 1 --cluster-yes \
-    >"$dir/create.log" 2>&1 || fail "redis-cli --cluster create failed: $(tail -5 "$dir/create.log")"
+    >"$dir/create.log" 2>&1 || group_failed "$dir" "redis-cli --cluster create failed: $(tail -5 "$dir/create.log")"
 
 for _ in $(seq 1 300); do
     ready=1
@@ -102,4 +96,4 @@ for _ in $(seq 1 300); do
     if [ "$ready" = 1 ]; then touch "$dir/ready"; exit 0; fi
     sleep 0.1
 done
-fail "the cluster in $dir was not ready in 30 s"
+group_failed "$dir" "the cluster in $dir was not ready in 30 s"

@@ -7,6 +7,17 @@ BALDUR_TMP=""
 
 log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
 
+# group_failed DIR MESSAGE : for the scripts that start a group of servers
+# (cluster.sh, sentinel-group.sh) into their array `pids`: logs MESSAGE,
+# kills what started, marks DIR/failed for the waiting caller, exits 1.
+group_failed() {
+    log "$2"
+    local pid
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    touch "$1/failed"
+    exit 1
+}
+
 # ensure_packages PKG... : apt-get install the Debian packages that are missing.
 ensure_packages() {
     local missing=()

@@ -21,13 +21,7 @@ sentinel_binary=$(command -v redis-sentinel || true)
 [ -n "$sentinel_binary" ] || { log "redis-sentinel is missing (Debian package redis-sentinel)"; exit 1; }
 
 pids=()
-fail() {
-    log "$1"
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    touch "$dir/failed"
-    exit 1
-}
-trap 'fail "sentinel-group.sh failed at line $LINENO"' ERR
+trap 'group_failed "$dir" "sentinel-group.sh failed at line $LINENO"' ERR
 
 # listen PORT : how a server or sentinel listens: plain, or TLS only.
 listen() {
@@ -94,4 +88,4 @@ for _ in $(seq 1 300); do
     if [ "$ready" = 1 ]; then touch "$dir/ready"; exit 0; fi
     sleep 0.1
 done
-fail "the Sentinel group in $dir was not ready in 30 s"
+group_failed "$dir" "the Sentinel group in $dir was not ready in 30 s"

@@ -89,6 +89,12 @@ extension RedisCacheAdapter: AsyncCacheProvider {
         let prefix = keyPrefix.resolve()
         var (found, missing) = try nearLookup(mget: keys, prefix: prefix, as: type, in: nearCache)
         guard !missing.isEmpty else { return found }
+        if missing.allSatisfy({ $0.ticket == nil }) {
+            // Bypassed (tracking is down) or nothing keepable: a plain MGET, without the PTTLs.
+            let keys = missing.map(\.key)
+            let fetched = try await run("mget", "\(keys.count) keys") { () throws(RedisError) in mgetCall(keys, as: type) }
+            return found.merging(fetched) { kept, _ in kept }
+        }
         let replies: [RedisReply]
         do {
             replies = try await logged("mget", "\(missing.count) keys") { try await rawClient.pipeline(Self.mgetCommands(missing, prefix: prefix)) }

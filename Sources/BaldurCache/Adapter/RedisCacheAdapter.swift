@@ -288,6 +288,12 @@ public final class RedisCacheAdapter: CacheProvider {
         let prefix = keyPrefix.resolve()
         var (found, missing) = try nearLookup(mget: keys, prefix: prefix, as: type, in: nearCache)
         guard !missing.isEmpty else { return found }
+        if missing.allSatisfy({ $0.ticket == nil }) {
+            // Bypassed (tracking is down) or nothing keepable: a plain MGET, without the PTTLs.
+            let keys = missing.map(\.key)
+            let fetched = try run("mget", "\(keys.count) keys") { () throws(RedisError) in mgetCall(keys, as: type) }
+            return found.merging(fetched) { kept, _ in kept }
+        }
         let replies: [RedisReply]
         do {
             replies = try logged("mget", "\(missing.count) keys") { () throws(RedisError) in try rawClient.pipeline(Self.mgetCommands(missing, prefix: prefix)) }

@@ -193,11 +193,6 @@ struct ClusterScanCursor: Equatable {
 
     static let nodeBits: UInt64 = 48
 
-    init(master: Int, nodeCursor: UInt64) {
-        self.master = master
-        self.nodeCursor = nodeCursor
-    }
-
     init(_ cursor: UInt64) {
         master = Int(cursor >> Self.nodeBits)
         nodeCursor = cursor & ((1 << Self.nodeBits) - 1)

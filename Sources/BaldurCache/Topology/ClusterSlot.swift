@@ -42,7 +42,8 @@ enum ClusterSlot {
         return "{" + decimalTag(forSlot: of(key)) + "}" + key + suffix
     }
 
-    /// The smallest decimal number whose slot is `slot` (every slot has one below 100,000).
+    /// The smallest decimal number whose slot is `slot` (every slot has one
+    /// up to 109,757, the largest such number).
     static func decimalTag(forSlot slot: Int) -> String {
         var number = 0
         while of(String(number)) != slot { number += 1 }
