@@ -162,6 +162,73 @@ struct SentinelTests {
         print("Sentinel master killed: calls succeeded again \(recoveredAt.map { killedAt.duration(to: $0).description } ?? "never") after the kill (\(failures) failed calls)")
     }
 
+    @Test("the master stalled (SIGSTOP) until the sentinels replace it: calls in flight there end at the switch saying so and reads are answered by the new master; connects under way are given up and their calls sent there, sync and async")
+    func callsOnAStalledMasterEndAtTheSwitch() async throws {
+        let group = try TestSentinelGroup()
+        defer { group.stop() }
+        // Far longer than a failover: only the switch can end these calls in time.
+        let configuration = try group.configuration(socketTimeout: .seconds(20))
+        let keys = TestKeys()
+        let kept = RedisArgument(keys("kept"))
+        let before = RedisReply.bulk(Array("before".utf8))
+        // In flight: two pooled connections and both shared engine connections to the master.
+        let inFlight = try RedisClient(configuration: configuration)
+        defer { inFlight.close() }
+        #expect(configuration.pipelinedConnections == 2)
+        try inFlight.withConnection { (_: RedisConnection) in
+            try inFlight.withConnection { (_: RedisConnection) in }
+        }
+        try await inFlight.send("SET", kept, "before")
+        _ = try await inFlight.send("GET", kept)
+        try await inFlight.send("WAIT", 1, 2000)
+        // Connecting: the master found, but no connection of the path used yet.
+        let connectingAsync = try RedisClient(configuration: configuration)
+        defer { connectingAsync.close() }
+        try blockingSend(connectingAsync, ["PING"])
+        let connectingSync = try RedisClient(configuration: configuration)
+        defer { connectingSync.close() }
+        try await connectingSync.send("PING")
+
+        group.kill(port: group.masterPort, signal: SIGSTOP)
+        defer { group.kill(port: group.masterPort, signal: SIGCONT) }
+        let stalledAt = ContinuousClock.now
+        // Sent on a connection to the stalled master (or connecting to it), then no answer.
+        async let syncWrite = Self.onThread { inFlight.sendForResult(["SET", RedisArgument(keys("sync")), "x"]) }
+        async let syncRead = Self.onThread { inFlight.sendForResult(["GET", kept]) }
+        async let syncConnecting = Self.onThread { connectingSync.sendForResult(["SET", RedisArgument(keys("sync-connecting")), "x"]) }
+        async let asyncWrite = inFlight.sendForResult(["SET", RedisArgument(keys("async")), "y"])
+        async let asyncRead = inFlight.sendForResult(["GET", kept])
+        async let asyncConnecting = connectingAsync.sendForResult(["SET", RedisArgument(keys("async-connecting")), "y"])
+        let outcomes = await (syncWrite, syncRead, syncConnecting, asyncWrite, asyncRead, asyncConnecting)
+        let endedAt = ContinuousClock.now
+
+        let moved = "moved from 127.0.0.1:\(group.masterPort) to 127.0.0.1:\(group.replicaPort)"
+        for (path, write) in [("sync", outcomes.0), ("async", outcomes.3)] {
+            guard case .failure(let error) = write else {
+                Issue.record("a write in flight on the stalled master must not succeed (\(path)): \(write)")
+                continue
+            }
+            #expect(error.code == .connectionClosed, "\(error)")
+            #expect(error.message.contains(moved) && error.message.contains("may or may not have run"), "\(error)")
+        }
+        #expect(try outcomes.1.get() == before, "read again on the new master")
+        #expect(try outcomes.4.get() == before, "read again on the new master")
+        #expect(try outcomes.2.get() == .status("OK"), "nothing was sent to the old master, so it went to the new one")
+        #expect(try outcomes.5.get() == .status("OK"), "nothing was sent to the old master, so it went to the new one")
+        #expect(try await inFlight.send("ROLE").array?.first?.string == "master")
+        let promoted = try group.directClient(port: group.replicaPort)
+        defer { promoted.close() }
+        #expect(try await promoted.send("GET", RedisArgument(keys("sync-connecting"))) == .bulk(Array("x".utf8)))
+        print("Sentinel master stalled: calls in flight there ended \(stalledAt.duration(to: endedAt)) after SIGSTOP (socketTimeout 20 s)")
+    }
+
+    /// Runs `body` on a thread of its own: a blocking call must not hold one of the cooperative pool's.
+    private static func onThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            Thread { continuation.resume(returning: body()) }.start()
+        }
+    }
+
     @Test("rediss+sentinel://: sentinels, master and replica over TLS; a failover is followed on the sync and the async path")
     func overTLS() async throws {
         let group = try TestSentinelGroup(tls: true)
@@ -252,6 +319,20 @@ func expectPythonInterop(_ cache: RedisCacheAdapter, prefix: String, environment
     try cache.getLock("job", timeout: .seconds(10)).withLock { () throws in
         let seen = try PythonPeer.run([["op": "lock_acquire", "prefix": p, "name": "job", "timeout_ms": 10000]], environment: environment)
         #expect(seen[0]["acquired"] == false)
+    }
+}
+
+extension RedisClient {
+    /// The synchronous `send`, its outcome as a value.
+    fileprivate func sendForResult(_ arguments: [RedisArgument]) -> Result<RedisReply, RedisError> {
+        Result { () throws(RedisError) in try send(arguments) }
+    }
+
+    /// The async `send`, its outcome as a value.
+    fileprivate func sendForResult(_ arguments: [RedisArgument]) async -> Result<RedisReply, RedisError> {
+        do { return .success(try await send(arguments)) } catch let error as RedisError { return .failure(error) } catch {
+            return .failure(RedisError(.io, "not a RedisError: \(error)"))
+        }
     }
 }
 

@@ -65,7 +65,7 @@ extension RedisClient {
     }
 
     /// Sends one command on `pool`: a dedicated connection for a blocking
-    /// command, else a shared one; a read-only command is retried once.
+    /// command, else a shared one; sent once more as ``retryPool(after:on:command:readOnly:)`` says.
     @inline(__always)
     func send(_ arguments: [RedisArgument], on pool: EnginePool) async throws -> RedisReply {
         if Self.isBlocking(arguments) {
@@ -78,10 +78,34 @@ extension RedisClient {
             return try await pool.shared().send(arguments)
         } catch let error as RedisError {
             router.failed(error, at: pool.address)
-            guard mayRetry(error) && arguments[0].isCommand(in: Self.retryableCommands) else { throw error }
-            logger.debug("redis read-only command retried on a fresh connection", metadata: ["error": "\(error.code)"])
-            return try await reportingFailures(at: pool.address) { try await pool.shared().send(arguments) }
+            guard let next = try await retryPool(after: error, on: pool, command: arguments, readOnly: arguments[0].isCommand(in: Self.retryableCommands)) else {
+                throw error
+            }
+            return try await reportingFailures(at: next.address) { try await next.shared().send(arguments) }
         }
+    }
+
+    /// Where a call that failed on `pool` with `error` is sent once more, or
+    /// `nil` for nowhere:
+    /// - any command whose pool was closed before it was sent (`closed`)
+    ///   when the router serves another server now (a failover retired it);
+    /// - a `readOnly` one after a timeout or a dropped connection, when
+    ///   ``RedisConfiguration/retryOnTimeout`` allows, on the server the
+    ///   router serves now.
+    private func retryPool(
+        after error: RedisError, on pool: EnginePool, command: [RedisArgument], readOnly: @autoclosure () -> Bool
+    ) async throws(RedisError) -> EnginePool? {
+        if error.code == .closed {
+            let next = try await enginePool(for: command)
+            guard next !== pool else { return nil }
+            logger.debug("redis command sent to the new server: the old one's connections were closed before it was sent", metadata: [
+                "redis.address": "\(next.address)",
+            ])
+            return next
+        }
+        guard mayRetry(error), readOnly() else { return nil }
+        logger.debug("redis read-only command retried on a fresh connection", metadata: ["error": "\(error.code)"])
+        return try await enginePool(for: command)
     }
 
     /// The engine pool for `command`: at once when the router knows it,
@@ -118,11 +142,15 @@ extension RedisClient {
     /// Sends `commands` back to back on one of `pool`'s shared connections;
     /// retried once when every command is read-only.
     func pipeline(_ commands: [[RedisArgument]], on pool: EnginePool) async throws -> [RedisReply] {
-        try await retrying(commands.allSatisfy { $0.first?.isCommand(in: Self.retryableCommands) ?? false }) {
-            try await self.reportingFailures(at: pool.address) {
+        do {
+            return try await reportingFailures(at: pool.address) {
                 if let connection = try pool.readyShared() { return try await connection.pipeline(commands) }
                 return try await pool.shared().pipeline(commands)
             }
+        } catch let error as RedisError {
+            let readOnly = commands.allSatisfy { $0.first?.isCommand(in: Self.retryableCommands) ?? false }
+            guard let next = try await retryPool(after: error, on: pool, command: commands[0], readOnly: readOnly) else { throw error }
+            return try await reportingFailures(at: next.address) { try await next.shared().pipeline(commands) }
         }
     }
 
@@ -195,17 +223,6 @@ extension RedisClient {
         if name.isCommand(in: blockingCommands) { return true }
         guard name.isCommand(in: ["XREAD", "XREADGROUP"]) else { return false }
         return arguments.dropFirst().contains { $0.isCommand(in: ["BLOCK"]) }
-    }
-
-    /// Runs `body`; after a timeout or a dropped connection runs it once
-    /// more when `retryable` (asked only then) and the configuration allows.
-    private func retrying<R>(_ retryable: @autoclosure () -> Bool, _ body: () async throws -> R) async throws -> R {
-        do {
-            return try await body()
-        } catch let error as RedisError where mayRetry(error) && retryable() {
-            logger.debug("redis read-only command retried on a fresh connection", metadata: ["error": "\(error.code)"])
-            return try await body()
-        }
     }
 
     /// A timeout or a dropped connection, and retries allowed.

@@ -52,6 +52,9 @@ public final class RedisConnection: @unchecked Sendable {
     /// A reply has arrived on this connection; until then a closed stream
     /// may mean a TLS server reached without TLS.
     private var answered = false
+    /// Lets a pool end this connection's connect or call in flight from
+    /// another thread (a failover demoted the server).
+    let abortHandle: ConnectionAbort
     /// The timeouts, for error messages.
     private let socketTimeout: Duration?
     private let connectTimeout: Duration
@@ -77,8 +80,15 @@ public final class RedisConnection: @unchecked Sendable {
     /// - Throws: ``RedisError`` with code `connectionRefused`, `connectTimeout`,
     ///   `io`, `tls` (the handshake or certificate check failed), or `server`
     ///   (for example `WRONGPASS` or a bad database index).
-    public init(address: RedisServerAddress, configuration: RedisConfiguration) throws(RedisError) {
+    public convenience init(address: RedisServerAddress, configuration: RedisConfiguration) throws(RedisError) {
+        try self.init(address: address, configuration: configuration, abortHandle: ConnectionAbort())
+    }
+
+    /// ``init(address:configuration:)``, abortable through `abortHandle`
+    /// from the moment the socket is connected.
+    init(address: RedisServerAddress, configuration: RedisConfiguration, abortHandle: ConnectionAbort) throws(RedisError) {
         _ = Self.ignoreSIGPIPE
+        self.abortHandle = abortHandle
         self.address = address
         self.lastUsed = .now
         self.spin = ReplySpin(budget: configuration.spinWait)
@@ -105,6 +115,10 @@ public final class RedisConnection: @unchecked Sendable {
             let error = classify(raw, savedErrno: errno, during: .connecting)
             close(resetting: true)
             throw error
+        }
+        if let reason = abortHandle.attach(raw.pointee.fd) {
+            close(resetting: true)
+            throw ConnectionAbort.connectError(to: address, reason)
         }
         raw.pointee.reader.pointee.fn = replyCallbacks
         raw.pointee.reader.pointee.privdata = Unmanaged.passUnretained(replies).toOpaque()
@@ -144,6 +158,7 @@ public final class RedisConnection: @unchecked Sendable {
             }
         } catch {
             close(resetting: true)
+            if let reason = abortHandle.reason { throw ConnectionAbort.connectError(to: address, reason) }
             if certificateMissing, error.code == .connectionClosed || error.code == .io {
                 // The alert saying why may be lost to the reset that follows it.
                 throw RedisError(.tls, "\(address) asked for a client certificate and closed the connection without one: it demanded a client certificate; set ssl_certfile and ssl_keyfile (\(error.message))")
@@ -200,6 +215,7 @@ public final class RedisConnection: @unchecked Sendable {
             var reset = linger(l_onoff: 1, l_linger: 0)
             _ = setsockopt(context.pointee.fd, SOL_SOCKET, SO_LINGER, &reset, socklen_t(MemoryLayout<linger>.size))
         }
+        abortHandle.detach()
         tls = nil
         redisFree(context)
         self.context = nil
@@ -539,9 +555,13 @@ public final class RedisConnection: @unchecked Sendable {
 
     /// Closes the connection abortively (see ``close(resetting:)``) and
     /// returns `error`, the reason, for the caller to throw.
+    /// When the connection was aborted (see ``ConnectionAbort``), the error
+    /// says why instead.
     private func broken(_ error: RedisError) -> RedisError {
+        let aborted = abortHandle.reason
         close(resetting: true)
-        return error
+        guard let aborted else { return error }
+        return ConnectionAbort.callError(at: address, aborted, detail: error.message)
     }
 
     /// `error`, with a hint when a plain connection was closed before its

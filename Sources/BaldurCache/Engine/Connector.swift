@@ -12,8 +12,10 @@ enum Connector {
     private static let next = PlainMutex(0)
 
     /// Connects to `address`, then hands the connection to an event loop.
+    /// `abortHandle` can end the connect from another thread.
     static func open(
         _ address: RedisServerAddress, configuration: RedisConfiguration, dedicated: Bool,
+        abortHandle: ConnectionAbort = ConnectionAbort(),
         onPush: (@Sendable (RedisReply) -> Void)? = nil, onClose: (@Sendable (RedisError) -> Void)? = nil
     ) async throws(RedisError) -> EventLoopConnection {
         let lane = lanes[next.withLock { index in
@@ -23,7 +25,7 @@ enum Connector {
         let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<EventLoopConnection, RedisError>, Never>) in
             lane.async {
                 let result = Result { () throws(RedisError) in
-                    let connection = try RedisConnection(address: address, configuration: configuration)
+                    let connection = try RedisConnection(address: address, configuration: configuration, abortHandle: abortHandle)
                     return try EventLoopConnection(
                         connection, configuration: configuration, loop: EventLoop.next(), dedicated: dedicated, onPush: onPush, onClose: onClose
                     )

@@ -45,6 +45,8 @@ final class EnginePool: Sendable {
         /// Open subscriptions, closed with the pool.
         var subscriptions: [UInt64: EventLoopConnection] = [:]
         var nextSubscription: UInt64 = 0
+        /// Connects under way, by their abort handles.
+        var connecting: [ObjectIdentifier: ConnectionAbort] = [:]
         var closed = false
     }
 
@@ -111,7 +113,7 @@ final class EnginePool: Sendable {
             }
         case .connect(let index):
             do {
-                let connection = try await Connector.open(address, configuration: configuration, dedicated: false)
+                let connection = try await open(dedicated: false)
                 let waiters = state.withLock { state -> [UnsafeContinuation<EventLoopConnection, any Error>] in
                     Self.connected(&state)
                     defer { state.shared[index] = .ready(connection) }
@@ -178,7 +180,7 @@ final class EnginePool: Sendable {
 
     private func connectDedicated() async throws -> EventLoopConnection {
         do {
-            let connection = try await Connector.open(address, configuration: configuration, dedicated: true)
+            let connection = try await open(dedicated: true)
             state.withLock { Self.connected(&$0) }
             return connection
         } catch {
@@ -273,7 +275,7 @@ final class EnginePool: Sendable {
     /// Closes every connection not held; held dedicated ones close when they
     /// come back. `graceful`: shared connections first answer what is in flight.
     func close(graceful: Bool) async {
-        let (connections, waiters) = takeAllForClose()
+        let (connections, waiters, _) = takeAllForClose()
         for waiter in waiters { waiter.continuation.resume(throwing: Self.closedError(address)) }
         await withTaskGroup(of: Void.self) { group in
             for connection in connections { group.addTask { await connection.close(graceful: graceful) } }
@@ -282,19 +284,41 @@ final class EnginePool: Sendable {
 
     /// Closes every connection not held, at once, without waiting: calls in
     /// flight on them fail with ``RedisError/Code/closed``.
-    func closeNow() {
-        let (connections, waiters) = takeAllForClose()
+    ///
+    /// - Parameter reason: Why, for a server that must not be waited on any
+    ///   more (a master a failover demoted): calls in flight fail saying so
+    ///   (`connectionClosed`), and connects under way are given up (see
+    ///   ``ConnectionAbort``).
+    func closeNow(because reason: String? = nil) {
+        let (connections, waiters, connecting) = takeAllForClose()
         for waiter in waiters { waiter.continuation.resume(throwing: Self.closedError(address)) }
-        for connection in connections { connection.closeSoon() }
+        let callError = reason.map { ConnectionAbort.callError(at: address, $0) }
+        for connection in connections { connection.closeSoon(failingCallsWith: callError) }
+        if let reason {
+            for handle in connecting { handle.abort(because: reason) }
+        }
     }
 
-    private func takeAllForClose() -> ([EventLoopConnection], Deque<Waiter>) {
-        state.withLock { state -> ([EventLoopConnection], Deque<Waiter>) in
+    /// Opens a connection that ``closeNow(because:)`` can give up while it
+    /// is being made.
+    private func open(dedicated: Bool) async throws -> EventLoopConnection {
+        let handle = ConnectionAbort()
+        let key = ObjectIdentifier(handle)
+        guard state.withLock({ state in
+            if !state.closed { state.connecting[key] = handle }
+            return !state.closed
+        }) else { throw Self.closedError(address) }
+        defer { state.withLock { _ = $0.connecting.removeValue(forKey: key) } }
+        return try await Connector.open(address, configuration: configuration, dedicated: dedicated, abortHandle: handle)
+    }
+
+    private func takeAllForClose() -> ([EventLoopConnection], Deque<Waiter>, [ConnectionAbort]) {
+        state.withLock { state -> ([EventLoopConnection], Deque<Waiter>, [ConnectionAbort]) in
             state.closed = true
             let connections = Self.takeIdleAndShared(&state) + state.subscriptions.values
             state.subscriptions.removeAll()
             defer { state.waiters.removeAll() }
-            return (connections, state.waiters)
+            return (connections, state.waiters, Array(state.connecting.values))
         }
     }
 

@@ -293,14 +293,15 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     }
 
     /// Closes at once without waiting (a broken or unwanted connection, or
-    /// the synchronous ``RedisClient/close()``).
-    func closeSoon() {
-        beginClose(graceful: false, waiter: nil)
+    /// the synchronous ``RedisClient/close()``). Calls in flight fail with
+    /// `reason`, or ``RedisError/Code/closed`` without one.
+    func closeSoon(failingCallsWith reason: RedisError? = nil) {
+        beginClose(graceful: false, waiter: nil, reason: reason)
     }
 
-    private func beginClose(graceful: Bool, waiter: CheckedContinuation<Void, Never>?) {
+    private func beginClose(graceful: Bool, waiter: CheckedContinuation<Void, Never>?, reason: RedisError? = nil) {
         var failed: [UnsafeContinuation<RedisReply, any Error>] = []
-        let closedError = RedisError(.closed, "the connection to \(address) was closed")
+        let closedError = reason ?? RedisError(.closed, "the connection to \(address) was closed")
         let (schedule, alreadyClosed) = locked { () -> (Bool, Bool) in
             if socketClosed { return (false, true) }
             if let waiter { closeWaiters.append(waiter) }

@@ -34,7 +34,10 @@ final class ConnectionPool: Sendable {
 
     private struct State: Sendable {
         var idle: [PooledConnection] = []
-        var open = 0
+        /// Every connection open now, idle or in use, and every one being
+        /// opened, by their abort handles: what ``retire(because:)`` reaches.
+        var open: [ObjectIdentifier: ConnectionAbort] = [:]
+        var connecting: [ObjectIdentifier: ConnectionAbort] = [:]
         var closed = false
         /// Bumped by `drain()`: connections from an older generation are closed on return.
         var generation = 0
@@ -64,7 +67,7 @@ final class ConnectionPool: Sendable {
     }
 
     /// The number of connections open now, idle or in use.
-    var openConnections: Int { state.withLock { $0.open } }
+    var openConnections: Int { state.withLock { $0.open.count } }
 
     /// The number of idle connections waiting in the pool.
     var idleConnections: Int { state.withLock { $0.idle.count } }
@@ -99,7 +102,7 @@ final class ConnectionPool: Sendable {
     /// Sets the idle and used connection gauges from the pool's state.
     private func reportConnections() {
         guard let meters else { return }
-        let (idle, open) = state.withLock { ($0.idle.count, $0.open) }
+        let (idle, open) = state.withLock { ($0.idle.count, $0.open.count) }
         meters.idle.set(idle)
         meters.used.set(max(open - idle, 0))
     }
@@ -200,6 +203,18 @@ final class ConnectionPool: Sendable {
         reportConnections()
     }
 
+    /// Closes the pool as ``close()`` does, and ends at once the calls in
+    /// flight on its connections and the connects under way (see
+    /// ``ConnectionAbort``): for a server that must not be waited on any
+    /// more, such as a master a failover demoted.
+    ///
+    /// - Parameter reason: Why, in words, for the callers' errors.
+    func retire(because reason: String) {
+        close()
+        let handles = state.withLock { Array($0.open.values) + Array($0.connecting.values) }
+        for handle in handles { handle.abort(because: reason) }
+    }
+
     private func open(generation: Int) throws(RedisError) -> PooledConnection {
         let backingOff: RedisError? = state.withLock { state in
             guard let next = state.nextConnectAt, let last = state.lastConnectError else { return nil }
@@ -211,14 +226,28 @@ final class ConnectionPool: Sendable {
             permits.signal()
             throw backingOff
         }
+        let handle = ConnectionAbort()
+        let key = ObjectIdentifier(handle)
+        // Registered before the connect, so that retire(because:) reaches it.
+        guard state.withLock({ state in
+            if !state.closed { state.connecting[key] = handle }
+            return !state.closed
+        }) else {
+            permits.signal()
+            throw closedError()
+        }
         do {
-            let connection = try RedisConnection(address: address, configuration: configuration)
-            state.withLock { $0.open += 1 }
+            let connection = try RedisConnection(address: address, configuration: configuration, abortHandle: handle)
+            state.withLock { state in
+                state.connecting[key] = nil
+                state.open[key] = handle
+            }
             logger.debug("redis connection opened", metadata: ["redis.address": "\(address)"])
             return PooledConnection(connection: connection, generation: generation)
         } catch {
-            if error.isConnectionFatal {
-                state.withLock { Self.countConnectFailure(&$0, error) }
+            state.withLock { state in
+                state.connecting[key] = nil
+                if error.isConnectionFatal { Self.countConnectFailure(&state, error) }
             }
             permits.signal()
             logger.debug("redis connect failed", metadata: ["redis.address": "\(address)", "error": "\(error)"])
@@ -237,7 +266,7 @@ final class ConnectionPool: Sendable {
 
     private func discard(_ connection: RedisConnection) {
         connection.close(resetting: true)
-        state.withLock { $0.open -= 1 }
+        state.withLock { _ = $0.open.removeValue(forKey: ObjectIdentifier(connection.abortHandle)) }
     }
 
     private func closedError() -> RedisError {

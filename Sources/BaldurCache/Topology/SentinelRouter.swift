@@ -23,9 +23,10 @@ import Logging
 /// - a connection to the master fails: a discovery runs in the background.
 ///
 /// When it changes, the old master's pools are closed at once: its idle
-/// connections, and in-flight async calls (which fail with `closed`); a
-/// blocking call already sent finishes or fails on the old socket, and no
-/// new command goes there. Locks and compare-and-set scripts are commands
+/// connections, and the calls in flight there, synchronous and async, which
+/// fail with `connectionClosed` saying the master moved (a read-only command
+/// is then sent once more, to the new master, when `retryOnTimeout` allows).
+/// No new command goes to the old master. Locks and compare-and-set scripts are commands
 /// like any other here, so they only reach the verified master.
 final class SentinelRouter: ConnectionRouter {
     private let masterName: String
@@ -219,8 +220,9 @@ final class SentinelRouter: ConnectionRouter {
             return (master, old)
         }
         if let old {
-            old.pool.close()
-            old.enginePool.closeNow()
+            let reason = "the master '\(masterName)' moved from \(old.address) to \(address) (failover)"
+            old.pool.retire(because: reason)
+            old.enginePool.closeNow(because: reason)
         }
         return master
     }

@@ -76,11 +76,12 @@ final class TestSentinelGroup: @unchecked Sendable {
         return try client.send("SENTINEL", "get-master-addr-by-name", "mymaster").array?.last?.string.flatMap(Int.init)
     }
 
-    /// SIGKILLs the server listening on `port` (the first two PIDs are master and replica).
-    func kill(port: Int) {
+    /// Sends `signal` (SIGKILL unless told) to the server listening on
+    /// `port` (the first two PIDs are master and replica).
+    func kill(port: Int, signal: Int32 = SIGKILL) {
         let index = port == masterPort ? 0 : port == replicaPort ? 1 : nil
         guard let index, index < pids.count else { return }
-        Foundation.kill(pids[index], SIGKILL)
+        Foundation.kill(pids[index], signal)
     }
 
     func stop() {
