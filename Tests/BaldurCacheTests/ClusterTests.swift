@@ -174,6 +174,47 @@ struct ClusterTests {
         #expect(try client.send("SCAN", RedisArgument(UInt64(7) << 48)) == .array([.bulk(Array("0".utf8)), .array([])]))
     }
 
+    @Test("async: a SCAN page that times out on the master its cursor names is retried on that master, never on another")
+    func asyncRetryStaysOnTheCursorsMaster() async throws {
+        let capture = LogCapture()
+        var configuration = try RedisConfiguration(url: Self.sharedURL())
+        configuration.socketTimeout = .milliseconds(200)
+        let client = try RedisClient(configuration: configuration, logger: capture.logger())
+        defer { client.close() }
+        let keys = TestKeys()
+        let names = (0..<60).map { keys("retry-\($0)") }
+        try await client.send(["MSET"] + names.flatMap { [RedisArgument($0), "1"] })
+        defer { _ = try? client.send(["DEL"] + names.map { RedisArgument($0) }) }
+        // The master a cursor with index 1 names: the client orders masters by address.
+        let nodes = try ClusterNodes(asking: Self.sharedPorts()[0])
+        let second = try #require(nodes.masters.sorted { "127.0.0.1:\($0.port)" < "127.0.0.1:\($1.port)" }.dropFirst().first)
+
+        // Stall that master (DEBUG SLEEP, below the cluster's 1 s node timeout) and wait until it is stalled.
+        let sleeper = try TestCluster.nodeClient(port: second.port)
+        defer { sleeper.close() }
+        async let slept: RedisReply = sleeper.send("DEBUG", "SLEEP", "0.7")
+        var probeConfiguration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: second.port))
+        probeConfiguration.socketTimeout = .milliseconds(50)
+        let probe = try RedisClient(configuration: probeConfiguration)
+        defer { probe.close() }
+        while (try? blockingPing(probe)) != nil { try await Task.sleep(for: .milliseconds(5)) }
+
+        let outcome: Result<RedisReply, any Error>
+        do { outcome = .success(try await client.send("SCAN", RedisArgument(UInt64(1) << 48), "MATCH", RedisArgument(keys.prefix + "*"), "COUNT", 1000)) } catch {
+            outcome = .failure(error)
+        }
+        _ = try await slept
+        #expect(capture.all.contains { $0.message == "redis read-only command retried on a fresh connection" }, "the first attempt timed out")
+        switch outcome {
+        case .failure(let error):
+            #expect((error as? RedisError)?.code == .readTimeout, "\(error)")
+        case .success(let reply):
+            // Answered by the stalled master once it woke: only its own keys.
+            let found = reply.array?[1].array?.compactMap(\.string) ?? []
+            for key in found { #expect(nodes.master(of: ClusterSlot.of(key))?.port == second.port, "\(key) is another master's") }
+        }
+    }
+
     @Test("getOrSet runs the factory once for 64 callers in 4 processes, and a lock excludes 4 processes x 8 threads, on the cluster")
     func acrossProcesses() throws {
         let url = try Self.sharedURL()
@@ -472,4 +513,9 @@ private final class KillLog: Sendable {
     }
 
     func snapshot() -> Result { state.withLock { $0 } }
+}
+
+/// The synchronous `PING`, which async code would not pick by itself.
+private func blockingPing(_ client: RedisClient) throws {
+    try client.ping()
 }

@@ -92,10 +92,15 @@ extension RedisClient {
     /// - a `readOnly` one after a timeout or a dropped connection, when
     ///   ``RedisConfiguration/retryOnTimeout`` allows, on the server the
     ///   router serves now.
+    ///
+    /// In a cluster the call stays on `pool`, its node: the cluster route
+    /// chose it (a redirect, a `SCAN` page's master) and follows redirects
+    /// itself, while the router would route the command again by its key.
     private func retryPool(
         after error: RedisError, on pool: EnginePool, command: [RedisArgument], readOnly: @autoclosure () -> Bool
     ) async throws(RedisError) -> EnginePool? {
         if error.code == .closed {
+            guard cluster == nil else { return nil }
             let next = try await enginePool(for: command)
             guard next !== pool else { return nil }
             logger.debug("redis command sent to the new server: the old one's connections were closed before it was sent", metadata: [
@@ -105,7 +110,7 @@ extension RedisClient {
         }
         guard mayRetry(error), readOnly() else { return nil }
         logger.debug("redis read-only command retried on a fresh connection", metadata: ["error": "\(error.code)"])
-        return try await enginePool(for: command)
+        return cluster == nil ? try await enginePool(for: command) : pool
     }
 
     /// The engine pool for `command`: at once when the router knows it,

@@ -72,17 +72,12 @@ extension RedisClient {
         _ commands: [[RedisArgument]], targets: [ClusterTarget]? = nil, on cluster: ClusterRouter
     ) throws(RedisError) -> [RedisReply] {
         var replies = [RedisReply](repeating: .null, count: commands.count)
-        var segment: [(index: Int, target: ClusterTarget)] = []
-        for index in commands.indices {
-            if let target = targets?[index] ?? Self.singleNodeTarget(of: commands[index]) {
-                segment.append((index, target))
-                continue
+        for step in Self.pipelineSteps(commands, targets: targets) {
+            switch step {
+            case .segment(let segment): try runSegment(segment, of: commands, into: &replies, on: cluster)
+            case .alone(let index): replies[index] = try clusterSend(commands[index], on: cluster)
             }
-            try runSegment(segment, of: commands, into: &replies, on: cluster)
-            segment = []
-            replies[index] = try clusterSend(commands[index], on: cluster)
         }
-        try runSegment(segment, of: commands, into: &replies, on: cluster)
         return replies
     }
 
@@ -167,17 +162,12 @@ extension RedisClient {
     /// ``clusterPipeline(_:targets:on:)`` for the async API: every node's part at once.
     func clusterPipeline(_ commands: [[RedisArgument]], targets: [ClusterTarget]? = nil, on cluster: ClusterRouter) async throws -> [RedisReply] {
         var replies = [RedisReply](repeating: .null, count: commands.count)
-        var segment: [(index: Int, target: ClusterTarget)] = []
-        for index in commands.indices {
-            if let target = targets?[index] ?? Self.singleNodeTarget(of: commands[index]) {
-                segment.append((index, target))
-                continue
+        for step in Self.pipelineSteps(commands, targets: targets) {
+            switch step {
+            case .segment(let segment): try await runSegment(segment, of: commands, into: &replies, on: cluster)
+            case .alone(let index): replies[index] = try await clusterSend(commands[index], on: cluster)
             }
-            try await runSegment(segment, of: commands, into: &replies, on: cluster)
-            segment = []
-            replies[index] = try await clusterSend(commands[index], on: cluster)
         }
-        try await runSegment(segment, of: commands, into: &replies, on: cluster)
         return replies
     }
 
@@ -210,6 +200,33 @@ extension RedisClient {
     }
 
     // MARK: Shared
+
+    /// One step of a cluster pipeline.
+    private enum PipelineStep {
+        /// Commands that each go to one node: pipelined per node.
+        case segment([(index: Int, target: ClusterTarget)])
+        /// A command split or sent to several masters: run on its own.
+        case alone(Int)
+    }
+
+    /// `commands` cut into steps, in order: runs of single-node commands
+    /// (routed by `targets` when given, else by their keys) between the
+    /// commands that run alone.
+    private static func pipelineSteps(_ commands: [[RedisArgument]], targets: [ClusterTarget]?) -> [PipelineStep] {
+        var steps: [PipelineStep] = []
+        var segment: [(index: Int, target: ClusterTarget)] = []
+        for index in commands.indices {
+            if let target = targets?[index] ?? singleNodeTarget(of: commands[index]) {
+                segment.append((index, target))
+                continue
+            }
+            if !segment.isEmpty { steps.append(.segment(segment)) }
+            segment = []
+            steps.append(.alone(index))
+        }
+        if !segment.isEmpty { steps.append(.segment(segment)) }
+        return steps
+    }
 
     /// Where a pipelined command goes, or `nil` for the commands that are
     /// split or sent to several masters.

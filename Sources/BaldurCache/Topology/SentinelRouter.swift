@@ -22,11 +22,13 @@ import Logging
 ///   there (it did not run);
 /// - a connection to the master fails: a discovery runs in the background.
 ///
-/// When it changes, the old master's pools are closed at once: its idle
-/// connections, and the calls in flight there, synchronous and async, which
-/// fail with `connectionClosed` saying the master moved (a read-only command
-/// is then sent once more, to the new master, when `retryOnTimeout` allows).
-/// No new command goes to the old master. Locks and compare-and-set scripts are commands
+/// When it changes, everything on the old master ends at once (see
+/// ``ConnectionAbort``): its idle connections close; calls in flight there,
+/// synchronous and async, fail with `connectionClosed` saying the master
+/// moved (a read-only one is sent once more, to the new master, when
+/// `retryOnTimeout` allows); connects under way are given up, and their
+/// commands go to the new master, since nothing was sent. No new command
+/// goes to the old master. Locks and compare-and-set scripts are commands
 /// like any other here, so they only reach the verified master.
 final class SentinelRouter: ConnectionRouter {
     private let masterName: String
