@@ -139,6 +139,67 @@ struct NearCacheTests {
         print("Near cache: 8 readers over 100,000 INCRs, none went back; the final value seen \(result.seenFinalAfter.max()?.description ?? "-") after the last write at worst; \(result.hits) reads served from memory")
     }
 
+    @Test("8 reader threads and 8 tasks share one near cache while a writer INCRs in 100 bursts: no reader ever sees the counter fall")
+    func concurrentReadersOfOneCacheNeverGoBack() async throws {
+        let prefix = "bctest:\(UUID().uuidString):"
+        let writer = try RedisClient(url: TestEnvironment.url())
+        defer { writer.close() }
+        let counter = RedisArgument(prefix + "counter")
+        try await writer.send("SET", counter, 0)
+        let cache = try Self.nearAdapter(prefix: prefix)
+        defer { cache.close() }
+        let bursts = 100, perBurst = 20
+        let final = Int64(bursts * perBurst)
+        let writing = PlainMutex(true)
+        let deadline = ContinuousClock.now + .seconds(60)
+        let falls = PlainMutex<[String]>([])
+        // A reader's loop: every value it reads must be at least the last one it read.
+        let check: @Sendable (String, Int64?, inout Int64) -> Bool = { reader, value, last in
+            guard let value else { return false }
+            if value < last { falls.withLock { $0.append("\(reader) read \(value) after \(last)") } }
+            last = max(last, value)
+            return value == final && !writing.withLock { $0 }
+        }
+        async let threads: Void = withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            Thread {
+                runOnThreads(9) { thread in
+                    if thread == 8 {
+                        // Bursts of single INCRs, each followed by a pause in which readers are served from memory.
+                        for _ in 0..<bursts {
+                            for _ in 0..<perBurst { _ = try? writer.send("INCR", counter) }
+                            Thread.sleep(forTimeInterval: 0.003)
+                        }
+                        writing.withLock { $0 = false }
+                        return
+                    }
+                    var last: Int64 = -1
+                    while ContinuousClock.now < deadline {
+                        if check("thread \(thread)", (try? cache.get("counter", as: Int64.self)) ?? nil, &last) { return }
+                    }
+                }
+                done.resume()
+            }.start()
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for task in 0..<8 {
+                group.addTask {
+                    var last: Int64 = -1
+                    while ContinuousClock.now < deadline {
+                        let value: Int64?? = try? await cache.get("counter", as: Int64.self)
+                        if check("task \(task)", value ?? nil, &last) { return }
+                        await Task.yield()
+                    }
+                }
+            }
+        }
+        await threads
+        let found = falls.withLock { $0 }
+        #expect(found.isEmpty, "\(found.count) falls: \(found.prefix(5))")
+        #expect(try await cache.get("counter", as: Int64.self) == final)
+        #expect((cache.nearCacheStatistics?.hits ?? 0) > 0, "the readers were served from memory")
+        _ = try? await cache.flushAll()
+    }
+
     @Test("the invalidation connection killed (CLIENT KILL) under load: no stale read, the cache empties, bypasses, and comes back", arguments: Mode.allCases)
     func trackingConnectionKilled(mode: Mode) async throws {
         let server = try TestRedisServer()
@@ -287,5 +348,62 @@ struct NearCacheTests {
         try process.run()
         process.waitUntilExit()
         guard process.terminationStatus == 0 else { throw RedisError(.io, "\(arguments.joined(separator: " ")) exited \(process.terminationStatus)") }
+    }
+}
+
+/// The near cache's store on its own, without a server: which replies it keeps.
+@Suite("Near cache store")
+struct NearCacheStoreTests {
+    static func trackingStore() -> NearCacheStore {
+        let store = NearCacheStore(configuration: NearCacheConfiguration(), meters: nil)
+        store.invalidateAll(fromServer: false, tracking: true)
+        return store
+    }
+
+    static func isHit(_ lookup: NearCacheStore.Lookup) -> Bool {
+        if case .hit = lookup { return true }
+        return false
+    }
+
+    @Test("a reply to a replaced placeholder drops the replacement's value, which may be older")
+    func replyToAReplacedPlaceholderDropsTheReplacement() throws {
+        let store = Self.trackingStore()
+        let key = NearKey(prefix: "p:", key: "counter")
+        // Reader 1 leaves a placeholder; a write's invalidation removes it; reader 2 leaves a new one.
+        guard case .miss(let first?) = store.lookup(key) else { Issue.record("no placeholder"); return }
+        store.invalidate(key, fromServer: true)
+        guard case .miss(let second?) = store.lookup(key) else { Issue.record("no placeholder"); return }
+        // Reader 2's GET ran first on the server (1060); reader 1's ran after the next write (1061).
+        store.store(.string(Array("1060".utf8)), for: second)
+        store.store(.string(Array("1061".utf8)), for: first)
+        // Reader 1 returned 1061: it must not read 1060 from memory next.
+        #expect(!Self.isHit(store.lookup(key, placeholder: false)))
+    }
+
+    @Test("a reply read without a placeholder (bypass, HGET, EXISTS) drops what is kept or pending for its key")
+    func replyReadWithoutKeepingDropsTheEntry() {
+        let store = Self.trackingStore()
+        let key = NearKey(prefix: "p:", key: "k")
+        guard case .miss(let ticket?) = store.lookup(key) else { Issue.record("no placeholder"); return }
+        store.readWithoutKeeping(key)
+        store.store(.string(Array("1".utf8)), for: ticket)
+        #expect(!Self.isHit(store.lookup(key, placeholder: false)))
+    }
+
+    @Test("two reads sharing a placeholder with the same answer keep it; different answers keep neither")
+    func sharedPlaceholder() {
+        let store = Self.trackingStore()
+        let key = NearKey(prefix: "p:", key: "k")
+        guard case .miss(let ticket?) = store.lookup(key) else { Issue.record("no placeholder"); return }
+        guard case .miss(let shared?) = store.lookup(key) else { Issue.record("not shared"); return }
+        store.store(.string(Array("1".utf8)), for: ticket)
+        store.store(.string(Array("1".utf8)), for: shared)
+        #expect(Self.isHit(store.lookup(key)))
+        store.invalidate(key, fromServer: true)
+        guard case .miss(let third?) = store.lookup(key) else { Issue.record("no placeholder"); return }
+        guard case .miss(let fourth?) = store.lookup(key) else { Issue.record("not shared"); return }
+        store.store(.string(Array("1".utf8)), for: third)
+        store.store(.string(Array("2".utf8)), for: fourth)
+        #expect(!Self.isHit(store.lookup(key, placeholder: false)))
     }
 }

@@ -84,7 +84,7 @@ extension RedisCacheAdapter {
     @inline(never)
     @_specialize(where T == JSONValue)
     func nearKeep<T: Decodable>(
-        mget pipelined: [RedisReply], missing: [(key: String, ticket: NearCacheStore.Ticket?)], into found: inout [String: T], in near: NearCache
+        mget pipelined: [RedisReply], missing: [(key: String, ticket: NearCacheStore.Ticket?)], prefix: String, into found: inout [String: T], in near: NearCache
     ) throws(RedisError) {
         guard pipelined.count == missing.count + 1 else { throw RedisError(.protocolError, "MGET and PTTL returned \(pipelined.count) replies") }
         let replies = try pipelined[0].throwingServerError().expectArray("MGET")
@@ -93,6 +93,7 @@ extension RedisCacheAdapter {
             for (index, (key, ticket)) in missing.enumerated() {
                 let bytes = index < replies.count ? replies[index].bytes : nil
                 let value = try bytes.map { bytes throws(RedisError) in try JSONCodec.decode(bytes, as: T.self, key: key) }
+                if ticket == nil { near.store.readWithoutKeeping(NearKey(prefix: prefix, key: key)) }
                 near.store.store(.string(bytes), decoded: value as? JSONValue, expiresIn: Self.lifetime(pipelined[index + 1]), for: ticket)
                 if let value {
                     found[key] = value

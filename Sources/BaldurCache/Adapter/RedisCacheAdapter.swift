@@ -111,6 +111,7 @@ public final class RedisCacheAdapter: CacheProvider {
         case .answered(let value): return value
         case .fetch(.none):
             // Bypassed (tracking is down) or not keepable: a plain GET, nothing kept.
+            defer { nearCache.store.readWithoutKeeping(full) }
             return try run("get", key) { () throws(RedisError) in getCall(key, as: type) }
         case .fetch(let ticket):
             let replies = try fetching("get", key, Self.fetchCommands("GET", full), ticket: ticket, in: nearCache)
@@ -154,7 +155,10 @@ public final class RedisCacheAdapter: CacheProvider {
 
     /// `true` when `key` exists (`EXISTS`).
     public func exists(_ key: String) throws(RedisError) -> Bool {
-        if let nearCache, let kept = nearAnswer(exists: NearKey(prefix: keyPrefix.resolve(), key: key), in: nearCache) { return kept }
+        guard let nearCache else { return try run("exists", key) { () throws(RedisError) in existsCall(key) } }
+        let full = NearKey(prefix: keyPrefix.resolve(), key: key)
+        if let kept = nearAnswer(exists: full, in: nearCache) { return kept }
+        defer { nearCache.store.readWithoutKeeping(full) }
         return try run("exists", key) { () throws(RedisError) in existsCall(key) }
     }
 
@@ -291,6 +295,7 @@ public final class RedisCacheAdapter: CacheProvider {
         if missing.allSatisfy({ $0.ticket == nil }) {
             // Bypassed (tracking is down) or nothing keepable: a plain MGET, without the PTTLs.
             let keys = missing.map(\.key)
+            defer { for key in keys { nearCache.store.readWithoutKeeping(NearKey(prefix: prefix, key: key)) } }
             let fetched = try run("mget", "\(keys.count) keys") { () throws(RedisError) in mgetCall(keys, as: type) }
             return found.merging(fetched) { kept, _ in kept }
         }
@@ -301,7 +306,7 @@ public final class RedisCacheAdapter: CacheProvider {
             for (_, ticket) in missing { nearCache.store.abandon(ticket) }
             throw error
         }
-        try nearKeep(mget: replies, missing: missing, into: &found, in: nearCache)
+        try nearKeep(mget: replies, missing: missing, prefix: prefix, into: &found, in: nearCache)
         return found
     }
 
@@ -399,7 +404,10 @@ public final class RedisCacheAdapter: CacheProvider {
     /// Reads one hash field (`HGET`) and decodes it.
     @_specialize(where T == JSONValue)
     public func hget<T: Decodable>(_ name: String, field: String, as type: T.Type) throws(RedisError) -> T? {
-        if let nearCache, let kept = try nearAnswer(hget: NearKey(prefix: keyPrefix.resolve(), key: name), name: name, field: field, as: type, in: nearCache) { return kept }
+        guard let nearCache else { return try run("hget", name) { () throws(RedisError) in hgetCall(name, field: field, as: type) } }
+        let full = NearKey(prefix: keyPrefix.resolve(), key: name)
+        if let kept = try nearAnswer(hget: full, name: name, field: field, as: type, in: nearCache) { return kept }
+        defer { nearCache.store.readWithoutKeeping(full) }
         return try run("hget", name) { () throws(RedisError) in hgetCall(name, field: field, as: type) }
     }
 
@@ -427,6 +435,7 @@ public final class RedisCacheAdapter: CacheProvider {
         switch try nearLookup(hgetall: full, name: name, as: type, in: nearCache) {
         case .answered(let fields): return fields
         case .fetch(.none):
+            defer { nearCache.store.readWithoutKeeping(full) }
             return try run("hgetall", name) { () throws(RedisError) in hgetallCall(name, as: type) }
         case .fetch(let ticket):
             let replies = try fetching("hgetall", name, Self.fetchCommands("HGETALL", full), ticket: ticket, in: nearCache)

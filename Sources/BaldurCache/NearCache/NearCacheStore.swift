@@ -87,6 +87,17 @@ struct NearKey: Hashable, Sendable {
 /// still there. Two reads of one key in flight share the placeholder, and
 /// if their replies differ (a write fell between them, its invalidation
 /// still on its way) neither is kept.
+///
+/// Concurrent readers add a second rule: a reply that is not kept drops
+/// whatever is kept or pending for its key. Replies on different
+/// connections cannot be ordered against each other: a read whose
+/// placeholder was replaced (or that left none) may return a newer value
+/// than the reads of the placeholder that replaced it, whose server-side
+/// `GET` ran earlier. Keeping theirs would let the caller who just saw the
+/// newer value read the older one from memory next, until the write's
+/// invalidation arrives. So once any reply for a key has been handed to a
+/// caller, every value kept for that key was read by a request sent after
+/// that reply arrived (or is that reply): no reader sees a key go back.
 final class NearCacheStore: Sendable {
     /// What is kept for a key.
     enum Value: Sendable, Equatable {
@@ -193,7 +204,12 @@ final class NearCacheStore: Sendable {
     func store(_ value: Value, decoded: JSONValue? = nil, expiresIn: Duration? = nil, for ticket: Ticket?) {
         guard let ticket else { return }
         let evicted = state.withLock { state -> Int in
-            guard let entry = state.entries[ticket.key], entry.token == ticket.token else { return 0 }
+            guard let entry = state.entries[ticket.key] else { return 0 }
+            guard entry.token == ticket.token else {
+                // The placeholder was replaced: this reply may be newer than its replacement's (see the type's doc).
+                remove(ticket.key, from: &state)
+                return 0
+            }
             switch entry.content {
             case .pending:
                 let bytes = ticket.key.byteCount + value.byteCount + Self.entryOverhead
@@ -214,6 +230,13 @@ final class NearCacheStore: Sendable {
             }
         }
         if evicted > 0 { meters?.evictions.increment(by: Int64(evicted)) }
+    }
+
+    /// A reply for `key` read from Redis and not kept (the cache bypassed,
+    /// or a read that leaves no placeholder: `HGET`, `EXISTS`): drops what
+    /// is kept or pending for the key, which may be older (see the type's doc).
+    func readWithoutKeeping(_ key: NearKey) {
+        state.withLock { state in remove(key, from: &state) }
     }
 
     /// Forgets a read that failed: its placeholder, if it is still there.
