@@ -200,6 +200,52 @@ struct NearCacheTests {
         _ = try? await cache.flushAll()
     }
 
+    @Test("1,000 adapters with a near cache opened, used and closed (close, async close, dropped; tracking or not yet): the server's clients and the process's descriptors return to their baseline")
+    func closedAdaptersLeaveNoTrackingConnection() async throws {
+        let server = try TestRedisServer()
+        defer { server.stop() }
+        let observer = try RedisClient(url: server.url)
+        defer { observer.close() }
+        func clients() async throws -> [String] {
+            try await observer.send("CLIENT", "LIST").string.map { $0.split(separator: "\n").map(String.init) } ?? []
+        }
+        func descriptors() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0 }
+        // Warm up: the event loops and the observer's connection exist before the baseline.
+        let warm = try RedisCacheAdapter(url: server.url, keyPrefix: "bctest:warm:", nearCache: NearCacheConfiguration())
+        try Self.waitUntilTracking(warm)
+        await warm.close()
+        try await Task.sleep(for: .milliseconds(200))
+        // Every shared connection of the observer open (they are used in turn).
+        for _ in 0..<8 { _ = try await clients() }
+        let baseline = (clients: try await clients().count, descriptors: descriptors())
+        var stuck = 0
+        for index in 0..<1000 {
+            let cache = try RedisCacheAdapter(url: server.url, keyPrefix: "bctest:leak:\(index % 7):", nearCache: NearCacheConfiguration())
+            if index % 2 == 0 { try Self.waitUntilTracking(cache) }
+            _ = try await cache.get("k", as: Int.self)
+            switch index % 3 {
+            case 0: (cache as any CacheProvider).close()
+            case 1:
+                // Bounded, so that a close that never returns fails the test instead of hanging it.
+                let closed = PlainMutex(false)
+                Task { await cache.close(); closed.withLock { $0 = true } }
+                let limit = ContinuousClock.now + .seconds(5)
+                while !closed.withLock({ $0 }), ContinuousClock.now < limit { try await Task.sleep(for: .milliseconds(1)) }
+                if !closed.withLock({ $0 }) { stuck += 1 }
+            default: break  // dropped
+            }
+        }
+        #expect(stuck == 0, "\(stuck) async close() calls did not return within 5 seconds")
+        let deadline = ContinuousClock.now + .seconds(10)
+        var left = try await clients()
+        while (left.count > baseline.clients || descriptors() > baseline.descriptors + 2), ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+            left = try await clients()
+        }
+        #expect(left.count <= baseline.clients, "\(left.count - baseline.clients) connections left: \(left.suffix(3).map { $0.split(separator: " ").filter { $0.hasPrefix("cmd=") || $0.hasPrefix("flags=") || $0.hasPrefix("sub=") }.joined(separator: " ") })")
+        #expect(descriptors() <= baseline.descriptors + 2, "descriptors \(baseline.descriptors) -> \(descriptors())")
+    }
+
     @Test("the invalidation connection killed (CLIENT KILL) under load: no stale read, the cache empties, bypasses, and comes back", arguments: Mode.allCases)
     func trackingConnectionKilled(mode: Mode) async throws {
         let server = try TestRedisServer()

@@ -312,8 +312,11 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
                 headSequence &+= UInt64(pending.count)
                 pending.removeAll()
                 closeOnLoop = true
-                defer { serviceScheduled = true }
-                return (!serviceScheduled, false)
+                // Always scheduled: a service already scheduled may be past
+                // its check of `closeOnLoop` (mid-flush, or waiting for
+                // EPOLLOUT), and the close would then never be carried out.
+                serviceScheduled = true
+                return (true, false)
             case .waitForReplies:
                 openFlag.store(false, ordering: .relaxed)
                 return (false, false)
@@ -348,7 +351,8 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
             if sendingOffset == sending.count {
                 sending.removeAll(keepingCapacityUpTo: Self.retainedBufferCapacity)
                 sendingOffset = 0
-                let more = locked { () -> Bool in
+                let more = locked { () -> Bool? in
+                    if closeOnLoop { return nil }
                     guard outbound.count > 0 else {
                         serviceScheduled = false
                         return false
@@ -356,6 +360,7 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
                     swap(&outbound, &sending)
                     return true
                 }
+                guard let more else { return finishClose(RedisError(.closed, "the connection to \(address) was closed")) }
                 guard more else { return }
             }
             let progress = sending.withBytes { bytes in
