@@ -140,11 +140,95 @@ struct SessionStateTests {
         #expect(!session.isClean)
         session.observe(["SELECT", "2"])
         #expect(session.isClean)
-        for command: [RedisArgument] in [["Subscribe", "c"], ["MONITOR"], ["RESET"], ["CLIENT", "REPLY", "ON"], ["HELLO", "3"]] {
+        for command: [RedisArgument] in [
+            ["Subscribe", "c"], ["MONITOR"], ["RESET"], ["CLIENT", "REPLY", "ON"], ["HELLO", "3"], ["hello", "2", "AUTH", "u", "p"],
+            ["AUTH", "p"], ["auth", "u", "p"], ["QUIT"], ["CLIENT", "setname", "x"], ["CLIENT", "TRACKING", "on"], ["CLIENT", "NO-EVICT", "on"],
+        ] {
             var fresh = SessionState(configuredDatabase: 0)
             fresh.observe(command)
             #expect(!fresh.isClean, "\(command)")
         }
+        // These only look: HELLO without arguments reports the protocol; CLIENT ID, GETNAME, LIST, INFO.
+        for command: [RedisArgument] in [["HELLO"], ["CLIENT", "ID"], ["client", "getname"], ["CLIENT", "LIST"], ["CLIENT", "INFO"]] {
+            var fresh = SessionState(configuredDatabase: 0)
+            fresh.observe(command)
+            #expect(fresh.isClean, "\(command)")
+        }
+    }
+
+    /// A user that may only run `ACL WHOAMI` and `AUTH`, on the shared test server; removed by the caller.
+    static func limitedUser() throws -> (name: String, password: String) {
+        let name = "bctest-limited-\(UUID().uuidString)", password = "pw-\(UUID().uuidString)"
+        let admin = try TestEnvironment.client()
+        defer { admin.close() }
+        try admin.send("ACL", "SETUSER", RedisArgument(name), "on", RedisArgument(">" + password), "-@all", "+acl|whoami", "+auth", "+ping")
+        return (name, password)
+    }
+
+    static func removeUser(_ name: String) {
+        guard let admin = try? TestEnvironment.client() else { return }
+        defer { admin.close() }
+        _ = try? admin.send("ACL", "DELUSER", RedisArgument(name))
+    }
+
+    @Test("AUTH as another user on a pooled connection does not change the next caller's user: the connection is discarded")
+    func authIsNotReusedOnTheBlockingPool() throws {
+        let user = try Self.limitedUser()
+        defer { Self.removeUser(user.name) }
+        let client = try Self.singleConnectionClient()
+        defer { client.close() }
+        let keys = TestKeys()
+        try client.send("AUTH", RedisArgument(user.name), RedisArgument(user.password))
+        // Before: NOPERM here, and ACL WHOAMI answered the limited user.
+        #expect(try client.send("SET", RedisArgument(keys("after-auth")), "landed") == .status("OK"))
+        #expect(try client.send("ACL", "WHOAMI").string == "default")
+        try client.withConnection { connection in
+            _ = try connection.send(["AUTH", RedisArgument(user.name), RedisArgument(user.password)])
+            #expect(try connection.send(["ACL", "WHOAMI"]).string == user.name)
+        }
+        #expect(try client.send("ACL", "WHOAMI").string == "default")
+        // QUIT and HELLO with arguments end the connection's use too; the next caller is served.
+        #expect(try client.send("QUIT") == .status("OK"))
+        #expect(try client.send("GET", RedisArgument(keys("after-auth"))).string == "landed")
+        try client.send("DEL", RedisArgument(keys("after-auth")))
+    }
+
+    @Test("async: AUTH, QUIT and HELLO with arguments are refused on shared connections; inside withConnection they run and the connection is discarded")
+    func sessionCommandsOnSharedAsyncConnections() async throws {
+        let user = try Self.limitedUser()
+        defer { Self.removeUser(user.name) }
+        let client = try TestEnvironment.client()
+        defer { client.close() }
+        try await client.ping()
+        for command: [RedisArgument] in [["AUTH", RedisArgument(user.name), RedisArgument(user.password)], ["quit"], ["HELLO", "2", "SETNAME", "x"], ["CLIENT", "SETNAME", "x"]] {
+            await #expect(throws: RedisError.self, "\(command)") { _ = try await client.send(command) }
+            let error = await #expect(throws: RedisError.self) { try await client.pipeline([["PING"], command]) }
+            #expect(error?.code == .invalidArgument)
+            #expect(error?.message.contains("withConnection") == true, "\(error?.message ?? "")")
+        }
+        // Concurrent callers never saw another user nor a closed connection.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for task in 0..<64 {
+                group.addTask {
+                    if task % 8 == 0 { _ = try? await client.send("QUIT") }
+                    let user = try await client.send("ACL", "WHOAMI").string
+                    #expect(user == "default")
+                }
+            }
+            try await group.waitForAll()
+        }
+        // HELLO without arguments only reports: allowed on shared connections.
+        #expect(try await client.send("HELLO").array != nil)
+        try await client.withConnection { connection in
+            try await connection.send(["AUTH", RedisArgument(user.name), RedisArgument(user.password)])
+            #expect(try await connection.send(["ACL", "WHOAMI"]).string == user.name)
+        }
+        try await client.withConnection { connection in
+            #expect(try await connection.send(["ACL", "WHOAMI"]).string == "default")
+            try await connection.send(["QUIT"])
+        }
+        let whoami = try await client.withConnection { connection in try await connection.send(["ACL", "WHOAMI"]).string }
+        #expect(whoami == "default")
     }
 }
 

@@ -17,8 +17,9 @@ struct SessionState: Sendable, Equatable {
     /// `SUBSCRIBE`, `PSUBSCRIBE`, `SSUBSCRIBE` or `MONITOR`: the server now
     /// sends messages nobody asked for.
     private(set) var pushing = false
-    /// `CLIENT REPLY OFF|SKIP`, `RESET` or `HELLO`: the reply stream, the
-    /// protocol or the authentication may no longer be the pool's.
+    /// A ``Command/session`` command (`AUTH`, `QUIT`, `RESET`, `HELLO` with
+    /// arguments, `CLIENT SETNAME|REPLY|TRACKING|...`): the user, the
+    /// protocol, the name or the reply stream may no longer be the pool's.
     private(set) var unknown = false
 
     /// The database `SELECT` must leave selected for the session to stay clean.
@@ -36,8 +37,29 @@ struct SessionState: Sendable, Equatable {
         case multi, exec, discard, watch, unwatch, select
         /// `SUBSCRIBE`, `PSUBSCRIBE`, `SSUBSCRIBE`, `MONITOR`.
         case push
-        /// `CLIENT` (its `REPLY` form), `RESET`, `HELLO`.
+        /// `AUTH`, `QUIT`, `RESET`, `HELLO` and `CLIENT`: those of
+        /// ``changesSession(_:)`` change what the next caller of the
+        /// connection would see (its user, protocol, name, reply stream, or
+        /// the connection itself). Refused on shared connections; a
+        /// connection one caller holds is discarded after one.
         case session
+    }
+
+    /// The `CLIENT` subcommands that change the session; the others (`ID`,
+    /// `INFO`, `LIST`, `GETNAME`, `KILL`, ...) only look.
+    static let sessionClientSubcommands: Set<String> = ["SETNAME", "SETINFO", "REPLY", "TRACKING", "CACHING", "NO-EVICT", "NO-TOUCH"]
+
+    /// For a ``Command/session`` command: whether it changes what the next
+    /// caller of the connection sees. `HELLO` without arguments only
+    /// reports; `CLIENT` only with a subcommand of ``sessionClientSubcommands``.
+    static func changesSession(_ command: [RedisArgument]) -> Bool {
+        guard let name = command.first else { return false }
+        if isClient(command) {
+            guard command.count >= 2 else { return false }
+            return sessionClientSubcommands.contains(String(decoding: command[1].bytes, as: UTF8.self).uppercased())
+        }
+        if name.withBytes({ matches($0, "HELLO") }) { return command.count >= 2 }
+        return true
     }
 
     /// Accounts for `command` being sent.
@@ -59,7 +81,7 @@ struct SessionState: Sendable, Equatable {
             otherDatabase = database != configuredDatabase
         case .push: pushing = true
         case .session:
-            if Self.isClientReply(command) || !Self.isClient(command) { unknown = true }
+            if Self.changesSession(command) { unknown = true }
         }
     }
 
@@ -80,7 +102,10 @@ struct SessionState: Sendable, Equatable {
     static func kind(ofName raw: UnsafeRawBufferPointer) -> Command? {
         guard mayChangeSession(nameLength: raw.count) else { return nil }
         switch raw.count {
-        case 4: return matches(raw, "EXEC") ? .exec : nil
+        case 4:
+            if matches(raw, "EXEC") { return .exec }
+            if matches(raw, "AUTH") || matches(raw, "QUIT") { return .session }
+            return nil
         case 5:
             if matches(raw, "MULTI") { return .multi }
             if matches(raw, "WATCH") { return .watch }

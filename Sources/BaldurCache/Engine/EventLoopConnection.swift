@@ -214,10 +214,11 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
             throw RedisError(.invalidArgument, "\(name) turns a connection into a message stream; use RedisClient.subscribe(to:) for channels")
         case .session where SessionState.isClientReply(arguments):
             throw RedisError(.invalidArgument, "CLIENT REPLY makes the server withhold replies that are awaited; it cannot be used here")
-        case .session where !SessionState.isClient(arguments) && !isDedicated,
+        case .session where !isDedicated && SessionState.changesSession(arguments),
              .multi where !isDedicated, .exec where !isDedicated, .discard where !isDedicated,
              .watch where !isDedicated, .unwatch where !isDedicated, .select where !isDedicated:
-            throw RedisError(.invalidArgument, "\(name) changes the connection's session, and this connection is shared by concurrent callers; run it inside RedisClient.withConnection { }")
+            let hint = name == "AUTH" || name == "HELLO" ? " (to connect as another user, give the user and password in the client's URL)" : ""
+            throw RedisError(.invalidArgument, "\(name) changes the connection's session, and this connection is shared by concurrent callers; run it inside RedisClient.withConnection { }\(hint)")
         default:
             return
         }
