@@ -156,13 +156,29 @@ struct SessionStateTests {
         }
     }
 
-    /// A user that may only run `ACL WHOAMI` and `AUTH`, on the shared test server; removed by the caller.
-    static func limitedUser() throws -> (name: String, password: String) {
+    /// A user that may only run `ACL WHOAMI` and `AUTH` (or what `rules` say), on the shared test server; removed by the caller.
+    static func limitedUser(_ rules: [RedisArgument] = ["-@all", "+acl|whoami", "+auth", "+ping"]) throws -> (name: String, password: String) {
         let name = "bctest-limited-\(UUID().uuidString)", password = "pw-\(UUID().uuidString)"
         let admin = try TestEnvironment.client()
         defer { admin.close() }
-        try admin.send("ACL", "SETUSER", RedisArgument(name), "on", RedisArgument(">" + password), "-@all", "+acl|whoami", "+auth", "+ping")
+        try admin.send(["ACL", "SETUSER", RedisArgument(name), "on", RedisArgument(">" + password)] + rules)
         return (name, password)
+    }
+
+    @Test("a connection's own AUTH and SELECT at connect leave it reusable: one pooled connection serves call after call")
+    func connectionsWithAuthAndDatabaseAreReused() async throws {
+        let user = try Self.limitedUser(["+@all", "~*"])
+        defer { Self.removeUser(user.name) }
+        guard case .standalone(.tcp(let host, let port)) = try TestEnvironment.configuration().topology else { return }
+        var configuration = try RedisConfiguration(url: "redis://\(user.name):\(user.password)@\(host):\(port)/3")
+        configuration.maxConnections = 1
+        let client = try RedisClient(configuration: configuration)
+        defer { client.close() }
+        let blocking = try { () throws -> [RedisReply] in [try client.send("CLIENT", "ID"), try client.send("CLIENT", "ID")] }()
+        #expect(blocking[0] == blocking[1])
+        let dedicated = try await client.withConnection { connection in try await connection.send(["CLIENT", "ID"]) }
+        let again = try await client.withConnection { connection in try await connection.send(["CLIENT", "ID"]) }
+        #expect(dedicated == again)
     }
 
     static func removeUser(_ name: String) {

@@ -156,6 +156,8 @@ public final class RedisConnection: @unchecked Sendable {
                 // now, so the connect fails rather than the first command.
                 try send(["PING"])
             }
+            // The connection's own AUTH and SELECT made the session the configured one.
+            session = SessionState(configuredDatabase: configuration.database)
         } catch {
             close(resetting: true)
             if let reason = abortHandle.reason { throw ConnectionAbort.connectError(to: address, reason) }
