@@ -1,4 +1,4 @@
-import BaldurCache
+@testable import BaldurCache
 import Foundation
 import Testing
 
@@ -200,6 +200,51 @@ struct AsyncEngineTests {
         #expect(results.contains { $0 == .readTimeout })
         // Without per-request deadlines they would wait as long as the stall.
         #expect(elapsed < .seconds(10))
+        try await client.ping()
+    }
+
+    @Test("a call that comes just after its shared connection failed is sent on a new connection, never failed at once with the old connection's timeout")
+    func callAfterAFailureGoesToANewConnection() async throws {
+        let server = try TestRedisServer()
+        defer { server.stop() }
+        var configuration = try RedisConfiguration(url: server.url)
+        configuration.socketTimeout = .milliseconds(250)
+        configuration.retryOnTimeout = false
+        let client = try RedisClient(configuration: configuration)
+        defer { client.close() }
+        try await client.ping()
+
+        // The mechanism: a failed shared connection takes nothing more, and says the request was not sent.
+        let pool = try await client.enginePool(for: [])
+        let failed = try await pool.onShared { $0 }
+        failed.closeSoon(failingCallsWith: RedisError(.readTimeout, "the old connection's timeout"))
+        await #expect(throws: UnsentRequest.self) { _ = try await failed.send(["PING"]) }
+        #expect(try await pool.onShared { connection in try await connection.send(["PING"]) } == .status("PONG"))
+
+        // Under load: 256 tasks calling on through a 1.5 s stall. A readTimeout is
+        // a call's own, so it comes no sooner than socketTimeout after the call.
+        server.pause()
+        let stallEnds = ContinuousClock.now + .milliseconds(1500)
+        let early = await withTaskGroup(of: [String].self) { group in
+            for task in 0..<256 {
+                group.addTask {
+                    var early: [String] = []
+                    while ContinuousClock.now < stallEnds {
+                        let start = ContinuousClock.now
+                        do {
+                            try await client.send("SET", RedisArgument("unsent:\(task)"), "v")
+                        } catch let error as RedisError where error.code == .readTimeout || error.code == .writeTimeout {
+                            let waited = start.duration(to: .now)
+                            if waited < .milliseconds(200) { early.append("\(error.code) after \(waited)") }
+                        } catch {}
+                    }
+                    return early
+                }
+            }
+            return await group.reduce(into: []) { $0 += $1 }
+        }
+        server.resume()
+        #expect(early.isEmpty, "\(early.count) calls failed with a timeout sooner than their own: \(early.prefix(3))")
         try await client.ping()
     }
 

@@ -74,14 +74,13 @@ extension RedisClient {
             }
         }
         do {
-            if let connection = try pool.readyShared() { return try await connection.send(arguments) }
-            return try await pool.shared().send(arguments)
+            return try await pool.onShared { connection in try await connection.send(arguments) }
         } catch let error as RedisError {
             router.failed(error, at: pool.address)
             guard let next = try await retryPool(after: error, on: pool, command: arguments, readOnly: arguments[0].isCommand(in: Self.retryableCommands)) else {
                 throw error
             }
-            return try await reportingFailures(at: next.address) { try await next.shared().send(arguments) }
+            return try await reportingFailures(at: next.address) { try await next.onShared { connection in try await connection.send(arguments) } }
         }
     }
 
@@ -149,13 +148,12 @@ extension RedisClient {
     func pipeline(_ commands: [[RedisArgument]], on pool: EnginePool) async throws -> [RedisReply] {
         do {
             return try await reportingFailures(at: pool.address) {
-                if let connection = try pool.readyShared() { return try await connection.pipeline(commands) }
-                return try await pool.shared().pipeline(commands)
+                try await pool.onShared { connection in try await connection.pipeline(commands) }
             }
         } catch let error as RedisError {
             let readOnly = commands.allSatisfy { $0.first?.isCommand(in: Self.retryableCommands) ?? false }
             guard let next = try await retryPool(after: error, on: pool, command: commands[0], readOnly: readOnly) else { throw error }
-            return try await reportingFailures(at: next.address) { try await next.shared().pipeline(commands) }
+            return try await reportingFailures(at: next.address) { try await next.onShared { connection in try await connection.pipeline(commands) } }
         }
     }
 

@@ -149,7 +149,7 @@ extension RedisClient {
             let reply: RedisReply
             if route.asking {
                 reply = try await reportingFailures(at: node.address) {
-                    try await node.enginePool.shared().pipeline([["ASKING"], arguments])[1]
+                    try await node.enginePool.onShared { connection in try await connection.pipeline([["ASKING"], arguments]) }[1]
                 }
             } else {
                 reply = try await send(arguments, on: node.enginePool)

@@ -72,6 +72,28 @@ final class EnginePool: Sendable {
         }
     }
 
+    /// Runs `body` (one request) on a shared connection. A request the
+    /// connection refused unsent (``UnsentRequest``: it had just failed, or
+    /// was closing) runs on the next one, opened anew when it must be; after
+    /// as many refusals as there are shared connections, plus one, it fails
+    /// with the last refusal's reason. A connect failure on the way is thrown
+    /// as it is.
+    @inline(__always)
+    func onShared<R>(_ body: (EventLoopConnection) async throws -> R) async throws -> R {
+        if let connection = try readyShared() {
+            do { return try await body(connection) } catch is UnsentRequest {}
+        }
+        return try await onFreshShared(body)
+    }
+
+    private func onFreshShared<R>(_ body: (EventLoopConnection) async throws -> R) async throws -> R {
+        var reason = RedisError(.closed, "the connections to \(address) kept closing")
+        for _ in 0...configuration.pipelinedConnections {
+            do { return try await body(try await shared()) } catch let unsent as UnsentRequest { reason = unsent.reason }
+        }
+        throw reason
+    }
+
     /// A shared connection, opened (or reopened) on demand.
     func shared() async throws -> EventLoopConnection {
         enum Next { case use(EventLoopConnection), wait(Int), connect(Int), fail(RedisError) }

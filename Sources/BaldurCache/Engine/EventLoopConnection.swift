@@ -4,6 +4,15 @@ import Synchronization
 import Glibc
 #endif
 
+/// A request a shared connection refused without writing anything: the
+/// connection had failed or was closing when the request came (a caller
+/// took it from the pool just before). It belongs on another connection
+/// whatever the command is; ``EnginePool/onShared(_:)`` sends it there.
+struct UnsentRequest: Error {
+    /// Why the connection took nothing more.
+    let reason: RedisError
+}
+
 /// One Redis connection driven by an ``EventLoop``: callers on any thread
 /// queue requests, the loop writes them back to back and hands each reply to
 /// the request it answers, in order (automatic pipelining).
@@ -246,7 +255,8 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
         pthread_mutex_lock(mutex)
         if case .refuse(let error) = machine.submit(replies: replies) {
             pthread_mutex_unlock(mutex)
-            continuation.resume(throwing: error)
+            // Nothing was written: on a shared connection the request belongs on another (see UnsentRequest).
+            continuation.resume(throwing: isDedicated ? error : UnsentRequest(reason: error))
             return
         }
         let sequence = headSequence &+ UInt64(pending.count)
