@@ -323,6 +323,68 @@ struct FailureTests {
         #expect(peer.accepted == 1)
     }
 
+    @Test("a plain server that closes a new connection before any reply (killed, restarting) gets no TLS hint", arguments: Mode.allCases)
+    func earlyCloseWithoutTLSHasNoHint(mode: Mode) async throws {
+        let peer = try ScriptedPeer(reply: "", hold: .zero)
+        var configuration = try RedisConfiguration(url: "redis://127.0.0.1:\(peer.port)/0")
+        configuration.retryOnTimeout = false
+        let client = try RedisClient(configuration: configuration)
+        defer { client.close() }
+        let cache = mode.drive(try RedisCacheAdapter(client: client, keyPrefix: "bctest:early:"))
+        let error = await #expect(throws: RedisError.self) { _ = try await cache.get("k", as: Int.self) }
+        #expect(error?.code == .connectionClosed, "\(String(describing: error))")
+        #expect(error?.message.contains("rediss://") == false, "\(String(describing: error))")
+        #expect(RedisConnection.greeting(of: .tcp(host: "127.0.0.1", port: peer.port), within: .seconds(1)) == .other)
+    }
+
+    @Test("a server at maxclients refuses async calls as it refuses blocking ones: connectionRefused with the server's words, no TLS hint", arguments: Mode.allCases)
+    func maxclientsIsARefusalOnBothAPIs(mode: Mode) async throws {
+        let server = try TestRedisServer(extraArguments: ["--maxclients", "2"])
+        defer { server.stop() }
+        let configuration = try server.configuration(socketTimeout: .seconds(2))
+        // The two connections the server allows.
+        var hogs: [RedisConnection] = []
+        let deadline = ContinuousClock.now + .seconds(5)
+        while hogs.count < 2, ContinuousClock.now < deadline {
+            if let connection = try? RedisConnection(address: .tcp(host: "127.0.0.1", port: server.port), configuration: configuration),
+               (try? connection.send(["PING"])) != nil {
+                hogs.append(connection)
+            } else {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
+        #expect(hogs.count == 2)
+        let client = try RedisClient(configuration: configuration)
+        defer { client.close() }
+        let cache = mode.drive(try RedisCacheAdapter(client: client, keyPrefix: "bctest:maxclients:"))
+        // 16 callers at once, 40 calls each, over the reconnect backoff.
+        let outcomes = await withTaskGroup(of: [String].self) { group in
+            for _ in 0..<16 {
+                group.addTask {
+                    var outcomes: [String] = []
+                    for _ in 0..<40 {
+                        do {
+                            _ = try await cache.get("k", as: Int.self)
+                            outcomes.append("answered")
+                        } catch let error as RedisError {
+                            let hint = error.message.contains("rediss://") ? " with a TLS hint" : ""
+                            let words = error.message.contains("max number of clients") ? "" : " (\(error.message))"
+                            outcomes.append("\(error.code)\(hint)\(words)")
+                        } catch {
+                            outcomes.append("\(error)")
+                        }
+                        try? await Task.sleep(for: .milliseconds(5))
+                    }
+                    return outcomes
+                }
+            }
+            return await group.reduce(into: []) { $0 += $1 }
+        }
+        let wrong = outcomes.filter { $0 != "connectionRefused" }
+        #expect(wrong.isEmpty, "\(wrong.count) of \(outcomes.count) calls: \(Set(wrong).prefix(4))")
+        for hog in hogs { hog.close() }
+    }
+
     @Test("against a server at maxclients, failed connects back off (dozens, not thousands, per second) and recover once it accepts again")
     func reconnectStormBacksOff() throws {
         let server = try TestRedisServer(extraArguments: ["--maxclients", "1"])

@@ -424,14 +424,14 @@ public final class RedisConnection: @unchecked Sendable {
         let savedErrno: Int32
         switch progress {
         case .endOfStream:
-            return hintingAtTLS(Self.classify(hiredisError: REDIS_ERR_EOF, text: "Server closed the connection", errno: 0, during: phase,
+            return explainingEarlyClose(Self.classify(hiredisError: REDIS_ERR_EOF, text: "Server closed the connection", errno: 0, during: phase,
                                               address: address, socketTimeout: socketTimeout, connectTimeout: connectTimeout))
         case .tlsFailed(let text):
             return RedisError(.tls, "TLS error with \(address): \(text)")
         case .failed(let code): savedErrno = code
         case .wouldBlock, .moved: savedErrno = EAGAIN
         }
-        return hintingAtTLS(Self.classify(hiredisError: REDIS_ERR_IO, text: String(cString: strerror(savedErrno)), errno: savedErrno, during: phase,
+        return explainingEarlyClose(Self.classify(hiredisError: REDIS_ERR_IO, text: String(cString: strerror(savedErrno)), errno: savedErrno, during: phase,
                                           address: address, socketTimeout: socketTimeout, connectTimeout: connectTimeout))
     }
 
@@ -552,7 +552,7 @@ public final class RedisConnection: @unchecked Sendable {
     private func fail(during phase: Phase) -> RedisError {
         let savedErrno = errno
         guard let context else { return RedisError(.closed, "the connection to \(address) is closed") }
-        return broken(hintingAtTLS(classify(context, savedErrno: savedErrno, during: phase)))
+        return broken(explainingEarlyClose(classify(context, savedErrno: savedErrno, during: phase)))
     }
 
     /// Closes the connection abortively (see ``close(resetting:)``) and
@@ -566,11 +566,72 @@ public final class RedisConnection: @unchecked Sendable {
         return ConnectionAbort.callError(at: address, aborted, detail: error.message)
     }
 
-    /// `error`, with a hint when a plain connection was closed before its
-    /// first reply: that is how a TLS-only server answers plaintext.
-    private func hintingAtTLS(_ error: RedisError) -> RedisError {
+    /// `error`, explained when a plain connection was closed before its
+    /// first reply: a new connection asks the server what it is
+    /// (``greeting(of:within:)``). A server at `maxclients` refuses
+    /// (`connectionRefused` with its words: its refusal on this connection
+    /// was lost to the reset); one that answers a TLS hello serves TLS (a
+    /// hint to use `rediss://`); one killed or restarting gets no hint.
+    private func explainingEarlyClose(_ error: RedisError) -> RedisError {
         guard !answered, tls == nil, error.code == .connectionClosed, case .tcp = address else { return error }
-        return RedisError(.connectionClosed, error.message + "; it closed before any reply: if it serves TLS, connect with rediss://")
+        switch Self.greeting(of: address, within: min(connectTimeout, .milliseconds(500))) {
+        case .refusal(let text):
+            refusedByServer = true
+            return RedisError(.connectionRefused, "\(address) refused the connection: \(text)")
+        case .tls:
+            return RedisError(.connectionClosed, error.message + "; it closed before any reply and answers TLS: connect with rediss://")
+        case .other:
+            return error
+        }
+    }
+
+    /// A TLS 1.2 ClientHello with no extensions: any TLS server answers it
+    /// with a handshake record or an alert, both `0x16`/`0x15` then `0x03`.
+    private static let clientHello: [UInt8] = {
+        let suites: [UInt8] = [0xC0, 0x2F, 0xC0, 0x30, 0xC0, 0x2B, 0xC0, 0x2C, 0x00, 0x9C, 0x00, 0x9D, 0x13, 0x01, 0x13, 0x02]
+        let body: [UInt8] = [0x03, 0x03] + [UInt8](repeating: 0, count: 32) + [0x00, 0x00, UInt8(suites.count)] + suites + [0x01, 0x00]
+        let handshake: [UInt8] = [0x01, 0x00, 0x00, UInt8(body.count)] + body
+        return [0x16, 0x03, 0x01, 0x00, UInt8(handshake.count)] + handshake
+    }()
+
+    /// What a server says first to a new connection that sends a TLS hello.
+    enum Greeting: Equatable {
+        /// A TLS record: it serves TLS.
+        case tls
+        /// Its `maxclients` refusal, verbatim.
+        case refusal(String)
+        /// Nothing (refused, reset, silent) or anything else.
+        case other
+    }
+
+    /// Asks the server at `address` what it is, within `timeout`: connects,
+    /// sends ``clientHello``, and reads the start of the answer. Asked only
+    /// when a plain connection was closed before its first reply.
+    static func greeting(of address: RedisServerAddress, within timeout: Duration) -> Greeting {
+        guard case .tcp(let host, let port) = address,
+              let context = redisConnectWithTimeout(host, Int32(port), timeval(timeout))
+        else { return .other }
+        defer { redisFree(context) }
+        guard context.pointee.err == 0 else { return .other }
+        let descriptor = context.pointee.fd
+        let sent = clientHello.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        guard sent == clientHello.count else { return .other }
+        var answer: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 128)
+        let deadline = ContinuousClock.now + timeout
+        while answer.count < 2 || (answer[0] == UInt8(ascii: "-") && !answer.contains(UInt8(ascii: "\n")) && answer.count < 128) {
+            let left = ContinuousClock.now.duration(to: deadline)
+            guard left > .zero else { break }
+            var waiting = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+            guard poll(&waiting, 1, Int32(clamping: left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1)) > 0 else { break }
+            let count = chunk.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
+            guard count > 0 else { break }
+            answer += chunk[..<count]
+        }
+        guard answer.count >= 2 else { return .other }
+        if (answer[0] == 0x16 || answer[0] == 0x15) && answer[1] == 0x03 { return .tls }
+        let line = String(decoding: answer.dropFirst().prefix { $0 != UInt8(ascii: "\r") && $0 != UInt8(ascii: "\n") }, as: UTF8.self)
+        return answer[0] == UInt8(ascii: "-") && line.hasPrefix(tooManyClients) ? .refusal(line) : .other
     }
 
     private func contextError() -> RedisError {

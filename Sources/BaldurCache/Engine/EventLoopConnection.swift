@@ -386,6 +386,11 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
                 loop.watchWritable(true, id: id, descriptor: transport.descriptor)
                 return
             case .failed, .tlsFailed:
+                // The server may have answered before it closed (the replies
+                // of requests that ran, or its maxclients refusal): read
+                // what it sent first, which fails the connection with the
+                // server's own words when it refused.
+                readableOnLoop()
                 return fail(connection.transportError(progress, during: .writing))
             }
         }
