@@ -121,6 +121,20 @@ struct BadInputTests {
         #expect(names.contains { error?.message.contains($0) == true }, "\(error?.message ?? "")")
     }
 
+    @Test("a cluster or Sentinel URL that points at a plain server is invalidConfiguration saying what the server is not", arguments: ["redis+cluster", "redis+sentinel"])
+    func topologyURLAtAPlainServer(scheme: String) throws {
+        guard case .standalone(.tcp(let host, let port)) = try TestEnvironment.configuration().topology else { return }
+        let url = scheme == "redis+cluster" ? "redis+cluster://\(host):\(port)" : "redis+sentinel://mymaster@\(host):\(port)/0"
+        var configuration = try RedisConfiguration(url: url)
+        configuration.connectTimeout = .milliseconds(500)
+        let client = try RedisClient(configuration: configuration)
+        defer { client.close() }
+        let error = #expect(throws: RedisError.self) { try client.send("GET", "k") }
+        #expect(error?.code == .invalidConfiguration, "\(String(describing: error))")
+        let expected = scheme == "redis+cluster" ? "is not a cluster node" : "is not a sentinel"
+        #expect(error?.message.contains(expected) == true, "\(String(describing: error))")
+    }
+
     @Test("a port outside 1...65535 built in code is invalidConfiguration, never a trap", arguments: [0, -1, 65536, Int.max, Int.min, 1 << 40])
     func portsOutOfRange(port: Int) {
         let configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: port))

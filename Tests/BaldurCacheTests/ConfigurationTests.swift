@@ -37,6 +37,9 @@ struct ConfigurationTests {
             .tcp(host: "10.0.0.1", port: 26379), .tcp(host: "10.0.0.2", port: 26380),
         ]))
         #expect(sentinel.database == 1)
+        // The master name is percent-decoded, as the rest of the URL is.
+        let encoded = try RedisConfiguration(url: "redis+sentinel://cache%40eu%2D1@10.0.0.1:26379/0")
+        #expect(encoded.topology == .sentinel(masterName: "cache@eu-1", sentinels: [.tcp(host: "10.0.0.1", port: 26379)]))
         let cluster = try RedisConfiguration(url: "redis+cluster://h1:7000,h2:7001")
         #expect(cluster.topology == .cluster(seeds: [.tcp(host: "h1", port: 7000), .tcp(host: "h2", port: 7001)]))
 
@@ -138,6 +141,11 @@ struct ConfigurationTests {
         ("redis+sentinel://:hunter2@host:1", "needs a master name"),
         ("redis+cluster://h1:1,,h2:2", "comma-separated list"),
         ("redis://:hunter2@[::1:6379", "unclosed IPv6"),
+        // A typo in a TLS setting would leave verification on the system store, silently.
+        ("rediss://:hunter2@host:6380/0?ssl_ca_cert=/etc/ca.pem", "unknown TLS parameter 'ssl_ca_cert'"),
+        ("redis://:hunter2@host:6379/0?db=1&DB=2", "gives the query parameter 'db' twice"),
+        ("rediss://:hunter2@host/0?ssl_cert_reqs=none&ssl_cert_reqs=required", "gives the query parameter 'ssl_cert_reqs' twice"),
+        ("redis+sentinel://:hunter2@my%2@h:1", "badly percent-encoded master name"),
     ])
     func malformedURLs(url: String, expected: String) {
         let error = #expect(throws: RedisError.self) { try RedisConfiguration(url: url) }

@@ -286,6 +286,10 @@ private enum URLParser {
             guard !master.isEmpty, !master.contains(":") else {
                 throw invalid(url, "needs a master name before the sentinels (redis+sentinel://[[user]:password@]master@host:port,...)")
             }
+            guard let decodedMaster = master.removingPercentEncoding, !decodedMaster.isEmpty else {
+                throw invalid(url, "has a badly percent-encoded master name")
+            }
+            master = decodedMaster
             configuration.topology = .sentinel(masterName: master, sentinels: try parseHostList(hosts, defaultPort: 26379, url: url))
             configuration.database = try parseDatabase(path, query: query, url: url)
         case "redis+cluster":
@@ -412,7 +416,13 @@ private enum URLParser {
                 let name = pieces.first.map(String.init) ?? ""
                 throw invalid(url, "has a malformed query parameter '\(name)'")
             }
-            result[key.lowercased()] = value
+            let name = key.lowercased()
+            guard result[name] == nil else { throw invalid(url, "gives the query parameter '\(name)' twice (give it once)") }
+            if name.hasPrefix("ssl_"), !RedisTLSConfiguration.settingNames.contains(name) {
+                let known = RedisTLSConfiguration.settingNames.sorted().joined(separator: ", ")
+                throw invalid(url, "has an unknown TLS parameter '\(name)' (known: \(known))")
+            }
+            result[name] = value
         }
         return result
     }

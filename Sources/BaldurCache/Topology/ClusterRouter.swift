@@ -232,6 +232,7 @@ final class ClusterRouter: ConnectionRouter {
         for address in masters + others + seeds where !candidates.contains(address) { candidates.append(address) }
         var problems: [String] = []
         var lastError: RedisError?
+        var notClusterNodes = 0
         for address in candidates {
             do {
                 let connection = try RedisConnection(address: address, configuration: discoveryConfiguration)
@@ -243,10 +244,18 @@ final class ClusterRouter: ConnectionRouter {
                     continue
                 }
                 return (map, address)
+            } catch where error.code == .server && error.message.contains("cluster support disabled") {
+                notClusterNodes += 1
+                lastError = error
+                problems.append("\(address) is not a cluster node (it answered: \(error.message))")
             } catch {
                 lastError = error
                 problems.append("\(address): \(error.message)")
             }
+        }
+        // Servers that answered as plain servers: the URL names the wrong kind of server.
+        if notClusterNodes > 0 {
+            throw RedisError(.invalidConfiguration, "redis+cluster:// needs Redis Cluster nodes: \(problems.joined(separator: "; "))")
         }
         let code = lastError.map { $0.code == .server ? .connectionRefused : $0.code } ?? .connectionRefused
         throw RedisError(code, "no Redis Cluster node answered CLUSTER SLOTS: \(problems.joined(separator: "; "))")

@@ -236,6 +236,7 @@ final class SentinelRouter: ConnectionRouter {
         let deadline = ContinuousClock.now + configuration.connectTimeout
         var problems: [String] = []
         var lastError: RedisError?
+        var notSentinels = 0
         while true {
             var answered = false
             for sentinel in state.withLock({ $0.sentinels }) {
@@ -257,6 +258,11 @@ final class SentinelRouter: ConnectionRouter {
                         continue
                     }
                     return candidate
+                } catch where error.code == .server && error.message.hasPrefix("ERR unknown command") && !answered {
+                    // A plain Redis server: it knows no SENTINEL command.
+                    notSentinels += 1
+                    lastError = error
+                    problems.append("\(sentinel) is not a sentinel (it answered: \(error.message))")
                 } catch {
                     lastError = error
                     problems.append("\(sentinel): \(error.message)")
@@ -264,6 +270,9 @@ final class SentinelRouter: ConnectionRouter {
             }
             guard answered, ContinuousClock.now + .milliseconds(100) < deadline else { break }
             Thread.sleep(forTimeInterval: 0.1)
+        }
+        if notSentinels > 0 {
+            throw RedisError(.invalidConfiguration, "redis+sentinel:// needs sentinels (redis-sentinel, port 26379 by default): \(Self.distinct(problems).joined(separator: "; "))")
         }
         let code = lastError.map { $0.code == .server ? .connectionRefused : $0.code } ?? .connectionRefused
         throw RedisError(code, "no sentinel named a reachable master '\(masterName)': \(Self.distinct(problems).joined(separator: "; "))")
