@@ -37,6 +37,8 @@ func die(_ message: String) -> Never {
 }
 
 guard let url = option("--url") else { die("--url is required") }
+// One workload for callgrind or perf, then exit (Profile.swift).
+if let profile = option("--profile") { Profile.run(profile, url: url) }
 let rounds = Int(option("--rounds") ?? "3") ?? 3
 let seconds = Double(option("--seconds") ?? "1") ?? 1
 let rssOps = Int(option("--rss-ops") ?? "1000000") ?? 1_000_000
@@ -241,52 +243,6 @@ do {
 } catch { die("setup: \(error)") }
 
 let casFlip = Atomic<Int>(0)
-
-// --profile WORKLOAD --ops N [--threads T]: run one workload N times (on each
-// of T threads through the pool) and exit, for callgrind or perf.
-if let profile = option("--profile"), profile.hasPrefix("async") {
-    // --profile asyncraw|asyncget --tasks T --ops N: T tasks, N calls each, on the engine.
-    let count = Int(option("--ops") ?? "20000") ?? 20000
-    let tasks = Int(option("--tasks") ?? "256") ?? 256
-    let cache = makeCache(connections: 16)
-    blockingAwait {
-        await withTaskGroup(of: Void.self) { group in
-            for _ in 0..<tasks {
-                group.addTask {
-                    for _ in 0..<count {
-                        if profile == "asyncraw" { _ = try? await cache.rawClient.send("GET", "bench:swift:record") } else { _ = try? await cache.get("record") }
-                    }
-                }
-            }
-        }
-    }
-    exit(0)
-}
-
-if let profile = option("--profile") {
-    let count = Int(option("--ops") ?? "20000") ?? 20000
-    let threads = Int(option("--threads") ?? "1") ?? 1
-    let cache = threads == 1 ? single : makeCache(connections: threads)
-    runOnThreads(threads) { _ in
-        do {
-            for _ in 0..<count {
-                switch profile {
-                case "get": _ = try cache.get("record")
-                case "set": try cache.set("record", record)
-                case "mget100": _ = try cache.mget(bulkKeys)
-                case "mset100ttl": try cache.mset(bulkValues, ttl: .seconds(60))
-                case "cas":
-                    let flip = casFlip.add(1, ordering: .relaxed).newValue % 2 == 1
-                    _ = try cache.casDictField("cas", field: "status", expected: flip ? "a" : "b", newValue: ["status": flip ? "b" : "a"] as JSONValue)
-                case "pipeline": _ = try cache.rawClient.pipeline(pipelineCommands)
-                case "rawget": _ = try cache.rawClient.send("GET", "bench:swift:record")
-                default: die("unknown profile \(profile)")
-                }
-            }
-        } catch { die("\(error)") }
-    }
-    exit(0)
-}
 
 struct Row {
     let name: String
