@@ -74,6 +74,56 @@ struct LockTests {
         }
     }
 
+    @Test("32 waiters (16 threads, 16 tasks) beyond the BLPOP budget with a 10 s poll interval all acquire in turn within 5 s: a release wakes the next waiter")
+    func handoffNeverWaitsForThePoll() async throws {
+        var configuration = try TestEnvironment.configuration()
+        // A budget of 2 BLPOP waiters: 30 of the 32 wait without one.
+        configuration.maxConnections = 8
+        let client = try RedisClient(configuration: configuration)
+        defer { client.close() }
+        let key = "bctest:handoff:\(UUID().uuidString)"
+        let waiter: @Sendable () -> DistributedLock = {
+            DistributedLock(key: key, store: RedisLockStore(client: client), timeout: .seconds(30), blockingTimeout: nil, pollInterval: .seconds(10))
+        }
+        let holder = waiter()
+        try await holder.acquire()
+        let acquired = PlainMutex(0)
+        let start = ContinuousClock.now
+        async let threads: Void = withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            Thread {
+                runOnThreads(16) { _ in
+                    let lock = waiter()
+                    if (try? lock.acquire(blocking: true, timeout: .seconds(8))) == true {
+                        acquired.withLock { $0 += 1 }
+                        Thread.sleep(forTimeInterval: 0.002)
+                        try? lock.release()
+                    }
+                }
+                done.resume()
+            }.start()
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<16 {
+                group.addTask {
+                    let lock = waiter()
+                    if (try? await lock.acquire(blocking: true, timeout: .seconds(8))) == true {
+                        acquired.withLock { $0 += 1 }
+                        try? await Task.sleep(for: .milliseconds(2))
+                        try? await lock.release()
+                    }
+                }
+            }
+            // Every waiter is queued before the first release.
+            try? await Task.sleep(for: .milliseconds(300))
+            try? await holder.release()
+        }
+        await threads
+        let elapsed = start.duration(to: .now)
+        #expect(acquired.withLock { $0 } == 32)
+        // One poll interval is 8-12 s: a waiter that waited for it would end past 8 s.
+        #expect(elapsed < .seconds(5), "the 32 handoffs took \(elapsed)")
+    }
+
     @Test("uncontended acquire + release is two commands: SET NX PX and one EVALSHA")
     func twoRoundTrips() throws {
         let server = try TestRedisServer()

@@ -40,6 +40,8 @@ public final class RedisClient: Sendable {
     let logger: Logger
     /// Bounds how many lock waiters hold a connection in `BLPOP` (see ``RedisLockStore``).
     let blockingWaiters: BlockingWaiterBudget
+    /// Lock waiters beyond that budget, woken by this client's releases (see ``LocalLockWaiters``).
+    let localLockWaiters = LocalLockWaiters()
     /// Metrics and spans (see ``RedisObservability``).
     let telemetry: Telemetry
 

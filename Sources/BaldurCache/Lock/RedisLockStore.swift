@@ -48,11 +48,15 @@ struct RedisLockStore: LockStore {
     }
 
     func release(key: String, owner: String) throws(RedisError) -> LockReleaseOutcome {
-        try releaseCall(key: key, owner: owner).run(on: client)
+        let outcome = try releaseCall(key: key, owner: owner).run(on: client)
+        if outcome == .released { client.localLockWaiters.released(key) }
+        return outcome
     }
 
     func release(key: String, owner: String) async throws -> LockReleaseOutcome {
-        try await releaseCall(key: key, owner: owner).run(on: client)
+        let outcome = try await releaseCall(key: key, owner: owner).run(on: client)
+        if outcome == .released { client.localLockWaiters.released(key) }
+        return outcome
     }
 
     private func releaseCall(key: String, owner: String) -> CacheCall<LockReleaseOutcome> {
@@ -108,10 +112,15 @@ struct RedisLockStore: LockStore {
         try await client.send("GET", RedisArgument(key)).string
     }
 
+    // A waiter beyond the BLPOP budget waits for a release by this client
+    // (LocalLockWaiters), or the poll interval.
+
     func waitForRelease(key: String, timeout: Duration) throws(RedisError) {
         let wait = waitDuration(timeout)
         guard client.blockingWaiters.enter() else {
-            Thread.sleep(forTimeInterval: Double(wait.nanoseconds) / 1e9)
+            let signal = client.localLockWaiters.enter(key)
+            defer { client.localLockWaiters.leave(signal, key: key) }
+            _ = signal.wait(timeout: wait)
             return
         }
         defer { client.blockingWaiters.leave() }
@@ -121,7 +130,10 @@ struct RedisLockStore: LockStore {
     func waitForRelease(key: String, timeout: Duration) async throws {
         let wait = waitDuration(timeout)
         guard client.blockingWaiters.enter() else {
-            try await Task.sleep(for: wait)
+            let signal = client.localLockWaiters.enter(key)
+            defer { client.localLockWaiters.leave(signal, key: key) }
+            await signal.wait(timeout: wait)
+            try Task.checkCancellation()
             return
         }
         defer { client.blockingWaiters.leave() }
