@@ -19,16 +19,7 @@ make_tmp
 trap stop_servers EXIT
 trap 'exit 130' INT TERM
 
-port=$(free_port)
-start_redis leak --port "$port"
-tls_dir="$BALDUR_TMP/certs"
-bash scripts/tls-certs.sh "$tls_dir"
-tls_port=$(free_port)
-start_tls_redis leak-tls "$tls_port" "$tls_dir"
-bash scripts/cluster.sh "$BALDUR_TMP/cluster"
-mapfile -t cluster_pids <"$BALDUR_TMP/cluster/pids"
-BALDUR_PIDS+=("${cluster_pids[@]}")
-read -r cluster1 cluster2 _ <"$BALDUR_TMP/cluster/ports"
+start_server_trio leak
 
 swift build -c release --product baldur-workload >/dev/null
 binary="$(swift build -c release --show-bin-path)/baldur-workload"
@@ -43,10 +34,10 @@ memcheck() {
         || { status=$?; cat "$BALDUR_TMP/valgrind-$3.log" >&2; log "leak check ($3) failed (exit $status)"; exit 1; }
     grep -E 'definitely lost|indirectly lost|ERROR SUMMARY' "$BALDUR_TMP/valgrind-$3.log" >&2
 }
-memcheck "redis://127.0.0.1:$port/0" "${BALDUR_LEAK_COMMANDS:-100000}" plain
+memcheck "redis://127.0.0.1:$PLAIN_PORT/0" "${BALDUR_LEAK_COMMANDS:-100000}" plain
 # By IP address, as the plain run: glibc keeps a resolver state per thread
 # that looked up a name (localhost), which valgrind reports as lost when that
 # thread ends; the certificate names 127.0.0.1 too.
-memcheck "rediss://127.0.0.1:$tls_port/0?ssl_ca_certs=$tls_dir/ca.crt" "${BALDUR_LEAK_TLS_COMMANDS:-20000}" tls
-memcheck "redis+cluster://127.0.0.1:$cluster1,127.0.0.1:$cluster2" "${BALDUR_LEAK_CLUSTER_COMMANDS:-20000}" cluster
+memcheck "rediss://127.0.0.1:$TLS_PORT/0?ssl_ca_certs=$TLS_DIR/ca.crt" "${BALDUR_LEAK_TLS_COMMANDS:-20000}" tls
+memcheck "redis+cluster://127.0.0.1:$CLUSTER_SEED1,127.0.0.1:$CLUSTER_SEED2" "${BALDUR_LEAK_CLUSTER_COMMANDS:-20000}" cluster
 log "leak check passed: no definite losses"

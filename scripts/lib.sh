@@ -98,3 +98,20 @@ stop_servers() {
     [ -n "$BALDUR_TMP" ] && rm -rf "$BALDUR_TMP"
     BALDUR_TMP=""
 }
+
+# start_server_trio NAME : a plain redis-server, its TLS twin (certificates
+# from tls-certs.sh) and a cluster (cluster.sh), stopped by stop_servers.
+# Sets PLAIN_PORT, TLS_PORT, TLS_DIR, CLUSTER_SEED1 and CLUSTER_SEED2.
+start_server_trio() {
+    PLAIN_PORT=$(free_port)
+    start_redis "$1" --port "$PLAIN_PORT"
+    TLS_DIR="$BALDUR_TMP/certs"
+    bash scripts/tls-certs.sh "$TLS_DIR"
+    TLS_PORT=$(free_port)
+    start_tls_redis "$1-tls" "$TLS_PORT" "$TLS_DIR"
+    bash scripts/cluster.sh "$BALDUR_TMP/cluster"
+    local cluster_pids
+    mapfile -t cluster_pids <"$BALDUR_TMP/cluster/pids"
+    BALDUR_PIDS+=("${cluster_pids[@]}")
+    read -r CLUSTER_SEED1 CLUSTER_SEED2 _ <"$BALDUR_TMP/cluster/ports"
+}

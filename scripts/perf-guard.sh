@@ -41,22 +41,13 @@ make_tmp
 trap stop_servers EXIT
 trap 'exit 130' INT TERM
 
-port=$(free_port)
-start_redis guard --port "$port"
-tls_dir="$BALDUR_TMP/certs"
-bash scripts/tls-certs.sh "$tls_dir"
-tls_port=$(free_port)
-start_tls_redis guard-tls "$tls_port" "$tls_dir"
-bash scripts/cluster.sh "$BALDUR_TMP/cluster"
-mapfile -t cluster_pids <"$BALDUR_TMP/cluster/pids"
-BALDUR_PIDS+=("${cluster_pids[@]}")
-read -r cluster1 cluster2 _ <"$BALDUR_TMP/cluster/ports"
+start_server_trio guard
 
 swift build -c release --product baldur-bench >/dev/null
 bench="$(swift build -c release --show-bin-path)/baldur-bench"
-arguments=(--url "redis://127.0.0.1:$port/0"
-    --tls-url "rediss://127.0.0.1:$tls_port/0?ssl_ca_certs=$tls_dir/ca.crt"
-    --cluster-url "redis+cluster://127.0.0.1:$cluster1,127.0.0.1:$cluster2")
+arguments=(--url "redis://127.0.0.1:$PLAIN_PORT/0"
+    --tls-url "rediss://127.0.0.1:$TLS_PORT/0?ssl_ca_certs=$TLS_DIR/ca.crt"
+    --cluster-url "redis+cluster://127.0.0.1:$CLUSTER_SEED1,127.0.0.1:$CLUSTER_SEED2")
 
 # WORKLOAD  OPERATIONS-PER-CALL  N  TOLERANCE-%  RUNS
 # The tolerances come from the spread of repeated runs (--repeat 5, on this
