@@ -120,9 +120,21 @@ final class NearCacheStore: Sendable {
         let token: UInt64
     }
 
+    /// A value kept, decoded once when it is JSON, until `expires`
+    /// (``Monotonic`` nanoseconds; `UInt64.max` for never). Not a
+    /// `ContinuousClock.Instant`: that type's layout is the standard
+    /// library's to change, so every copy of an entry holding one went
+    /// through run-time type metadata and value witnesses (about 500
+    /// instructions a hit).
+    private struct Kept {
+        let value: Value
+        let decoded: JSONValue?
+        let expires: UInt64
+    }
+
     private enum Content {
         case pending
-        case value(Value, decoded: JSONValue?, expires: ContinuousClock.Instant?)
+        case value(Kept)
     }
 
     private struct Entry {
@@ -169,12 +181,12 @@ final class NearCacheStore: Sendable {
             }
             if let entry = state.entries[key] {
                 switch entry.content {
-                case .value(let value, let decoded, let expires):
-                    if let expires, expires <= .now {
+                case .value(let kept):
+                    if kept.expires != .max, kept.expires <= Monotonic.now() {
                         remove(key, from: &state)
                     } else {
                         state.statistics.hits += 1
-                        return .hit(value, decoded: decoded)
+                        return .hit(kept.value, decoded: kept.decoded)
                     }
                 case .pending:
                     // Another read of this key is in flight: share its placeholder.
@@ -218,14 +230,14 @@ final class NearCacheStore: Sendable {
                     return 0
                 }
                 let lifetimes = [configuration.localTTL, expiresIn].compactMap { $0 }
-                let expires = lifetimes.min().map { ContinuousClock.now + $0 }
-                state.entries[ticket.key] = Entry(content: .value(value, decoded: decoded, expires: expires), token: entry.token, bytes: bytes)
+                let expires = Monotonic.deadline(after: lifetimes.min())
+                state.entries[ticket.key] = Entry(content: .value(Kept(value: value, decoded: decoded, expires: expires)), token: entry.token, bytes: bytes)
                 state.bytes += bytes
                 state.order.append((ticket.key, entry.token))
                 return evict(&state)
-            case .value(let kept, _, _):
+            case .value(let kept):
                 // Two reads, two answers: a write fell between them. Keep neither.
-                if kept != value { remove(ticket.key, from: &state) }
+                if kept.value != value { remove(ticket.key, from: &state) }
                 return 0
             }
         }
