@@ -81,7 +81,7 @@ final class EnginePool: Sendable {
     @inline(__always)
     func onShared<R>(_ body: (EventLoopConnection) async throws -> R) async throws -> R {
         if let connection = try readyShared() {
-            do { return try await body(connection) } catch is UnsentRequest {}
+            do { return try await body(connection) } catch is UnsentRequest { discard(connection) }
         }
         return try await onFreshShared(body)
     }
@@ -89,9 +89,23 @@ final class EnginePool: Sendable {
     private func onFreshShared<R>(_ body: (EventLoopConnection) async throws -> R) async throws -> R {
         var reason = RedisError(.closed, "the connections to \(address) kept closing")
         for _ in 0...configuration.pipelinedConnections {
-            do { return try await body(try await shared()) } catch let unsent as UnsentRequest { reason = unsent.reason }
+            let connection = try await shared()
+            do { return try await body(connection) } catch let unsent as UnsentRequest {
+                reason = unsent.reason
+                discard(connection)
+            }
         }
         throw reason
+    }
+
+    /// Empties the shared slot holding `connection`, which refused a request
+    /// because it failed: the next caller of that slot opens a new one.
+    private func discard(_ connection: EventLoopConnection) {
+        state.withLock { state in
+            for (index, slot) in state.shared.enumerated() {
+                if case .ready(let held) = slot, held === connection { state.shared[index] = .empty }
+            }
+        }
     }
 
     /// A shared connection, opened (or reopened) on demand.

@@ -498,6 +498,8 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
         var failed: [(UnsafeContinuation<RedisReply, any Error>, RedisError)] = []
         locked {
             guard machine.failed(error) == .failAll else { return }
+            // Pools stop handing it out now, not once the socket is closed.
+            openFlag.store(false, ordering: .relaxed)
             for (index, slot) in pending.enumerated() {
                 let reason = index == 0 ? (first ?? error) : others
                 if let continuation = slot.continuation {
