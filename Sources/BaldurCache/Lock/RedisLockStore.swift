@@ -124,7 +124,7 @@ struct RedisLockStore: LockStore {
             return
         }
         defer { client.blockingWaiters.leave() }
-        try client.send(blockingPop(key, wait))
+        try client.localLockWaiters.popping(key) { () throws(RedisError) in _ = try client.send(blockingPop(key, wait)) }
     }
 
     func waitForRelease(key: String, timeout: Duration) async throws {
@@ -138,7 +138,7 @@ struct RedisLockStore: LockStore {
         }
         defer { client.blockingWaiters.leave() }
         // A blocking command: the client runs it on a dedicated connection.
-        try await client.send(blockingPop(key, wait))
+        try await client.localLockWaiters.popping(key) { _ = try await client.send(blockingPop(key, wait)) }
     }
 
     /// How long one wait blocks: `BLPOP 0` would block forever, and the wait
