@@ -22,22 +22,23 @@ final class LocalLockWaiters: Sendable {
 
     /// A waiter of this client is in a `BLPOP` for `key` while `body` runs.
     func popping<R, E: Error>(_ key: String, _ body: () throws(E) -> R) throws(E) -> R {
-        waiting.withLock { $0.popping[key, default: 0] += 1 }
-        defer { waiting.withLock { waiting in
-            let left = (waiting.popping[key] ?? 1) - 1
-            waiting.popping[key] = left > 0 ? left : nil
-        } }
+        countPopping(key, by: 1)
+        defer { countPopping(key, by: -1) }
         return try body()
     }
 
     /// ``popping(_:_:)`` for async waiters.
     func popping<R>(_ key: String, _ body: () async throws -> R) async rethrows -> R {
-        waiting.withLock { $0.popping[key, default: 0] += 1 }
-        defer { waiting.withLock { waiting in
-            let left = (waiting.popping[key] ?? 1) - 1
-            waiting.popping[key] = left > 0 ? left : nil
-        } }
+        countPopping(key, by: 1)
+        defer { countPopping(key, by: -1) }
         return try await body()
+    }
+
+    private func countPopping(_ key: String, by change: Int) {
+        waiting.withLock { waiting in
+            let count = (waiting.popping[key] ?? 0) + change
+            waiting.popping[key] = count > 0 ? count : nil
+        }
     }
 
     /// A new waiter for `key`, last in line: its signal fires when this
