@@ -558,6 +558,10 @@ if runNearRows {
     nearComparisons = [
         NearComparison(name: "hot-key get, 1 thread", plain: { measure { _ = try single.get("record") } },
                        near: { measure { _ = try nearSingle.get("record") } }),
+        NearComparison(name: "hot-key get, 2 threads", plain: { measure(threads: 2) { _ = try single.get("record") } },
+                       near: { measure(threads: 2) { _ = try nearAsync.get("record") } }),
+        NearComparison(name: "hot-key async get, 1 task", plain: { measureAsync(tasks: 1) { _ = try await asyncCache.get("record") } },
+                       near: { measureAsync(tasks: 1) { _ = try await nearAsync.get("record") } }),
         NearComparison(name: "hot-key async get, 64 tasks", plain: { measureAsync(tasks: 64) { _ = try await asyncCache.get("record") } },
                        near: { measureAsync(tasks: 64) { _ = try await nearAsync.get("record") } }),
         NearComparison(name: "90/10 get/set over 10,000 keys, 16 threads", plain: { measure(threads: 16) { try mix(pooled16) } },

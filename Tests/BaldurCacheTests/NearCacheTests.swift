@@ -452,4 +452,125 @@ struct NearCacheStoreTests {
         store.store(.string(Array("2".utf8)), for: fourth)
         #expect(!Self.isHit(store.lookup(key, placeholder: false)))
     }
+
+    // MARK: Each thread's copies (NearCacheThreadCopies)
+
+    /// The string kept for `key`, `nil` when the lookup is not a hit.
+    static func kept(_ store: NearCacheStore, _ key: NearKey) -> String? {
+        guard case .hit(.string(let bytes), _) = store.lookup(key, placeholder: false) else { return nil }
+        return bytes.map { String(decoding: $0, as: UTF8.self) } ?? "(missing)"
+    }
+
+    /// Keeps `value` for `key` and reads it until this thread serves it from its copy.
+    static func keepAndCopy(_ store: NearCacheStore, _ key: NearKey, _ value: String) {
+        guard case .miss(let ticket?) = store.lookup(key) else { Issue.record("no placeholder for \(key.key)"); return }
+        store.store(.string(Array(value.utf8)), for: ticket)
+        for _ in 0..<3 { #expect(kept(store, key) == value) }
+    }
+
+    @Test("a thread's copy is never served once its value left the store, whichever way it left")
+    func threadCopiesNeverOutliveTheirValue() {
+        let key = NearKey(prefix: "p:", key: "k")
+        let ways: [(String, (NearCacheStore) -> Void)] = [
+            ("invalidated by Redis", { $0.invalidate(key, fromServer: true) }),
+            ("invalidated by a write", { $0.invalidate(key, fromServer: false) }),
+            ("a reply not kept", { $0.readWithoutKeeping(key) }),
+            ("flushed", { $0.invalidateAll(fromServer: true) }),
+            ("tracking lost", { $0.invalidateAll(fromServer: false, tracking: false) }),
+            ("evicted", { store in
+                for index in 0..<2 {
+                    let other = NearKey(prefix: "p:", key: "other\(index)")
+                    if case .miss(let ticket?) = store.lookup(other) { store.store(.string([1]), for: ticket) }
+                }
+            }),
+        ]
+        for (way, leave) in ways {
+            let store = NearCacheStore(configuration: NearCacheConfiguration(maxEntries: 2), meters: nil)
+            store.invalidateAll(fromServer: false, tracking: true)
+            Self.keepAndCopy(store, key, "old")
+            leave(store)
+            #expect(Self.kept(store, key) == nil, "after \(way)")
+            store.invalidateAll(fromServer: false, tracking: true)
+            Self.keepAndCopy(store, key, "new")
+            #expect(Self.kept(store, key) == "new", "after \(way)")
+        }
+    }
+
+    @Test("another thread's invalidation ends this thread's copy; hits from copies are counted")
+    func anotherThreadsInvalidationEndsThisThreadsCopy() {
+        let store = Self.trackingStore()
+        let key = NearKey(prefix: "p:", key: "k")
+        let reader = SerialThread()
+        reader.run { Self.keepAndCopy(store, key, "1") }
+        #expect(store.statistics.hits == 3)
+        store.invalidate(key, fromServer: true)
+        reader.run {
+            #expect(Self.kept(store, key) == nil)
+            Self.keepAndCopy(store, key, "2")
+        }
+        #expect(store.statistics.hits == 6)
+    }
+
+    @Test("a copy expires with its entry")
+    func threadCopiesExpireWithTheirEntry() throws {
+        let store = Self.trackingStore()
+        let key = NearKey(prefix: "p:", key: "k")
+        guard case .miss(let ticket?) = store.lookup(key) else { Issue.record("no placeholder"); return }
+        store.store(.string(Array("v".utf8)), expiresIn: .milliseconds(50), for: ticket)
+        for _ in 0..<3 { #expect(Self.kept(store, key) == "v") }
+        Thread.sleep(forTimeInterval: 0.1)
+        #expect(Self.kept(store, key) == nil)
+    }
+
+    @Test("copies of two stores on one thread stay apart")
+    func threadCopiesOfTwoStoresStayApart() {
+        let first = Self.trackingStore()
+        let second = Self.trackingStore()
+        let key = NearKey(prefix: "p:", key: "k")
+        Self.keepAndCopy(first, key, "first")
+        Self.keepAndCopy(second, key, "second")
+        for _ in 0..<3 {
+            #expect(Self.kept(first, key) == "first")
+            #expect(Self.kept(second, key) == "second")
+        }
+        second.invalidate(key, fromServer: true)
+        #expect(Self.kept(first, key) == "first")
+        #expect(Self.kept(second, key) == nil)
+    }
+}
+
+/// One thread that runs the blocks given to it in turn, each to its end
+/// (a thread's near-cache copies belong to that thread).
+final class SerialThread: @unchecked Sendable {
+    // Why @unchecked Sendable is safe: `work` is only touched under `lock`.
+    private let lock = NSCondition()
+    private var work: [@Sendable () -> Void] = []
+    private var done = 0
+
+    init() {
+        let thread = Thread { [self] in
+            while true {
+                lock.lock()
+                while work.isEmpty { lock.wait() }
+                let block = work.removeFirst()
+                lock.unlock()
+                block()
+                lock.lock()
+                done += 1
+                lock.broadcast()
+                lock.unlock()
+            }
+        }
+        thread.start()
+    }
+
+    /// Runs `block` on the thread and waits for it.
+    func run(_ block: @escaping @Sendable () -> Void) {
+        lock.lock()
+        work.append(block)
+        let target = done + work.count
+        lock.broadcast()
+        while done < target { lock.wait() }
+        lock.unlock()
+    }
 }

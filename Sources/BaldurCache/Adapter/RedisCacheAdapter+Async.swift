@@ -2,11 +2,12 @@
 /// ones, sent on the event loop (see ``AsyncCacheProvider``).
 extension RedisCacheAdapter: AsyncCacheProvider {
     /// Reads and decodes `key` (`GET`); `nil` when missing.
+    @_specialize(where T == JSONValue)  // as the blocking calls are (see there)
     public func get<T: Decodable>(_ key: String, as type: T.Type) async throws -> T? {
         guard let nearCache else { return try await run("get", key) { () throws(RedisError) in getCall(key, as: type) } }
         let full = NearKey(prefix: keyPrefix.resolve(), key: key)
-        switch try nearLookup(get: full, key: key, as: type, in: nearCache) {
-        case .answered(let value): return value
+        switch nearLookup(get: full, in: nearCache) {
+        case .kept(let bytes, let decoded): return try Self.decode(bytes, decoded, key: key, as: type)
         case .fetch(.none):
             // Bypassed (tracking is down) or not keepable: a plain GET, nothing kept.
             defer { nearCache.store.readWithoutKeeping(full) }
@@ -87,6 +88,7 @@ extension RedisCacheAdapter: AsyncCacheProvider {
     }
 
     /// Reads many keys in one `MGET`; missing keys are omitted.
+    @_specialize(where T == JSONValue)
     public func mget<T: Decodable>(_ keys: [String], as type: T.Type) async throws -> [String: T] {
         guard !keys.isEmpty else { return [:] }
         guard let nearCache else { return try await run("mget", "\(keys.count) keys") { () throws(RedisError) in mgetCall(keys, as: type) } }

@@ -15,14 +15,22 @@ extension RedisCacheAdapter {
 
     // MARK: GET
 
-    @inline(never)
-    @_specialize(where T == JSONValue)
-    func nearLookup<T: Decodable>(get full: NearKey, key: String, as type: T.Type, in near: NearCache) throws(RedisError) -> NearRead<T?> {
+    /// What the near cache has for a `get`. Not generic: a generic enum
+    /// returned from here cost a run-time metadata lookup (about 320
+    /// instructions) on every hit; the caller decodes.
+    enum NearGet {
+        /// Kept: the bytes (`nil` for a missing key) and their JSON, decoded once.
+        case kept([UInt8]?, decoded: JSONValue?)
+        /// Ask Redis; keep the answer with this ticket (`nil`: do not keep it).
+        case fetch(NearCacheStore.Ticket?)
+    }
+
+    func nearLookup(get full: NearKey, in near: NearCache) -> NearGet {
         guard near.tracks(full.prefix) else { return .fetch(nil) }
         switch near.store.lookup(full) {
         case .hit(.string(let bytes), let decoded):
             rawClient.telemetry.cacheLookup("get", hits: bytes == nil ? 0 : 1, misses: bytes == nil ? 1 : 0)
-            return .answered(try Self.decode(bytes, decoded, key: key, as: type))
+            return .kept(bytes, decoded: decoded)
         case .hit(.hash, _):
             return .fetch(nil)  // a hash: Redis answers WRONGTYPE
         case .miss(let ticket):
@@ -166,7 +174,7 @@ extension RedisCacheAdapter {
 
     // MARK: Decoding
 
-    private static func decode<T: Decodable>(_ bytes: [UInt8]?, _ decoded: JSONValue?, key: String, as type: T.Type) throws(RedisError) -> T? {
+    static func decode<T: Decodable>(_ bytes: [UInt8]?, _ decoded: JSONValue?, key: String, as type: T.Type) throws(RedisError) -> T? {
         guard let bytes else { return nil }
         if let decoded, let value = decoded as? T { return value }
         return try JSONCodec.decode(bytes, as: T.self, key: key)

@@ -107,8 +107,8 @@ public final class RedisCacheAdapter: CacheProvider {
     public func get<T: Decodable>(_ key: String, as type: T.Type) throws(RedisError) -> T? {
         guard let nearCache else { return try run("get", key) { () throws(RedisError) in getCall(key, as: type) } }
         let full = NearKey(prefix: keyPrefix.resolve(), key: key)
-        switch try nearLookup(get: full, key: key, as: type, in: nearCache) {
-        case .answered(let value): return value
+        switch nearLookup(get: full, in: nearCache) {
+        case .kept(let bytes, let decoded): return try Self.decode(bytes, decoded, key: key, as: type)
         case .fetch(.none):
             // Bypassed (tracking is down) or not keepable: a plain GET, nothing kept.
             defer { nearCache.store.readWithoutKeeping(full) }

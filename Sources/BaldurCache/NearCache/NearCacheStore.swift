@@ -1,5 +1,6 @@
 import DequeModule
 import Logging
+import Synchronization
 
 /// How a ``RedisCacheAdapter`` keeps the values it read in process memory
 /// (its near cache), served until Redis says they changed.
@@ -159,6 +160,15 @@ final class NearCacheStore: Sendable {
     let configuration: NearCacheConfiguration
     private let state = PlainMutex(State())
     private let meters: Telemetry.NearCacheMeters?
+    /// Bumped whenever a kept value leaves the store: the threads' copies
+    /// are served only while it stays what it was when they were made
+    /// (see ``NearCacheThreadCopies``).
+    private let generation = Atomic<UInt64>(0)
+    /// This store among the threads' copies.
+    private let id = NearCacheStore.nextID.add(1, ordering: .relaxed).newValue
+    private static let nextID = Atomic<UInt64>(0)
+    /// Hits served from a thread's copies.
+    private let copiedHits = StripedCounter()
 
     init(configuration: NearCacheConfiguration, meters: Telemetry.NearCacheMeters?) {
         self.configuration = configuration
@@ -174,6 +184,15 @@ final class NearCacheStore: Sendable {
 
     /// `placeholder: false` looks without leaving one (a read whose answer is not kept).
     func lookup(_ key: NearKey, placeholder: Bool = true) -> Lookup {
+        let generation = self.generation.load(ordering: .acquiring)
+        let copies = NearCacheThreadCopies.current
+        let (copy, stable) = copies.copy(of: key, store: id, generation: generation)
+        if let copy, copy.expires == .max || copy.expires > Monotonic.now() {
+            copiedHits.increment(slot: copies.slot)
+            meters?.hits.increment()
+            return .hit(copy.value, decoded: copy.decoded)
+        }
+        var found: Kept?
         let result = state.withLock { state -> Lookup in
             guard state.tracking else {
                 state.statistics.misses += 1
@@ -186,6 +205,7 @@ final class NearCacheStore: Sendable {
                         remove(key, from: &state)
                     } else {
                         state.statistics.hits += 1
+                        found = kept
                         return .hit(kept.value, decoded: kept.decoded)
                     }
                 case .pending:
@@ -200,6 +220,10 @@ final class NearCacheStore: Sendable {
             state.nextToken += 1
             state.entries[key] = Entry(content: .pending, token: token, bytes: 0)
             return .miss(Ticket(key: key, token: token))
+        }
+        if stable, let found {
+            // The second read at this generation: worth a copy of this thread's own.
+            copies.keep(key, found.value, decoded: found.decoded, expires: found.expires, store: id, generation: generation)
         }
         if let meters {
             if case .hit = result { meters.hits.increment() } else { meters.misses.increment() }
@@ -280,6 +304,7 @@ final class NearCacheStore: Sendable {
             state.bytes = 0
             if fromServer { state.statistics.invalidations += count }
             if let tracking { state.tracking = tracking }
+            generation.add(1, ordering: .releasing)
             return count
         }
         if dropped > 0, fromServer { meters?.invalidations.increment(by: Int64(dropped)) }
@@ -288,6 +313,7 @@ final class NearCacheStore: Sendable {
     var statistics: NearCacheStatistics {
         state.withLock { state in
             var statistics = state.statistics
+            statistics.hits += copiedHits.total
             statistics.entries = state.entries.count
             statistics.bytes = state.bytes
             statistics.isTracking = state.tracking
@@ -298,6 +324,7 @@ final class NearCacheStore: Sendable {
     private func remove(_ key: NearKey, from state: inout State) {
         guard let entry = state.entries.removeValue(forKey: key) else { return }
         state.bytes -= entry.bytes
+        if case .value = entry.content { generation.add(1, ordering: .releasing) }
     }
 
     /// Evicts the oldest entries until within bounds; returns how many.

@@ -301,8 +301,15 @@ final class Telemetry: Sendable {
     }
 
     /// Counts `hits` and `misses` of a cache read (`get`, `mget`, `getOrSet`, ...).
+    /// Inlined to its test: a call retained the shared telemetry object on
+    /// every near-cache hit, and its reference count bounced between cores.
+    @inline(__always)
     func cacheLookup(_ operation: String, hits: Int, misses: Int) {
-        guard metricsEnabled else { return }
+        if metricsEnabled { countCacheLookup(operation, hits: hits, misses: misses) }
+    }
+
+    @inline(never)
+    private func countCacheLookup(_ operation: String, hits: Int, misses: Int) {
         let counters = cacheLookups.withLock { cache in
             if let counters = cache[operation] { return counters }
             let dimensions = serverDimensions + [("baldur.cache.operation", operation)]
