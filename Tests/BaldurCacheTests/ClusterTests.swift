@@ -101,6 +101,80 @@ struct ClusterTests {
         }
     }
 
+    @Test("MGET across slots answers a key of another type as one server does (nil), alone in its slot or not", arguments: Mode.allCases)
+    func mgetOfOtherTypesAcrossSlots(mode: Mode) async throws {
+        let client = try RedisClient(url: Self.sharedURL())
+        defer { client.close() }
+        let keys = TestKeys()
+        // A hash alone in its slot (its part is sent as GET), a list beside a
+        // string in one tagged slot (a part of two keys), strings elsewhere.
+        let hash = RedisArgument(keys("hash")), list = RedisArgument(keys("{tag}list")), tagged = RedisArgument(keys("{tag}string"))
+        let strings = (0..<20).map { RedisArgument(keys("string-\($0)")) }
+        let setup: [[RedisArgument]] = [["HSET", hash, "f", "v"], ["RPUSH", list, "x"], ["SET", tagged, "t"]] + strings.map { ["SET", $0, $0] }
+        let mget: [RedisArgument] = ["MGET", hash] + strings.prefix(10) + [list, tagged] + strings.dropFirst(10)
+        let expected: [RedisReply] = [.null] + strings.prefix(10).map { .bulk($0.bytes) } + [.null, .bulk(Array("t".utf8))] + strings.dropFirst(10).map { .bulk($0.bytes) }
+        switch mode {
+        case .sync:
+            _ = try blockingPipeline(client, setup)
+            #expect(try blockingSend(client, mget) == .array(expected))
+            #expect(try blockingSend(client, ["MGET", hash]) == .array([.null]))
+            _ = try blockingSend(client, ["DEL", hash, list, tagged] + strings)
+        case .async:
+            _ = try await client.pipeline(setup)
+            #expect(try await client.send(mget) == .array(expected))
+            #expect(try await client.send(["MGET", hash]) == .array([.null]))
+            _ = try await client.send(["DEL", hash, list, tagged] + strings)
+        }
+    }
+
+    @Test("a blocking MGET over every node after the nodes dropped their clients (CLIENT KILL): answered on fresh connections")
+    func blockingMgetAfterTheNodesDroppedTheirClients() throws {
+        let url = try Self.sharedURL()
+        var configuration = try RedisConfiguration(url: url)
+        configuration.maxConnections = 1
+        let client = try RedisClient(configuration: configuration)
+        defer { client.close() }
+        let keys = TestKeys()
+        let names = (0..<60).map { RedisArgument(keys("dropped-\($0)")) }
+        var mset: [RedisArgument] = ["MSET"]
+        for name in names { mset += [name, name] }
+        #expect(try blockingSend(client, mset) == .status("OK"))
+        let expected = RedisReply.array(names.map { .bulk($0.bytes) })
+        #expect(try blockingSend(client, ["MGET"] + names) == expected)
+        for port in try Self.sharedPorts() {
+            let admin = try RedisClient(url: "redis://127.0.0.1:\(port)/0")
+            defer { admin.close() }
+            _ = try blockingSend(admin, ["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"])
+        }
+        for _ in 0..<3 { #expect(try blockingSend(client, ["MGET"] + names) == expected) }
+        _ = try blockingSend(client, ["DEL"] + names)
+    }
+
+    @Test("a blocking MGET with one node stalled (SIGSTOP): a typed timeout, the other nodes' replies all read, none crossed after")
+    func blockingMgetWithOneNodeStalled() throws {
+        let cluster = try TestCluster()
+        defer { cluster.stop() }
+        var configuration = try cluster.configuration(socketTimeout: .milliseconds(300))
+        configuration.maxConnections = 1  // each node's one connection is reused: a reply left unread would cross
+        let client = try RedisClient(configuration: configuration)
+        defer { client.close() }
+        let nodes = try ClusterNodes(asking: cluster.ports[0])
+        let names = (0..<60).map { RedisArgument("stalled-\($0)") }
+        #expect(Set(names.compactMap { nodes.master(of: ClusterSlot.of($0))?.id }).count == 3, "the keys span every master")
+        var mset: [RedisArgument] = ["MSET"]
+        for name in names { mset += [name, name] }
+        #expect(try blockingSend(client, mset) == .status("OK"))
+        let expected = RedisReply.array(names.map { .bulk($0.bytes) })
+        #expect(try blockingSend(client, ["MGET"] + names) == expected)
+        let victim = try #require(nodes.master(of: ClusterSlot.of(names[0])))
+        cluster.signal(port: victim.port, SIGSTOP)
+        let stalled = #expect(throws: RedisError.self) { try blockingSend(client, ["MGET"] + names) }
+        #expect(stalled?.code == .readTimeout, "\(String(describing: stalled))")
+        cluster.signal(port: victim.port, SIGCONT)
+        for _ in 0..<3 { #expect(try blockingSend(client, ["MGET"] + names) == expected) }
+        for name in names.prefix(10) { #expect(try blockingSend(client, ["GET", name]) == .bulk(name.bytes)) }
+    }
+
     @Test("a pipeline across slots is split per node and its replies come back in the caller's order", arguments: Mode.allCases)
     func pipelineAcrossSlots(mode: Mode) async throws {
         let client = try RedisClient(url: Self.sharedURL())

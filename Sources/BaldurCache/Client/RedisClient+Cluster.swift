@@ -88,12 +88,56 @@ extension RedisClient {
         on cluster: ClusterRouter
     ) throws(RedisError) {
         guard !segment.isEmpty else { return }
-        for (node, indices) in try Self.groupByNode(segment, on: cluster) {
-            let part = indices.map { commands[$0] }
-            let partReplies = try withRetry(part.allSatisfy { $0[0].isCommand(in: Self.retryableCommands) }) { connection throws(RedisError) in
-                try connection.pipeline(part, pooled: true)
-            } pool: { () throws(RedisError) in node.pool }
-            for (index, reply) in zip(indices, partReplies) { replies[index] = reply }
+        let groups = try Self.groupByNode(segment, on: cluster)
+        let parts = groups.map { group in group.indices.map { commands[$0] } }
+        func retryable(_ part: [[RedisArgument]]) -> Bool { part.allSatisfy { $0[0].isCommand(in: Self.retryableCommands) } }
+        if groups.count == 1 {
+            let partReplies = try withRetry(retryable(parts[0])) { connection throws(RedisError) in
+                try connection.pipeline(parts[0], pooled: true)
+            } pool: { () throws(RedisError) in groups[0].node.pool }
+            for (index, reply) in zip(groups[0].indices, partReplies) { replies[index] = reply }
+        } else {
+            // Every node's part written before any is read: the nodes work at
+            // once, one round trip in all instead of one per node.
+            var failures: [(group: Int, error: RedisError)] = []
+            var sent: [(group: Int, pool: ConnectionPool, pooled: ConnectionPool.PooledConnection)] = []
+            for (group, part) in parts.enumerated() {
+                let pool = groups[group].node.pool
+                do throws(RedisError) {
+                    let pooled = try pool.checkout()
+                    do throws(RedisError) {
+                        try pooled.connection.sendPipeline(count: part.count, pooled: true) { index in part[index] }
+                        sent.append((group, pool, pooled))
+                    } catch {
+                        pool.checkin(pooled)
+                        throw error
+                    }
+                } catch {
+                    router.failed(error, at: pool.address)
+                    failures.append((group, error))
+                }
+            }
+            for (group, pool, pooled) in sent {
+                do throws(RedisError) {
+                    let partReplies = try pooled.connection.receivePipeline(count: parts[group].count)
+                    pool.checkin(pooled)
+                    for (index, reply) in zip(groups[group].indices, partReplies) { replies[index] = reply }
+                } catch {
+                    pool.checkin(pooled)
+                    router.failed(error, at: pool.address)
+                    failures.append((group, error))
+                }
+            }
+            // A part that failed: what the one-node path does after a first
+            // attempt failed (a read-only part once more on a fresh connection).
+            for (group, error) in failures.sorted(by: { $0.group < $1.group }) {
+                let transient = error.code == .readTimeout || error.code == .writeTimeout || error.code == .connectionClosed || error.code == .io
+                guard configuration.retryOnTimeout, transient, retryable(parts[group]) else { throw error }
+                let partReplies = try withRetry(false) { connection throws(RedisError) in
+                    try connection.pipeline(parts[group], pooled: true)
+                } pool: { () throws(RedisError) in groups[group].node.pool }
+                for (index, reply) in zip(groups[group].indices, partReplies) { replies[index] = reply }
+            }
         }
         for (index, target) in segment where Self.isRedirect(replies[index]) {
             replies[index] = try clusterSend(commands[index], to: target, on: cluster)

@@ -70,7 +70,17 @@ public struct RedisArgument: Sendable, Hashable, ExpressibleByStringLiteral, Exp
         case .bytes(let bytes):
             return bytes.withUnsafeBytes(body)
         case .prefixed(let prefix, let key):
-            return (Array(prefix.utf8) + Array(key.utf8)).withUnsafeBytes(body)
+            // Joined on the stack: three arrays a call cost a cluster mget
+            // three allocations a key (its slot, `ClusterSlot.of`).
+            return prefix.withUTF8Bytes { prefix in
+                key.withUTF8Bytes { key in
+                    withUnsafeTemporaryAllocation(byteCount: prefix.count + key.count, alignment: 1) { joined in
+                        joined.copyMemory(from: prefix)
+                        UnsafeMutableRawBufferPointer(rebasing: joined[prefix.count...]).copyMemory(from: key)
+                        return body(UnsafeRawBufferPointer(joined))
+                    }
+                }
+            }
         }
     }
 

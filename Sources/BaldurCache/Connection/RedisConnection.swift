@@ -332,8 +332,20 @@ public final class RedisConnection: @unchecked Sendable {
     func pipeline(
         count: Int, pooled: Bool = false, _ command: (Int) throws(RedisError) -> [RedisArgument]
     ) throws(RedisError) -> [RedisReply] {
-        let context = try liveContext()
+        try sendPipeline(count: count, pooled: pooled, command)
         guard count > 0 else { return [] }
+        return try receivePipeline(count: count)
+    }
+
+    /// The first half of ``pipeline(count:pooled:_:)``: builds and writes
+    /// the requests, reads nothing. The caller reads the `count` replies with
+    /// ``receivePipeline(count:)`` before anything else uses the connection
+    /// (a cluster call writes every node's part before it reads one).
+    func sendPipeline(
+        count: Int, pooled: Bool = false, _ command: (Int) throws(RedisError) -> [RedisArgument]
+    ) throws(RedisError) {
+        let context = try liveContext()
+        guard count > 0 else { return }
         requestBytes.removeAll(keepingCapacityUpTo: Self.retainedRequestCapacity)
         let sessionBefore = session
         var sentChunk = false
@@ -355,7 +367,14 @@ public final class RedisConnection: @unchecked Sendable {
             }
         }
         try appendRequest(to: context)
-        return try flushAndAwait(context) { () throws(RedisError) in
+        try writeQueued(context)
+    }
+
+    /// The second half of ``pipeline(count:pooled:_:)``: the replies to the
+    /// `count` commands ``sendPipeline(count:pooled:_:)`` wrote, in order.
+    func receivePipeline(count: Int) throws(RedisError) -> [RedisReply] {
+        let context = try liveContext()
+        return try awaitReplies(context) { () throws(RedisError) in
             var replies: [RedisReply] = []
             replies.reserveCapacity(count)
             for _ in 0..<count {
@@ -489,6 +508,14 @@ public final class RedisConnection: @unchecked Sendable {
         _ read: () throws(RedisError) -> R
     ) throws(RedisError) -> R {
         try writeQueued(context)
+        return try awaitReplies(context, read)
+    }
+
+    /// ``flushAndAwait(_:_:)`` after the write.
+    private func awaitReplies<R>(
+        _ context: UnsafeMutablePointer<redisContext>,
+        _ read: () throws(RedisError) -> R
+    ) throws(RedisError) -> R {
         let awaiting = ReplySpin.awaiting.wrappingAdd(1, ordering: .relaxed).newValue
         defer { ReplySpin.awaiting.wrappingSubtract(1, ordering: .relaxed) }
         if tls?.hasBufferedInput != true {

@@ -52,11 +52,13 @@ enum ClusterSlot {
 
     /// CRC16/XMODEM (polynomial 0x1021, initial 0), as cluster.c computes it.
     static func crc16(_ bytes: UnsafeRawBufferPointer) -> UInt16 {
-        var crc: UInt16 = 0
-        for byte in bytes {
-            crc = (crc << 8) ^ table[Int((crc >> 8) ^ UInt16(byte)) & 0xFF]
+        table.withUnsafeBufferPointer { table in
+            var crc: UInt16 = 0
+            for byte in bytes {
+                crc = (crc << 8) ^ table[Int((crc >> 8) ^ UInt16(byte)) & 0xFF]
+            }
+            return crc
         }
-        return crc
     }
 
     private static let table: [UInt16] = (0..<256).map { index in

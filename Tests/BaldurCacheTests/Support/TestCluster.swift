@@ -59,6 +59,12 @@ final class TestCluster: @unchecked Sendable {
         Foundation.kill(pids[index], SIGKILL)
     }
 
+    /// Sends `signal` to the node on `port` (SIGSTOP: a stall; SIGCONT: resumed).
+    func signal(port: Int, _ signal: Int32) {
+        guard let index = ports.firstIndex(of: port), index < pids.count else { return }
+        Foundation.kill(pids[index], signal)
+    }
+
     func stop() {
         for pid in pids { Foundation.kill(pid, SIGKILL) }
         pids = []
