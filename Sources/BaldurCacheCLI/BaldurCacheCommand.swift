@@ -8,7 +8,10 @@ struct BaldurCacheCommand: ParsableCommand {
         commandName: "baldur-cache",
         abstract: "Inspect a Baldur cache on Redis, and run commands under a distributed lock.",
         discussion: """
-            Data goes to stdout as JSON; errors go to stderr as one line.
+            Every command takes --url URL (default: $BALDUR_REDIS_URL, else redis://localhost:6379/0) \
+            and --prefix PREFIX (default: the adapters' baldur: prefix), before or after the command's name.
+
+            Data goes to stdout as JSON (keys: one per line); errors go to stderr as one line.
 
             Exit statuses:
               0    success
@@ -21,6 +24,7 @@ struct BaldurCacheCommand: ParsableCommand {
               127  lock: the command could not be started
               other  lock: the command's own exit status (128+N when killed by signal N)
             """,
+        version: "baldur-cache \(cliVersion)",
         subcommands: [
             Get.self, SetValue.self, Delete.self, TTL.self, Incr.self, Keys.self, Scan.self,
             Health.self, Flush.self, LockCommand.self, Demo.self,
@@ -55,14 +59,19 @@ struct SetValue: ParsableCommand {
 
     @OptionGroup var connection: ConnectionOptions
     @Argument(help: "The key, without the prefix.") var key: String
-    @Argument(help: "The value, as JSON: 42, '\"text\"', '{\"a\":1}'.") var json: String
-    @Option(parsing: .unconditional, help: "Time to live: 500ms, 30s, 5m, 2h (at least 1 s).") var ttl: String?
+    @Argument(help: "The value, as JSON: 42, '\"text\"', '{\"a\":1}' (with --string: any text).") var json: String
+    @Option(parsing: .unconditional, help: "Time to live: 30s, 1.5s, 5m, 2h, 1d (at least 1 s; fractions are sent as PX).") var ttl: String?
+    @Flag(help: "Store VALUE as a JSON string, as typed: set greeting --string hello.") var string = false
 
     func run() throws {
         try runReportingErrors {
             let value: JSONValue
-            do { value = try JSONValue(parsing: json) } catch let error as RedisError {
-                throw CLIError("the value is not JSON (\(error.message)); quote strings: '\"text\"'", status: ExitStatus.badInput)
+            if string {
+                value = .string(json)
+            } else {
+                do { value = try JSONValue(parsing: json) } catch let error as RedisError {
+                    throw CLIError("the value is not JSON (\(error.message)); quote strings ('\"text\"') or add --string", status: ExitStatus.badInput)
+                }
             }
             let duration = try ttl.map { try parseDuration($0, option: "--ttl") }
             try connection.makeCache().set(key, value, ttl: duration)
@@ -115,14 +124,17 @@ struct Incr: ParsableCommand {
 }
 
 struct Keys: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print every key matching PATTERN, without the prefix (a full SCAN, never KEYS).")
+    static let configuration = CommandConfiguration(
+        abstract: "Print every key matching PATTERN, without the prefix, one per line, sorted (a full SCAN, never KEYS).")
 
     @OptionGroup var connection: ConnectionOptions
     @Argument(help: "A glob pattern.") var pattern: String = "*"
+    @Flag(help: "Print one JSON array instead (for keys holding newlines).") var json = false
 
     func run() throws {
         try runReportingErrors {
-            try printJSON(.array(try connection.makeCache().keys(pattern).sorted().map(JSONValue.string)))
+            let keys = try connection.makeCache().keys(pattern).sorted()
+            if json { try printJSON(.array(keys.map(JSONValue.string))) } else { keys.forEach { print($0) } }
         }
     }
 }

@@ -3,6 +3,9 @@ import BaldurCache
 import Foundation
 import Logging
 
+/// What `baldur-cache --version` prints after its name.
+let cliVersion = "0.1.0"
+
 /// The exit statuses of `baldur-cache`, as documented in `--help` and the README.
 enum ExitStatus {
     /// Success.

@@ -37,22 +37,26 @@ struct LockCommand: ParsableCommand {
             let lifetime = try parseDuration(ttl, option: "--ttl")
             let patience: Duration = wait == "0" || wait == "0s" ? .zero : try parseDuration(wait, option: "--wait")
             let cache = try connection.makeCache()
+            // An unreachable server is exit 2 at once, not a wait that ends in "not acquired" (75).
+            try cache.rawClient.ping()
             let lock = cache.getLock(name, timeout: lifetime, blockingTimeout: patience)
             let blocking = patience > .zero
             var token: Int64?
             if fencing {
                 token = try lock.acquireWithFencingToken(blocking: blocking)
-                guard token != nil else { throw notAcquired() }
+                guard token != nil else { throw try notAcquired(cache) }
             } else {
-                guard try lock.acquire(blocking: blocking) else { throw notAcquired() }
+                guard try lock.acquire(blocking: blocking) else { throw try notAcquired(cache) }
             }
             status = try runHoldingLock(lock, token: token)
         }
         if status != ExitStatus.ok { throw ExitCode(status) }
     }
 
-    private func notAcquired() -> CLIError {
-        CLIError("lock '\(name)' was not acquired within \(wait)", status: ExitStatus.lockNotAcquired)
+    /// 75, unless the server went away during the wait: then its error (exit 2).
+    private func notAcquired(_ cache: RedisCacheAdapter) throws -> CLIError {
+        try cache.rawClient.ping()
+        return CLIError("lock '\(name)' was not acquired within \(wait)", status: ExitStatus.lockNotAcquired)
     }
 
     private func runHoldingLock(_ lock: DistributedLock, token: Int64?) throws -> Int32 {

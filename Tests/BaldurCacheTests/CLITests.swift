@@ -82,8 +82,9 @@ struct CLITests {
         #expect(try cli.run("incr", "hits").json == 1)
         #expect(try cli.run("incr", "hits", "--by", "41").json == 42)
         #expect(try cli.run("incr", "hits", "--by=-2").json == 40)
-        #expect(try cli.run("keys").json == ["forever", "hits", "order"])
-        #expect(try cli.run("keys", "h*").json == ["hits"])
+        #expect(try cli.run("keys", "--json").json == ["forever", "hits", "order"])
+        #expect(try cli.run("keys", "h*", "--json").json == ["hits"])
+        #expect(try cli.run("keys").stdout == "forever\nhits\norder\n")
         let scan = try cli.run("scan", "--count", "1000")
         #expect(scan.json?["cursor"] == 0)
         #expect(Set(scan.json?["keys"]?.arrayValue ?? []) == ["forever", "hits", "order"])
@@ -91,7 +92,8 @@ struct CLITests {
         #expect(try cli.run("health").json == ["healthy": true])
         let flushed = try cli.run("flush", "--yes")
         #expect(flushed.json == ["deleted": 2])
-        #expect(try cli.run("keys").json == [])
+        #expect(try cli.run("keys", "--json").json == [])
+        #expect(try cli.run("keys").stdout == "")
     }
 
     @Test("without --prefix the CLI sees what a default adapter wrote")
@@ -149,6 +151,36 @@ struct CLITests {
 
         let usage = try cli.run("incr")
         #expect(usage.status == 64)
+    }
+
+    @Test("the front door: --version, --url and --prefix in the top-level help, keys one per line, --string, fractional TTLs")
+    func frontDoor() throws {
+        let version = try CLI.runExactly(["--version"])
+        #expect(version.status == 0)
+        #expect(version.stdout.hasPrefix("baldur-cache "))
+        let help = try CLI.runExactly(["--help"])
+        #expect(help.stdout.contains("--url") && help.stdout.contains("--prefix"))
+        let cli = try CLI()
+        defer { _ = try? cli.run("flush", "--yes") }
+        #expect(try cli.run("set", "greeting", "--string", "hello world").status == 0)
+        #expect(try cli.run("get", "greeting").json == "hello world")
+        #expect(try cli.run("set", "quoted", "--string", #""x""#).status == 0)
+        #expect(try cli.run("get", "quoted").json == .string(#""x""#))
+        #expect(try cli.run("set", "brief", "1", "--ttl", "1.5s").status == 0)
+        let setHelp = try cli.run("set", "--help")
+        #expect(!setHelp.stdout.contains("500ms"), "the help gives no example the command refuses")
+        let tooShort = try cli.run("set", "brief", "1", "--ttl", "500ms")
+        #expect(tooShort.status == 3)
+        #expect(tooShort.stderr.contains("at least 1 second"))
+        #expect(try cli.run("keys").stdout == "brief\ngreeting\nquoted\n")
+    }
+
+    @Test("lock against an unreachable server exits 2 (unreachable) at once, not 75 after its wait")
+    func lockAgainstAnUnreachableServer() throws {
+        let port = try freeLoopbackPort()
+        let outcome = try CLI(url: "redis://127.0.0.1:\(port)").run("lock", "job", "--wait", "10m", "--", "true")
+        #expect(outcome.status == 2)
+        #expect(outcome.stderr.contains("Connection refused"))
     }
 
     @Test("--help works on every subcommand")
@@ -229,7 +261,7 @@ struct CLITests {
         #expect(outcome.status == 3, "\(outcome.stderr)")
         #expect(outcome.stderr.hasPrefix("baldur-cache: --"))
         #expect(!FileManager.default.fileExists(atPath: marker))
-        #expect(try cli.run("keys").json == [])
+        #expect(try cli.run("keys", "--json").json == [])
     }
 
     @Test("lock exits 76 when the release finds that another holder took the lock while the command ran")
