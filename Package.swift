@@ -1,9 +1,15 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+// Linux only: the engine is epoll and eventfd, and hiredis and OpenSSL are
+// the system's (Debian: libhiredis-dev, libssl-dev). Elsewhere the build
+// stops here, with this one line, rather than on missing headers.
+#if !os(Linux)
+#error("BaldurCache builds on Linux only (epoll, eventfd, the system hiredis): build and test it in a Linux container")
+#endif
+
 let package = Package(
     name: "BaldurCache",
-    platforms: [.macOS(.v15)],
     products: [
         .library(name: "BaldurCache", targets: ["BaldurCache"]),
         .executable(name: "baldur-cache", targets: ["baldur-cache"]),
