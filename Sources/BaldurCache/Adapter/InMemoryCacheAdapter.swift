@@ -430,6 +430,8 @@ public final class InMemoryCacheAdapter: CacheProvider {
 
 /// In-process locks over the in-memory store, with Redis' semantics.
 private struct MemoryLockStore: LockStore {
+    /// Never reached over a network: nothing to ride out.
+    var outageLimit: Duration { .seconds(30) }
     let cache: InMemoryCacheAdapter
 
     func tryAcquire(key: String, owner: String, ttl: Duration) throws(RedisError) -> Bool {

@@ -59,6 +59,12 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
     /// busy before failing with ``RedisError/Code/poolExhausted``. Default 5 s,
     /// allowed 0 to 100 years.
     public var poolTimeout: Duration = .seconds(5)
+    /// How long a lock wait rides out a server it cannot reach: a wait that
+    /// has failed to reach Redis for this long (every attempt and every wait
+    /// for a release failing with a connection error) ends with that error,
+    /// even without a `blockingTimeout`. A restart shorter than this goes
+    /// unnoticed by the waiters. Default 30 s, allowed 1 s to 1 hour.
+    public var lockOutageLimit: Duration = .seconds(30)
     /// How long a thread polls its socket for a reply before sleeping in
     /// `read(2)`; `.zero` never polls. Spinning only happens while few
     /// pooled connections of the process are in use, and backs off on
@@ -170,6 +176,7 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
             _ = try socketTimeout.checked("socketTimeout", in: .milliseconds(1)...Duration.longestAccepted, code: .invalidConfiguration)
         }
         _ = try poolTimeout.checked("poolTimeout", in: .zero...Duration.longestAccepted, code: .invalidConfiguration)
+        _ = try lockOutageLimit.checked("lockOutageLimit", in: .seconds(1)...Duration.seconds(3600), code: .invalidConfiguration)
         guard spinWait >= .zero, spinWait <= .milliseconds(10) else {
             throw RedisError(.invalidConfiguration, "spinWait must be between 0 and 10 ms, not \(spinWait)")
         }

@@ -9,6 +9,10 @@
 /// - A transient failure (``RedisError/isTransient``) of a blocking acquire
 ///   backs off with jitter and marks the next attempt as following one of
 ///   unknown outcome, so a refusal is checked against the stored owner.
+/// - Failures with no answer from Redis in between end the wait with the
+///   last error once they have lasted ``RedisConfiguration/lockOutageLimit``,
+///   or once the wait's deadline passed: a wait never reports "not
+///   acquired" for a server it could not reach, and never waits forever for one.
 struct AcquirePlan {
     enum Step: Equatable {
         case attempt(afterDoubt: Bool)
@@ -20,16 +24,20 @@ struct AcquirePlan {
     let blocking: Bool
     let deadline: ContinuousClock.Instant?
     let pollInterval: Duration
+    let outageLimit: Duration
+    /// When the current run of failures began (`nil` after any answer from Redis).
+    private var failingSince: ContinuousClock.Instant?
     private var backoff = Backoff()
     private var inDoubt = false
     private var attempted = false
     /// When an attempt first found the lock held, for the handoff metric.
     private(set) var contendedSince: ContinuousClock.Instant?
 
-    init(blocking: Bool, deadline: ContinuousClock.Instant?, pollInterval: Duration) {
+    init(blocking: Bool, deadline: ContinuousClock.Instant?, pollInterval: Duration, outageLimit: Duration = .seconds(30)) {
         self.blocking = blocking
         self.deadline = deadline
         self.pollInterval = pollInterval
+        self.outageLimit = outageLimit
     }
 
     /// The next attempt, or `giveUp` once the wait is over.
@@ -43,6 +51,7 @@ struct AcquirePlan {
     /// The attempt found the lock held by another owner.
     mutating func refused(telemetry: Telemetry) -> Step {
         backoff.reset()
+        failingSince = nil
         if contendedSince == nil {
             contendedSince = .now
             telemetry.lock(.contended)
@@ -60,6 +69,7 @@ struct AcquirePlan {
     /// The wait for a release signal ended (signal or timeout).
     mutating func waited() -> Step {
         backoff.reset()
+        failingSince = nil
         return next()
     }
 
@@ -70,10 +80,16 @@ struct AcquirePlan {
         // The SET may or may not have run: the next attempt that finds the
         // lock taken checks whether it is ours.
         if attempting { inDoubt = true }
+        let now = ContinuousClock.now
+        let since = failingSince ?? now
+        failingSince = since
         var delay = backoff.nextDelay()
+        let outageLeft = outageLimit - since.duration(to: now)
+        guard outageLeft > .zero else { throw error }
+        delay = min(delay, outageLeft)
         if let deadline {
-            let left = ContinuousClock.now.duration(to: deadline)
-            guard left > .zero else { return .giveUp }
+            let left = now.duration(to: deadline)
+            guard left > .zero else { throw error }
             delay = min(delay, left)
         }
         return .sleep(delay)

@@ -1,3 +1,5 @@
+import ServiceLifecycle
+
 /// The lock's `async` calls: the same protocol and rules as the blocking
 /// ones, but a waiting task suspends (on the lock's signal list, `BLPOP` on
 /// a dedicated connection, or a timer) and holds no thread.
@@ -5,8 +7,11 @@ extension DistributedLock {
     /// Takes the lock (`SET key owner NX PX timeout`), waiting without
     /// blocking a thread; see ``acquire(blocking:timeout:)-(_,_)``.
     ///
-    /// - Throws: as the blocking form, and `CancellationError` when the
-    ///   task is cancelled while it waits (the lock is then not held).
+    /// - Throws: as the blocking form; `CancellationError` when the task is
+    ///   cancelled while it waits, and ``RedisError/Code/lockNotAcquired``
+    ///   when the service it runs in (swift-service-lifecycle's
+    ///   `ServiceGroup`) shuts down gracefully while it waits: a wait never
+    ///   holds a service's shutdown. The lock is then not held.
     @discardableResult
     public func acquire(blocking: Bool = true, timeout: Duration? = nil) async throws -> Bool {
         try await acquire(blocking: blocking, timeout: timeout, fenced: false) != nil
@@ -41,17 +46,28 @@ extension DistributedLock {
                 }
             case .waitForRelease(let pause):
                 do {
-                    try await store.waitForRelease(key: key, timeout: pause)
+                    let (store, key) = (store, key)
+                    try await endingAtShutdown { try await store.waitForRelease(key: key, timeout: pause) }
                     step = plan.waited()
                 } catch let error as RedisError {
                     step = try plan.failed(error, attempting: false)
                 }
             case .sleep(let delay):
-                try await Task.sleep(for: delay)
+                try await endingAtShutdown { try await Task.sleep(for: delay) }
                 step = plan.next()
             case .giveUp:
                 return nil
             }
+        }
+    }
+
+    /// Runs one wait, cancelled when the service this task runs in begins a
+    /// graceful shutdown; the cancellation then surfaces as `lockNotAcquired`.
+    private func endingAtShutdown(_ wait: @escaping @Sendable () async throws -> Void) async throws {
+        do {
+            try await cancelWhenGracefulShutdown(wait)
+        } catch is CancellationError where Task.isShuttingDownGracefully && !Task.isCancelled {
+            throw RedisError(.lockNotAcquired, "gave up waiting for lock '\(key)': the service is shutting down")
         }
     }
 

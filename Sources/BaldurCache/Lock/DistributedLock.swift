@@ -22,6 +22,8 @@ protocol LockStore: Sendable {
     func waitForRelease(key: String, timeout: Duration) throws(RedisError)
     /// Where lock metrics go.
     var telemetry: Telemetry { get }
+    /// How long a wait rides out failures to reach the store (``RedisConfiguration/lockOutageLimit``).
+    var outageLimit: Duration { get }
 
     // The same, for the `async` lock calls: they suspend, never block a thread.
 
@@ -204,7 +206,10 @@ public final class DistributedLock: Sendable {
             // wait for itself until the key expires.
             throw RedisError(.invalidArgument, "lock '\(key)' is already held by this handle; release it before acquiring it again")
         }
-        return AcquirePlan(blocking: blocking, deadline: wait.map { ContinuousClock.now + $0 }, pollInterval: pollInterval)
+        return AcquirePlan(
+            blocking: blocking, deadline: wait.map { ContinuousClock.now + $0 }, pollInterval: pollInterval,
+            outageLimit: store.outageLimit
+        )
     }
 
     /// Records a successful acquisition.

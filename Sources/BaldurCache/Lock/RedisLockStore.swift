@@ -5,6 +5,7 @@ import Foundation
 /// fencing counter that Python ignores.
 struct RedisLockStore: LockStore {
     let client: RedisClient
+    var outageLimit: Duration { client.configuration.lockOutageLimit }
 
     var telemetry: Telemetry { client.telemetry }
 

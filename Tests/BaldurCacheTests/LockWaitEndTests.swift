@@ -1,0 +1,103 @@
+import BaldurCache
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+import Testing
+
+/// Lock waits end when the service ends or the server stays away: a wait
+/// never holds a service's shutdown, and never waits forever for a server
+/// it cannot reach.
+@Suite("Lock waits end", .serialized)
+struct LockWaitEndTests {
+    /// A service that waits for a lock another handle holds, and records how the wait ended.
+    struct Waiter: Service {
+        let lock: DistributedLock
+        let outcome: PlainMutex<String?>
+
+        func run() async throws {
+            do {
+                let acquired = try await lock.acquire()
+                outcome.withLock { $0 = "acquired: \(acquired)" }
+            } catch let error as RedisError {
+                outcome.withLock { $0 = "\(error.code): \(error.message)" }
+            } catch {
+                outcome.withLock { $0 = "\(type(of: error))" }
+            }
+        }
+    }
+
+    @Test("a graceful shutdown ends an async lock wait with lockNotAcquired, while another holder keeps the lock", .timeLimit(.minutes(1)))
+    func gracefulShutdownEndsALockWait() async throws {
+        let cache = try RedisCacheAdapter(url: TestEnvironment.url(), keyPrefix: "bctest:\(UUID().uuidString):")
+        defer { cache.close() }
+        let holder = cache.getLock("job", timeout: .seconds(600))
+        #expect(try await holder.acquire(blocking: false))
+        defer { try? blockingRelease(holder) }
+        let waiter = Waiter(lock: cache.getLock("job", timeout: .seconds(30)), outcome: PlainMutex(nil))
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let group = ServiceGroup(configuration: .init(services: [.init(service: waiter, successTerminationBehavior: .gracefullyShutdownGroup)], logger: logger))
+        let running = Task { try await group.run() }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(waiter.outcome.withLock { $0 } == nil, "still waiting before the shutdown")
+        await group.triggerGracefulShutdown()
+        try await running.value
+        let outcome = waiter.outcome.withLock { $0 } ?? "none"
+        #expect(outcome.hasPrefix("lockNotAcquired") && outcome.contains("shutting down"), "\(outcome)")
+    }
+
+    @Test("a lock wait with no limit ends with the connection error once the server has been unreachable for lockOutageLimit", .timeLimit(.minutes(1)), arguments: Mode.allCases)
+    func unreachableServerEndsAWaitWithoutLimit(mode: Mode) async throws {
+        var configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: try freeLoopbackPort()))
+        configuration.lockOutageLimit = .seconds(1)
+        configuration.connectTimeout = .milliseconds(200)
+        let cache = try RedisCacheAdapter(client: RedisClient(configuration: configuration), keyPrefix: "bctest:")
+        defer { cache.close() }
+        let lock = cache.getLock("job", timeout: .seconds(30))
+        let failure: RedisError?
+        switch mode {
+        case .sync: failure = #expect(throws: RedisError.self) { try blockingAcquire(lock) }
+        case .async: failure = await #expect(throws: RedisError.self) { try await lock.acquire() }
+        }
+        #expect(failure?.code == .connectionRefused, "\(String(describing: failure))")
+    }
+
+    @Test("a lock wait rides out a stall shorter than lockOutageLimit and acquires once the holder's lease ends", .timeLimit(.minutes(1)), arguments: Mode.allCases)
+    func waitRidesOutAShortStall(mode: Mode) async throws {
+        let server = try TestRedisServer()
+        defer { server.stop() }
+        var configuration = try server.configuration(socketTimeout: .milliseconds(300))
+        configuration.lockOutageLimit = .seconds(20)
+        let cache = try RedisCacheAdapter(client: RedisClient(configuration: configuration), keyPrefix: "bctest:")
+        defer { cache.close() }
+        let holder = cache.getLock("job", timeout: .seconds(2))
+        #expect(try blockingAcquire(holder, blocking: false))
+        let waiter = cache.getLock("job", timeout: .seconds(30))
+        let acquiring = Task {
+            switch mode {
+            case .sync: try blockingAcquire(waiter)
+            case .async: try await waiter.acquire()
+            }
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        server.pause()
+        try await Task.sleep(for: .seconds(1))
+        server.resume()
+        #expect(try await acquiring.value, "acquired after the stall, once the holder's 2 s lease ended")
+        try await waiter.release()
+    }
+
+    @Test("lockOutageLimit is range-checked: 1 s to 1 hour")
+    func outageLimitIsRangeChecked() throws {
+        for bad in [Duration.milliseconds(999), .seconds(3601), .seconds(-1)] {
+            var configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: 6379))
+            configuration.lockOutageLimit = bad
+            #expect(throws: RedisError.self) { try configuration.validate() }
+        }
+    }
+}
+
+/// The blocking calls, from async tests (where the async overloads win).
+private func blockingAcquire(_ lock: DistributedLock, blocking: Bool = true) throws -> Bool { try lock.acquire(blocking: blocking) }
+private func blockingRelease(_ lock: DistributedLock) throws { try lock.release() }
