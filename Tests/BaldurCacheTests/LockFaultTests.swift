@@ -1,3 +1,4 @@
+import Logging
 @testable import BaldurCache
 import Dispatch
 import Foundation
@@ -195,6 +196,7 @@ private final class FailOnce: LockStore {
     func owner(key: String) throws(RedisError) -> String? { try base.owner(key: key) }
     var telemetry: Telemetry { base.telemetry }
     var outageLimit: Duration { base.outageLimit }
+    var logger: Logger? { base.logger }
     func currentFencingToken(key: String) throws(RedisError) -> Int64 { try base.currentFencingToken(key: key) }
     func waitForRelease(key: String, timeout: Duration) throws(RedisError) { try base.waitForRelease(key: key, timeout: timeout) }
 }

@@ -1,3 +1,4 @@
+import Logging
 import Dispatch
 import Synchronization
 
@@ -432,6 +433,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
 private struct MemoryLockStore: LockStore {
     /// Never reached over a network: nothing to ride out.
     var outageLimit: Duration { .seconds(30) }
+    var logger: Logger? { nil }
     let cache: InMemoryCacheAdapter
 
     func tryAcquire(key: String, owner: String, ttl: Duration) throws(RedisError) -> Bool {

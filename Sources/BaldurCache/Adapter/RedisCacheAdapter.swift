@@ -42,7 +42,8 @@ public final class RedisCacheAdapter: CacheProvider {
     ///   - socketTimeout: Overrides the reply timeout.
     ///   - socketConnectTimeout: Overrides the connect timeout.
     ///   - retryOnTimeout: Overrides whether read-only commands retry once.
-    ///   - logger: Receives debug and info messages with keys and operations, never values.
+    ///   - logger: Receives debug and info messages with keys and operations, and warnings for
+    ///     failovers, lost locks, connect back-off and near-cache outages; never values or passwords.
     ///   - observability: Where metrics and spans go, for a client made here
     ///     (an injected `client` keeps its own).
     ///   - nearCache: Keep values read in memory, served until Redis says

@@ -1,3 +1,4 @@
+import Logging
 import Dispatch
 import Foundation
 import Synchronization
@@ -22,6 +23,8 @@ protocol LockStore: Sendable {
     func waitForRelease(key: String, timeout: Duration) throws(RedisError)
     /// Where lock metrics go.
     var telemetry: Telemetry { get }
+    /// Where a lost lock is logged (at `.warning`).
+    var logger: Logger? { get }
     /// How long a wait rides out failures to reach the store (``RedisConfiguration/lockOutageLimit``).
     var outageLimit: Duration { get }
 
@@ -416,6 +419,7 @@ public final class DistributedLock: Sendable {
                 }
                 if report {
                     lock.store.telemetry.lock(.lost)
+                    lock.store.logger?.warning("redis lock lost while renewing it: it expired or another owner holds it", metadata: ["redis.lock": "\(lock.key)"])
                     onLost?(error)
                 }
                 return

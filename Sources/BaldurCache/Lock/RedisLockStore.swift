@@ -1,3 +1,4 @@
+import Logging
 import Foundation
 
 /// The lock protocol on Redis, as Python Baldur speaks it (`SET NX PX`,
@@ -6,6 +7,7 @@ import Foundation
 struct RedisLockStore: LockStore {
     let client: RedisClient
     var outageLimit: Duration { client.configuration.lockOutageLimit }
+    var logger: Logger? { client.logger }
 
     var telemetry: Telemetry { client.telemetry }
 

@@ -126,7 +126,7 @@ final class NearCacheTracker: Sendable {
         }
         for await error in dropped {
             if !isClosed {
-                logger.info("redis near cache lost its tracking connection; emptied, and bypassed until tracking is back", metadata: [
+                logger.warning("redis near cache lost its tracking connection; emptied, and bypassed until tracking is back", metadata: [
                     "error.code": "\(error.code)",
                 ])
             }

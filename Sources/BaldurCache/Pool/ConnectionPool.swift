@@ -245,12 +245,19 @@ final class ConnectionPool: Sendable {
             logger.debug("redis connection opened", metadata: ["redis.address": "\(address)"])
             return PooledConnection(connection: connection, generation: generation)
         } catch {
-            state.withLock { state in
+            let backingOff = state.withLock { state -> Bool in
                 state.connecting[key] = nil
-                if error.isConnectionFatal { Self.countConnectFailure(&state, error) }
+                guard error.isConnectionFatal else { return false }
+                Self.countConnectFailure(&state, error)
+                return state.connectBackoff.failures == 2
             }
             permits.signal()
-            logger.debug("redis connect failed", metadata: ["redis.address": "\(address)", "error": "\(error)"])
+            if backingOff {
+                // Once per outage: the second failed connect in a row starts the back-off.
+                logger.warning("redis connects failing; backing off between attempts", metadata: ["redis.address": "\(address)", "error": "\(error.code)"])
+            } else {
+                logger.debug("redis connect failed", metadata: ["redis.address": "\(address)", "error": "\(error)"])
+            }
             throw error
         }
     }

@@ -171,7 +171,7 @@ final class SentinelRouter: ConnectionRouter {
             count += 1
             let address = try locateMaster()
             if state.withLock({ $0.master?.address }) != address {
-                logger.info("redis sentinel master changed", metadata: [
+                logger.warning("redis sentinel master changed", metadata: [
                     "redis.master": "\(masterName)", "redis.address": "\(address)", "reason": "\(reason)",
                     "redis.discovery": "\(count)",
                 ])

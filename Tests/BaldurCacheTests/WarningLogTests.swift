@@ -1,0 +1,59 @@
+@testable import BaldurCache
+import Foundation
+import Logging
+import Testing
+
+/// What an operator must see at `.warning`: connect back-off, a lost lock,
+/// a near-cache outage (a Sentinel failover is logged at `.warning` too, by
+/// the failover tests' router). Never a value or a password.
+@Suite("Warnings in the log", .serialized)
+struct WarningLogTests {
+    @Test("connects failing in a row: one warning when the back-off starts, naming the address, without the password")
+    func connectBackOffIsAWarning() throws {
+        let capture = LogCapture()
+        let port = try freeLoopbackPort()
+        var configuration = try RedisConfiguration(url: "redis://:hunter2@127.0.0.1:\(port)/0")
+        configuration.connectTimeout = .milliseconds(200)
+        let client = try RedisClient(configuration: configuration, logger: capture.logger(level: .warning))
+        defer { client.close() }
+        for _ in 0..<4 { _ = try? client.send("PING") }
+        let warnings = capture.all.filter { $0.level == .warning }
+        #expect(warnings.count == 1, "\(warnings.map(\.fullText))")
+        #expect(warnings.first?.fullText.contains("backing off") == true)
+        #expect(warnings.first?.fullText.contains("127.0.0.1:\(port)") == true)
+        #expect(!capture.all.contains { $0.fullText.contains("hunter2") })
+    }
+
+    @Test("a lock lost while it was renewed is a warning naming the lock")
+    func lostLockIsAWarning() throws {
+        let capture = LogCapture()
+        let client = try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.url()), logger: capture.logger(level: .warning))
+        let cache = try RedisCacheAdapter(client: client, keyPrefix: "bctest:\(UUID().uuidString):")
+        defer { cache.close() }
+        let lock = cache.getLock("renewed", timeout: .milliseconds(300))
+        #expect(try lock.acquire(blocking: false))
+        try lock.startAutoRenewal(every: .milliseconds(50))
+        _ = try client.send("DEL", RedisArgument(cache.keyPrefix.resolve() + "renewed"))
+        let deadline = ContinuousClock.now + .seconds(10)
+        while lock.lostError == nil, ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        let warnings = capture.all.filter { $0.level == .warning && $0.fullText.contains("lock lost") }
+        #expect(warnings.count == 1, "\(capture.all.map(\.fullText))")
+        #expect(warnings.first?.fullText.contains("renewed") == true)
+    }
+
+    @Test("the near cache losing its tracking connection is a warning")
+    func nearCacheOutageIsAWarning() throws {
+        let server = try TestRedisServer()
+        defer { server.stop() }
+        let capture = LogCapture()
+        let cache = try RedisCacheAdapter(url: server.url, keyPrefix: "bctest:", logger: capture.logger(level: .warning), nearCache: NearCacheConfiguration())
+        defer { cache.close() }
+        try NearCacheTests.waitUntilTracking(cache)
+        let admin = try RedisClient(url: server.url)
+        defer { admin.close() }
+        _ = try admin.send("CLIENT", "KILL", "TYPE", "pubsub")
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !capture.all.contains(where: { $0.level == .warning }), ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        #expect(capture.all.contains { $0.level == .warning && $0.fullText.contains("tracking connection") }, "\(capture.all.map(\.fullText))")
+    }
+}
