@@ -290,7 +290,8 @@ let allRows: [Row] = [
         benchmarkBaseline: { redisBenchmark("get", clients: 1, depth: 100) }, pythonName: "mget100", perKeyFactor: 100),
     Row(name: "mset 100 keys", unit: "keys", ours: { measure(unit: 100) { try single.mset(bulkValues) } },
         benchmarkBaseline: { redisBenchmark("set", clients: 1, depth: 100) }, pythonName: "mset100", perKeyFactor: 100),
-    Row(name: "mset 100 keys + TTL", unit: "keys", ours: { measure(unit: 100) { try single.mset(bulkValues, ttl: .seconds(60)) } },
+    // An hour, not a minute: the next round's "mget 100 keys" reads these keys, and must find them.
+    Row(name: "mset 100 keys + TTL", unit: "keys", ours: { measure(unit: 100) { try single.mset(bulkValues, ttl: .seconds(3600)) } },
         // The same command the adapter pipelines: SET with EX costs the server more than a plain SET.
         benchmarkBaseline: { redisBenchmark("set", clients: 1, depth: 100, command: ttlSetCommand) }, pythonName: "mset100-ttl", perKeyFactor: 100),
     Row(name: "pipeline of 100 GET", unit: "commands", ours: { measure(unit: 100) { _ = try single.rawClient.pipeline(pipelineCommands) } },
@@ -492,6 +493,11 @@ if runClusterRows, let clusterURL {
     do {
         try oneConnection.set("record", record)
         try oneConnection.mset(bulkValues)
+        // The same data on the one server: the "mset 100 keys + TTL" row gave
+        // its keys 60 s, long gone by now, and an mget of missing keys
+        // decodes nothing (a full run compared 0.6 µs a missing key with 2.2 µs a value).
+        try single.set("record", record)
+        try single.mset(bulkValues)
     } catch { die("cluster setup: \(error)") }
     clusterComparisons = [
         ClusterComparison(name: "get, 1 connection", single: { measure { _ = try single.get("record") } },
