@@ -63,6 +63,21 @@ struct LockWaitEndTests {
         #expect(failure?.code == .connectionRefused, "\(String(describing: failure))")
     }
 
+    @Test("a wait whose blockingTimeout runs out while the server is unreachable throws the connection error, not 'not acquired'", .timeLimit(.minutes(1)), arguments: Mode.allCases)
+    func waitEndingInAnOutageThrowsTheError(mode: Mode) async throws {
+        var configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: try freeLoopbackPort()))
+        configuration.connectTimeout = .milliseconds(200)
+        let cache = try RedisCacheAdapter(client: RedisClient(configuration: configuration), keyPrefix: "bctest:")
+        defer { cache.close() }
+        let lock = cache.getLock("job", timeout: .seconds(30), blockingTimeout: .milliseconds(500))
+        let failure: RedisError?
+        switch mode {
+        case .sync: failure = #expect(throws: RedisError.self) { try blockingAcquire(lock) }
+        case .async: failure = await #expect(throws: RedisError.self) { try await lock.acquire() }
+        }
+        #expect(failure?.code == .connectionRefused, "\(String(describing: failure))")
+    }
+
     @Test("a lock wait rides out a stall shorter than lockOutageLimit and acquires once the holder's lease ends", .timeLimit(.minutes(1)), arguments: Mode.allCases)
     func waitRidesOutAShortStall(mode: Mode) async throws {
         let server = try TestRedisServer()

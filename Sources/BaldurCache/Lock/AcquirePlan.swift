@@ -27,6 +27,9 @@ struct AcquirePlan {
     let outageLimit: Duration
     /// When the current run of failures began (`nil` after any answer from Redis).
     private var failingSince: ContinuousClock.Instant?
+    /// The last failure, while no answer from Redis has come since: a wait
+    /// that ends then ends with it, not with "not acquired".
+    private(set) var lastFailure: RedisError?
     private var backoff = Backoff()
     private var inDoubt = false
     private var attempted = false
@@ -52,6 +55,7 @@ struct AcquirePlan {
     mutating func refused(telemetry: Telemetry) -> Step {
         backoff.reset()
         failingSince = nil
+        lastFailure = nil
         if contendedSince == nil {
             contendedSince = .now
             telemetry.lock(.contended)
@@ -70,6 +74,7 @@ struct AcquirePlan {
     mutating func waited() -> Step {
         backoff.reset()
         failingSince = nil
+        lastFailure = nil
         return next()
     }
 
@@ -80,6 +85,7 @@ struct AcquirePlan {
         // The SET may or may not have run: the next attempt that finds the
         // lock taken checks whether it is ours.
         if attempting { inDoubt = true }
+        lastFailure = error
         let now = ContinuousClock.now
         let since = failingSince ?? now
         failingSince = since

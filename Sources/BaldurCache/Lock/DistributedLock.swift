@@ -60,7 +60,7 @@ enum LockReleaseOutcome: Sendable, Equatable {
 /// services included (same key, same `SET NX PX` protocol, same release script
 /// semantics).
 ///
-/// Get one from ``CacheProvider/getLock(_:timeout:blockingTimeout:)``; the
+/// Get one from `CacheProvider/getLock(_:timeout:blockingTimeout:)`; the
 /// storage key is resolved once, there, and never shifts afterwards.
 ///
 /// ```swift
@@ -80,9 +80,9 @@ enum LockReleaseOutcome: Sendable, Equatable {
 ///   longest waiter gets the lock within a round trip of its release. It
 ///   re-checks every ~100 ms (with jitter) anyway, so a release that sends no
 ///   signal (Python's, or an expiry) costs at most one interval.
-/// - **Fencing.** ``acquireWithFencingToken(blocking:timeout:)`` also returns
+/// - **Fencing.** `acquireWithFencingToken(blocking:timeout:)` also returns
 ///   a strictly increasing token from the same atomic script; pass it to a
-///   resource that refuses stale tokens (``RedisCacheAdapter/setIfFenced(_:_:fencingToken:)``).
+///   resource that refuses stale tokens (`RedisCacheAdapter/setIfFenced(_:_:fencingToken:)`).
 /// - **Renewal.** ``startAutoRenewal(every:onLost:)`` (or `withLock(autoRenew: true)`)
 ///   extends the lock while it is held and reports its loss.
 ///
@@ -97,7 +97,7 @@ public final class DistributedLock: Sendable {
     public let owner: String
     /// How long the lock lives without an extension (`PX`).
     public let timeout: Duration
-    /// How long ``acquire(blocking:timeout:)`` waits by default; `nil` waits forever.
+    /// How long `acquire(blocking:timeout:)` waits by default; `nil` waits forever.
     public let blockingTimeout: Duration?
     /// The longest a waiter sleeps between checks when no release signal arrives: 100 ms.
     public static let fallbackPollInterval: Duration = .milliseconds(100)
@@ -132,7 +132,7 @@ public final class DistributedLock: Sendable {
     }
 
     /// The fencing token of the current hold, when it was taken with
-    /// ``acquireWithFencingToken(blocking:timeout:)``.
+    /// `acquireWithFencingToken(blocking:timeout:)`.
     public var fencingToken: Int64? { state.withLock { $0.fencingToken } }
 
     /// The error auto-renewal met when it found the lock lost, or `nil`.
@@ -193,6 +193,8 @@ public final class DistributedLock: Sendable {
                 Thread.sleep(forTimeInterval: Double(delay.nanoseconds) / 1e9)
                 step = plan.next()
             case .giveUp:
+                // Ended while Redis could not be reached: that is the answer, not "not acquired".
+                if let failure = plan.lastFailure { throw failure }
                 return nil
             }
         }
@@ -364,7 +366,7 @@ public final class DistributedLock: Sendable {
 
     /// Extends the held lock back to its full `timeout` every `interval`
     /// (default a third of the timeout) on a background timer, until
-    /// ``release()``, ``stopAutoRenewal()`` or the handle is deallocated.
+    /// `release()`, ``stopAutoRenewal()`` or the handle is deallocated.
     ///
     /// Each renewing handle has a timer queue of its own, so a renewal stuck
     /// on a slow server never delays another lock's.

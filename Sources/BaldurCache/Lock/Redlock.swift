@@ -24,7 +24,7 @@ import Synchronization
 ///
 /// Redlock's safety rests on bounded clock drift and process pauses; for
 /// correctness under long pauses, pair it with fencing tokens on the resource
-/// (see ``DistributedLock/acquireWithFencingToken(blocking:timeout:)``).
+/// (see `DistributedLock/acquireWithFencingToken(blocking:timeout:)`).
 public final class Redlock: Sendable {
     /// The key set on every master.
     public let key: String
