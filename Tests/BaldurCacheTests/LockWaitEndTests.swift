@@ -116,3 +116,34 @@ struct LockWaitEndTests {
 /// The blocking calls, from async tests (where the async overloads win).
 private func blockingAcquire(_ lock: DistributedLock, blocking: Bool = true) throws -> Bool { try lock.acquire(blocking: blocking) }
 private func blockingRelease(_ lock: DistributedLock) throws { try lock.release() }
+
+/// Waits for a dedicated connection end when their task is cancelled.
+@Suite("Dedicated connection waits end")
+struct DedicatedWaitTests {
+    @Test("a task waiting for a dedicated connection (all held) ends at once with CancellationError when cancelled, not after poolTimeout", .timeLimit(.minutes(1)))
+    func cancelledWaitForADedicatedConnectionEnds() async throws {
+        let server = try TestRedisServer()
+        defer { server.stop() }
+        // No socket timeout: the holder's BLPOP must not end on its own and hand the connection over.
+        var configuration = try server.configuration(socketTimeout: nil)
+        configuration.maxConnections = 1
+        configuration.poolTimeout = .seconds(600)
+        let client = try RedisClient(configuration: configuration)
+        defer { client.close() }
+        let holding = Task {
+            try await client.withConnection { connection in
+                // Holds the one dedicated connection past the test's time limit.
+                _ = try await connection.send(["BLPOP", "bctest:dedicated:never", "120"])
+            }
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        let waiting = Task { try await client.withConnection { connection in try await connection.send(["PING"]) } }
+        try await Task.sleep(for: .milliseconds(300))
+        waiting.cancel()
+        // Before the fix this waited for the holder (120 s) or poolTimeout (600 s): past the time limit.
+        let result = await waiting.result
+        #expect(throws: CancellationError.self) { try result.get() }
+        holding.cancel()
+        _ = await holding.result
+    }
+}

@@ -239,9 +239,30 @@ final class EnginePool: Sendable {
             self?.timeOutWaiter(id)
         }
         defer { timer.cancel() }
-        return try await withUnsafeThrowingContinuation { continuation in
-            state.withLock { $0.waiters.append(Waiter(id: id, continuation: continuation)) }
+        // A cancelled task stops waiting at once (it waited out poolTimeout before).
+        return try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { continuation in
+                let cancelled = state.withLock { state -> Bool in
+                    // Checked under the lock the handler takes: a cancellation either comes
+                    // before this (and is seen here) or finds the waiter queued.
+                    if Task.isCancelled { return true }
+                    state.waiters.append(Waiter(id: id, continuation: continuation))
+                    return false
+                }
+                if cancelled { continuation.resume(throwing: CancellationError()) }
+            }
+        } onCancel: { [weak self] in
+            self?.cancelWaiter(id)
         }
+    }
+
+    /// Ends a waiter's wait with `CancellationError`, unless a connection was handed to it first.
+    private func cancelWaiter(_ id: UInt64) {
+        let waiter = state.withLock { state -> Waiter? in
+            guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+            return state.waiters.remove(at: index)
+        }
+        waiter?.continuation.resume(throwing: CancellationError())
     }
 
     private func timeOutWaiter(_ id: UInt64) {
