@@ -20,7 +20,7 @@ extension AsyncCacheProvider {
         ttl: Duration? = nil,
         lockTimeout: Duration = .seconds(10),
         waitTimeout: Duration = .seconds(10),
-        factory: () async throws -> T
+        factory: sending () async throws -> T
     ) async throws -> T {
         let telemetry = try getOrSetTelemetry(lockTimeout: lockTimeout, waitTimeout: waitTimeout)
         if let cached = try? await get(key, as: T.self) {

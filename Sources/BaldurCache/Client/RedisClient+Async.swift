@@ -167,9 +167,10 @@ extension RedisClient {
     /// }
     /// ```
     ///
-    /// - Parameter key: In a cluster, required: see
-    ///   the synchronous `withConnection(routedBy:_:)`.
-    public func withConnection<R>(routedBy key: String? = nil, _ body: (RedisDedicatedConnection) async throws -> R) async throws -> R {
+    /// - Parameters:
+    ///   - key: In a cluster, required: see the synchronous `withConnection(routedBy:_:)`.
+    ///   - body: Runs with the connection, which no other caller uses meanwhile.
+    public func withConnection<R>(routedBy key: String? = nil, _ body: sending (RedisDedicatedConnection) async throws -> R) async throws -> R {
         let pool: EnginePool
         if let cluster {
             guard let key else {
@@ -235,7 +236,7 @@ extension RedisClient {
     }
 }
 
-/// A connection one caller holds, inside ``RedisClient/withConnection(_:)-(((RedisDedicatedConnection)async throws->R))``:
+/// A connection one caller holds, inside `RedisClient/withConnection(_:)-(((RedisDedicatedConnection)async throws->R))`:
 /// for transactions, `WATCH` and blocking commands. Use it only inside the
 /// closure it was given to.
 public struct RedisDedicatedConnection {

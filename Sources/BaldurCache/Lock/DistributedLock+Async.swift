@@ -135,7 +135,7 @@ extension DistributedLock {
     /// - Throws: ``RedisError/Code/lockNotAcquired`` when the lock could not
     ///   be had within `blockingTimeout`; whatever `body` throws; and
     ///   ``RedisError/Code/lockNotOwned`` when the lock was lost before the release.
-    public func withLock<R>(autoRenew: Bool = false, _ body: () async throws -> R) async throws -> R {
+    public func withLock<R>(autoRenew: Bool = false, _ body: sending () async throws -> R) async throws -> R {
         guard try await acquire() else { throw notAcquired() }
         if autoRenew {
             do { try startAutoRenewal() } catch {
