@@ -30,6 +30,14 @@ redis_port=$(free_port)
 start_redis smoke --port "$redis_port"
 redis_pid=${BALDUR_PIDS[-1]}
 
+# The README's example is compiled as the example package's ReadmeExample target: it must be the same code.
+python3 - <<'PY' || fail "README.md's example and Examples/OrdersService/Sources/ReadmeExample differ"
+import re, sys
+readme = re.search(r"## Example\n\n```swift\n(.*?)```", open("README.md").read(), re.S).group(1)
+compiled = open("Examples/OrdersService/Sources/ReadmeExample/ReadmeExample.swift").read().split("\n", 2)[2]
+sys.exit(0 if readme == compiled else 1)
+PY
+
 log "building Examples/OrdersService"
 swift build --package-path Examples/OrdersService >"$BALDUR_TMP/build.log" 2>&1 || { cat "$BALDUR_TMP/build.log" >&2; fail "the example did not build"; }
 if grep -E "warning:" "$BALDUR_TMP/build.log" | grep -v "unhandled; explicitly declare" | grep -q "BaldurCache\|OrdersService"; then

@@ -24,6 +24,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The README's example, compiled so that it stays true.
+        .executableTarget(
+            name: "ReadmeExample",
+            dependencies: [.product(name: "BaldurCache", package: "BaldurCache")]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -658,7 +658,9 @@ func ratio(_ ours: [Double], _ baselines: [Double]?, divisor: Double = 1) -> Str
     guard let baselines, baselines.count == ours.count, !ours.isEmpty else { return "-" }
     let ratios = zip(ours, baselines).compactMap { mine, base in base > 0 ? mine / divisor / base : nil }
     guard ratios.count == ours.count else { return "-" }
-    return String(format: "%.2fx", median(ratios))
+    // The median, and the range over the rounds (each round's ratio is of the same round's rates).
+    guard ratios.count > 1, let low = ratios.min(), let high = ratios.max() else { return String(format: "%.2fx", median(ratios)) }
+    return String(format: "%.2fx (%.2f-%.2f)", median(ratios), low, high)
 }
 
 func cpu(_ samples: [Sample]?) -> String {

@@ -26,6 +26,7 @@ extension CacheProvider {
     ///
     /// - Parameters:
     ///   - key: The cache key.
+    ///   - type: The value's type (inferred when the context names it).
     ///   - ttl: The TTL of a computed value (`nil`: the provider's default).
     ///   - lockTimeout: How long the winner's lock lives, bounding how long a crashed winner blocks takeover.
     ///   - waitTimeout: How long a loser waits for the winner's value before computing it itself.

@@ -159,40 +159,40 @@ extension CacheProvider {
     /// Stores `value` if `key` is absent, without a TTL (`SET key json NX`).
     public func setnx<T: Encodable>(_ key: String, _ value: T) throws(RedisError) -> Bool { try setnx(key, value, ttl: nil) }
 
-    /// ``casDictField(_:field:expected:newValue:ttl:)`` without a TTL.
+    /// `casDictField(_:field:expected:newValue:ttl:)` without a TTL.
     public func casDictField<T: Encodable>(_ key: String, field: String, expected: JSONValue, newValue: T) throws(RedisError) -> Bool {
         try casDictField(key, field: field, expected: expected, newValue: newValue, ttl: nil)
     }
 
-    /// ``casTakeover(_:newRecord:staleBefore:ttl:)`` without a TTL.
+    /// `casTakeover(_:newRecord:staleBefore:ttl:)` without a TTL.
     public func casTakeover<T: Encodable>(_ key: String, newRecord: T, staleBefore: Double) throws(RedisError) -> Bool {
         try casTakeover(key, newRecord: newRecord, staleBefore: staleBefore, ttl: nil)
     }
 
-    /// ``mget(_:as:)`` as ``JSONValue``s.
+    /// `mget(_:as:)` as ``JSONValue``s.
     public func mget(_ keys: [String]) throws(RedisError) -> [String: JSONValue] { try mget(keys, as: JSONValue.self) }
 
-    /// ``mset(_:ttl:)`` without a TTL.
+    /// `mset(_:ttl:)` without a TTL.
     public func mset<T: Encodable>(_ values: [String: T]) throws(RedisError) { try mset(values, ttl: nil) }
 
-    /// ``hget(_:field:as:)`` as a ``JSONValue``.
+    /// `hget(_:field:as:)` as a ``JSONValue``.
     public func hget(_ name: String, field: String) throws(RedisError) -> JSONValue? { try hget(name, field: field, as: JSONValue.self) }
 
-    /// ``hgetall(_:as:)`` as ``JSONValue``s.
+    /// `hgetall(_:as:)` as ``JSONValue``s.
     public func hgetall(_ name: String) throws(RedisError) -> [String: JSONValue] { try hgetall(name, as: JSONValue.self) }
 
-    /// ``pushLimit(_:_:maxLength:ttl:)`` without a TTL.
+    /// `pushLimit(_:_:maxLength:ttl:)` without a TTL.
     @discardableResult
     public func pushLimit<T: Encodable>(_ key: String, _ value: T, maxLength: Int) throws(RedisError) -> Int {
         try pushLimit(key, value, maxLength: maxLength, ttl: nil)
     }
 
-    /// ``listRange(_:start:end:as:)`` as ``JSONValue``s.
+    /// `listRange(_:start:end:as:)` as ``JSONValue``s.
     public func listRange(_ key: String, start: Int = 0, end: Int = -1) throws(RedisError) -> [JSONValue] {
         try listRange(key, start: start, end: end, as: JSONValue.self)
     }
 
-    /// Same as ``healthCheck()`` (the reference's `ping`).
+    /// Same as `healthCheck()` (the reference's `ping`).
     public func ping() -> Bool { healthCheck() }
 
     /// Every key, without the prefix.

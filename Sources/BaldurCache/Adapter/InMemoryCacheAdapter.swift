@@ -16,7 +16,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
     public let providerName = "memory"
     /// How keys become storage keys.
     public let keyPrefix: KeyPrefix
-    /// The TTL ``set(_:_:ttl:)`` uses when given none.
+    /// The TTL `set(_:_:ttl:)` uses when given none.
     public let defaultTTL: Duration?
 
     private let state = PlainMutex(State())

@@ -24,7 +24,7 @@ public final class RedisCacheAdapter: CacheProvider {
     public let rawClient: RedisClient
     /// How keys become storage keys.
     public let keyPrefix: KeyPrefix
-    /// The TTL ``set(_:_:ttl:)`` uses when given none.
+    /// The TTL `set(_:_:ttl:)` uses when given none.
     public let defaultTTL: Duration?
     let logger: Logger
     /// Values read, kept in memory until Redis says they changed (see ``NearCacheConfiguration``).

@@ -28,8 +28,8 @@ import Logging
 /// A connection returns to the pool only with no reply left unread and its
 /// session as configured; one left in `MULTI`/`WATCH`, on another database
 /// or subscribed is discarded. `SUBSCRIBE`, `PSUBSCRIBE`, `SSUBSCRIBE` and
-/// `MONITOR` cannot go through ``send(_:)-([RedisArgument])`` or
-/// ``pipeline(_:)``: use a ``RedisConnection`` of your own and
+/// `MONITOR` cannot go through `send(_:)` or
+/// `pipeline(_:)`: use a ``RedisConnection`` of your own and
 /// ``RedisConnection/receive()``.
 public final class RedisClient: Sendable {
     /// The configuration this client was made with.
@@ -92,7 +92,7 @@ public final class RedisClient: Sendable {
         try sendAllowingErrorReply(arguments).throwingServerError()
     }
 
-    /// Sends one command and returns its reply (variadic form of ``send(_:)-([RedisArgument])``).
+    /// Sends one command and returns its reply (variadic form of `send(_:)`).
     @discardableResult
     public func send(_ arguments: RedisArgument...) throws(RedisError) -> RedisReply {
         try send(arguments)
@@ -180,11 +180,13 @@ public final class RedisClient: Sendable {
     /// }
     /// ```
     ///
-    /// - Parameter key: In a cluster, required: the connection goes to the
-    ///   master of this key's slot, and every key the commands touch must be
-    ///   in that slot (else the server answers `CROSSSLOT` or `MOVED`). Use
-    ///   a hash tag (`{user:7}:a`, `{user:7}:b`) to keep keys in one slot.
-    ///   Ignored on a single server.
+    /// - Parameters:
+    ///   - key: In a cluster, required: the connection goes to the
+    ///     master of this key's slot, and every key the commands touch must be
+    ///     in that slot (else the server answers `CROSSSLOT` or `MOVED`). Use
+    ///     a hash tag (`{user:7}:a`, `{user:7}:b`) to keep keys in one slot.
+    ///     Ignored on a single server.
+    ///   - body: Runs with the connection, which no other caller uses meanwhile.
     /// - Throws: ``RedisError/Code/invalidArgument`` in a cluster without `key`.
     public func withConnection<R>(routedBy key: String? = nil, _ body: (RedisConnection) throws -> R) throws -> R {
         try connectionPool(routedBy: key).withConnection(body)

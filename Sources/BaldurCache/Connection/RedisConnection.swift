@@ -13,7 +13,7 @@ import Darwin
 /// an error whose ``RedisError/isConnectionFatal`` is `true` (I/O error,
 /// EOF, protocol error, read or write timeout) the connection is broken for
 /// good: hiredis may have half a reply buffered, so it is reset (unsent bytes
-/// dropped, see ``close(resetting:)``), every later call throws
+/// dropped, see `close(resetting:)`), every later call throws
 /// ``RedisError/Code/closed`` and the pool discards it.
 ///
 /// ```swift
@@ -224,7 +224,7 @@ public final class RedisConnection: @unchecked Sendable {
     }
 
     /// Sends one command and waits for its reply: the command is written in
-    /// RESP by ``RESPEncoding`` (the bytes `redisCommandArgv` would format),
+    /// RESP by `RESPEncoding` (the bytes `redisCommandArgv` would format),
     /// queued with `redisAppendFormattedCommand`, and read back with
     /// `redisGetReply`.
     ///

@@ -1,7 +1,7 @@
 /// A reply from Redis (RESP2), copied out of hiredis into Swift values.
 ///
 /// Error replies inside arrays and pipelines stay values (`.error`); a
-/// top-level error reply to ``RedisClient/send(_:)`` is thrown as a
+/// top-level error reply to `RedisClient/send(_:)` is thrown as a
 /// ``RedisError`` with code ``RedisError/Code/server`` instead.
 public enum RedisReply: Sendable, Hashable {
     /// A bulk string: arbitrary bytes, binary-safe.
