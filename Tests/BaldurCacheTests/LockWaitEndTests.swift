@@ -47,29 +47,26 @@ struct LockWaitEndTests {
         #expect(outcome.hasPrefix("lockNotAcquired") && outcome.contains("shutting down"), "\(outcome)")
     }
 
-    @Test("a lock wait with no limit ends with the connection error once the server has been unreachable for lockOutageLimit", .timeLimit(.minutes(1)), arguments: Mode.allCases)
-    func unreachableServerEndsAWaitWithoutLimit(mode: Mode) async throws {
+    /// What ends a wait on a server that cannot be reached.
+    enum OutageEnd: String, CaseIterable, Sendable, CustomTestStringConvertible {
+        /// No wait limit: `lockOutageLimit` (1 s here) ends it.
+        case outageLimit
+        /// A `blockingTimeout` (0.5 s) that runs out first.
+        case blockingTimeout
+        var testDescription: String { rawValue }
+    }
+
+    @Test(
+        "a lock wait on an unreachable server ends with the connection error, not 'not acquired' and not never: without a limit once lockOutageLimit passes, with one when it runs out",
+        .timeLimit(.minutes(1)), arguments: Mode.allCases, OutageEnd.allCases
+    )
+    func unreachableServerEndsAWait(mode: Mode, end: OutageEnd) async throws {
         var configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: try freeLoopbackPort()))
         configuration.lockOutageLimit = .seconds(1)
         configuration.connectTimeout = .milliseconds(200)
         let cache = try RedisCacheAdapter(client: RedisClient(configuration: configuration), keyPrefix: "bctest:")
         defer { cache.close() }
-        let lock = cache.getLock("job", timeout: .seconds(30))
-        let failure: RedisError?
-        switch mode {
-        case .sync: failure = #expect(throws: RedisError.self) { try blockingAcquire(lock) }
-        case .async: failure = await #expect(throws: RedisError.self) { try await lock.acquire() }
-        }
-        #expect(failure?.code == .connectionRefused, "\(String(describing: failure))")
-    }
-
-    @Test("a wait whose blockingTimeout runs out while the server is unreachable throws the connection error, not 'not acquired'", .timeLimit(.minutes(1)), arguments: Mode.allCases)
-    func waitEndingInAnOutageThrowsTheError(mode: Mode) async throws {
-        var configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: try freeLoopbackPort()))
-        configuration.connectTimeout = .milliseconds(200)
-        let cache = try RedisCacheAdapter(client: RedisClient(configuration: configuration), keyPrefix: "bctest:")
-        defer { cache.close() }
-        let lock = cache.getLock("job", timeout: .seconds(30), blockingTimeout: .milliseconds(500))
+        let lock = cache.getLock("job", timeout: .seconds(30), blockingTimeout: end == .blockingTimeout ? .milliseconds(500) : nil)
         let failure: RedisError?
         switch mode {
         case .sync: failure = #expect(throws: RedisError.self) { try blockingAcquire(lock) }

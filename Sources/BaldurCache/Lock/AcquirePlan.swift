@@ -14,11 +14,14 @@
 ///   or once the wait's deadline passed: a wait never reports "not
 ///   acquired" for a server it could not reach, and never waits forever for one.
 struct AcquirePlan {
-    enum Step: Equatable {
+    enum Step {
         case attempt(afterDoubt: Bool)
         case waitForRelease(Duration)
         case sleep(Duration)
+        /// The wait is over: not acquired.
         case giveUp
+        /// The wait is over while Redis could not be reached: this error is the answer.
+        case fail(RedisError)
     }
 
     let blocking: Bool
@@ -29,7 +32,7 @@ struct AcquirePlan {
     private var failingSince: ContinuousClock.Instant?
     /// The last failure, while no answer from Redis has come since: a wait
     /// that ends then ends with it, not with "not acquired".
-    private(set) var lastFailure: RedisError?
+    private var lastFailure: RedisError?
     private var backoff = Backoff()
     private var inDoubt = false
     private var attempted = false
@@ -45,7 +48,7 @@ struct AcquirePlan {
 
     /// The next attempt, or `giveUp` once the wait is over.
     mutating func next() -> Step {
-        if attempted, let deadline, ContinuousClock.now >= deadline { return .giveUp }
+        if attempted, let deadline, ContinuousClock.now >= deadline { return lastFailure.map(Step.fail) ?? .giveUp }
         attempted = true
         defer { inDoubt = false }
         return .attempt(afterDoubt: inDoubt)

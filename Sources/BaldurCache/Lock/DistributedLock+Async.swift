@@ -56,9 +56,9 @@ extension DistributedLock {
                 try await endingAtShutdown { try await Task.sleep(for: delay) }
                 step = plan.next()
             case .giveUp:
-                // Ended while Redis could not be reached: that is the answer, not "not acquired".
-                if let failure = plan.lastFailure { throw failure }
                 return nil
+            case .fail(let error):
+                throw error
             }
         }
     }

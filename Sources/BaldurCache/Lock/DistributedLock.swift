@@ -193,9 +193,9 @@ public final class DistributedLock: Sendable {
                 Thread.sleep(forTimeInterval: Double(delay.nanoseconds) / 1e9)
                 step = plan.next()
             case .giveUp:
-                // Ended while Redis could not be reached: that is the answer, not "not acquired".
-                if let failure = plan.lastFailure { throw failure }
                 return nil
+            case .fail(let error):
+                throw error
             }
         }
     }
