@@ -97,16 +97,20 @@ struct Delete: ParsableCommand {
 
 struct TTL: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Print the seconds KEY has left (TTL), null when it never expires. Exit 1 when it does not exist.")
+        abstract: "Print the seconds KEY has left (PTTL, to the millisecond), null when it never expires. Exit 1 when it does not exist.")
 
     @OptionGroup var connection: ConnectionOptions
     @Argument(help: "The key, without the prefix.") var key: String
 
     func run() throws {
         try runReportingErrors {
-            let seconds = try connection.makeCache().ttl(key)
-            if seconds == -2 { throw CLIError("key '\(key)' does not exist", status: ExitStatus.notFound) }
-            try printJSON(seconds.map { .int(Int64($0)) } ?? .null)
+            switch try connection.makeCache().lifetime(of: key) {
+            case .missing: throw CLIError("key '\(key)' does not exist", status: ExitStatus.notFound)
+            case .persistent: try printJSON(.null)
+            case .expires(let left):
+                let (seconds, attoseconds) = left.components
+                try printJSON(.double(Double(seconds) + Double(attoseconds / 1_000_000_000_000_000) / 1000))
+            }
         }
     }
 }

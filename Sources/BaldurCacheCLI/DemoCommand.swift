@@ -26,7 +26,7 @@ struct Demo: ParsableCommand {
             say("  set \(run)order = \(try order.jsonString()) with ttl 3s")
             say("  get -> \(try cache.get(run + "order")?.jsonString() ?? "nil")")
             for _ in 0..<2 {
-                say("  ttl -> \(try cache.ttl(run + "order").map(String.init) ?? "none") s")
+                say("  lifetime -> \(try cache.lifetime(of: run + "order"))")
                 progress("waiting 1.5 s for the TTL to tick")
                 Thread.sleep(forTimeInterval: 1.5)
             }

@@ -138,20 +138,22 @@ struct CacheContractTests {
         }
     }
 
-    @Test("TTLs: set, defaultTTL, expire and ttl tell no-expiry from missing", arguments: Provider.allCases, Mode.allCases)
+    @Test("TTLs: set, defaultTTL, expire; lifetime(of:) tells no-expiry from missing, to the millisecond", arguments: Provider.allCases, Mode.allCases)
     func ttls(provider: Provider, mode: Mode) async throws {
         try await withProvider(provider, mode, defaultTTL: .seconds(100)) { cache async throws in
             try await cache.set("default", 1)
-            #expect((90...100).contains(try await cache.ttl("default") ?? -1))
+            #expect((90...100).contains(try await seconds(cache.lifetime(of: "default"))))
             try await cache.set("explicit", 1, ttl: .seconds(30))
-            #expect((25...30).contains(try await cache.ttl("explicit") ?? -1))
+            #expect((25...30).contains(try await seconds(cache.lifetime(of: "explicit"))))
             try await cache.set("fractional", 1, ttl: .milliseconds(1500))
-            #expect((1...2).contains(try await cache.ttl("fractional") ?? -1))
-            #expect(try await cache.ttl("missing") == -2)
+            // To the millisecond: TTL would have rounded 1.5 s to 1 or 2.
+            let fractional = try #require(try await cache.lifetime(of: "fractional").timeToLive)
+            #expect(fractional > .milliseconds(1000) && fractional <= .milliseconds(1500), "\(fractional)")
+            #expect(try await cache.lifetime(of: "missing") == .missing)
             #expect(try await cache.incr("persistent") == 1)
-            #expect(try await cache.ttl("persistent") == nil)
+            #expect(try await cache.lifetime(of: "persistent") == .persistent)
             #expect(try await cache.expire("persistent", ttl: .seconds(60)))
-            #expect((55...60).contains(try await cache.ttl("persistent") ?? -1))
+            #expect((55...60).contains(try await seconds(cache.lifetime(of: "persistent"))))
             #expect(try await !cache.expire("missing", ttl: .seconds(60)))
         }
     }
@@ -165,7 +167,7 @@ struct CacheContractTests {
             #expect(try await cache.exists("short"))
             try await Task.sleep(for: .milliseconds(2300))
             #expect(try await cache.get("short") == nil)
-            #expect(try await cache.ttl("short") == -2)
+            #expect(try await cache.lifetime(of: "short") == .missing)
         }
     }
 
@@ -191,9 +193,9 @@ struct CacheContractTests {
             #expect(try await cache.setnx("claim", ["owner": "a"] as JSONValue, ttl: .seconds(20)))
             #expect(try await !cache.setnx("claim", ["owner": "b"] as JSONValue, ttl: .seconds(20)))
             #expect(try await cache.get("claim")?["owner"] == "a")
-            #expect((15...20).contains(try await cache.ttl("claim") ?? -1))
+            #expect((15...20).contains(try await seconds(cache.lifetime(of: "claim"))))
             #expect(try await cache.setnx("forever", 1))
-            #expect(try await cache.ttl("forever") == nil)
+            #expect(try await cache.lifetime(of: "forever") == .persistent)
         }
     }
 
@@ -230,9 +232,9 @@ struct CacheContractTests {
             #expect(error?.code == .invalidArgument)
             try await cache.set("rec", ["s": "a"] as JSONValue)
             #expect(try await cache.casDictField("rec", field: "s", expected: "a", newValue: ["s": "b"] as JSONValue, ttl: .seconds(40)))
-            #expect((35...40).contains(try await cache.ttl("rec") ?? -1))
+            #expect((35...40).contains(try await seconds(cache.lifetime(of: "rec"))))
             #expect(try await cache.casDictField("rec", field: "s", expected: "b", newValue: ["s": "c"] as JSONValue))
-            #expect(try await cache.ttl("rec") == nil)
+            #expect(try await cache.lifetime(of: "rec") == .persistent)
         }
     }
 
@@ -243,7 +245,7 @@ struct CacheContractTests {
             let claim: JSONValue = ["status": "executing", "started_at": .double(now)]
             try await cache.set("failed", ["status": "failed"] as JSONValue)
             #expect(try await cache.casTakeover("failed", newRecord: claim, staleBefore: now - 60, ttl: .seconds(30)))
-            #expect((25...30).contains(try await cache.ttl("failed") ?? -1))
+            #expect((25...30).contains(try await seconds(cache.lifetime(of: "failed"))))
             try await cache.set("stale", ["status": "executing", "started_at": .double(now - 120)] as JSONValue)
             #expect(try await cache.casTakeover("stale", newRecord: claim, staleBefore: now - 60))
             // The fresh claim is not stale: a second taker loses.
@@ -264,8 +266,8 @@ struct CacheContractTests {
             try await cache.mset(["a": 1, "b": 2] as [String: JSONValue])
             try await cache.mset(["c": "three"] as [String: JSONValue], ttl: .seconds(50))
             #expect(try await cache.mget(["a", "b", "c", "missing"]) == ["a": 1, "b": 2, "c": "three"])
-            #expect(try await cache.ttl("a") == nil)
-            #expect((45...50).contains(try await cache.ttl("c") ?? -1))
+            #expect(try await cache.lifetime(of: "a") == .persistent)
+            #expect((45...50).contains(try await seconds(cache.lifetime(of: "c"))))
             #expect(try await cache.mget([]) == [:])
             try await cache.mset([String: JSONValue]())
             #expect(try await cache.mdelete([]) == 0)
@@ -301,7 +303,7 @@ struct CacheContractTests {
             #expect(try await cache.listRange("events", start: -2, end: -1) == [["i": 4], ["i": 5]])
             #expect(try await cache.listRange("events", start: 5, end: 10) == [])
             #expect(try await cache.listRange("missing") == [])
-            #expect((55...60).contains(try await cache.ttl("events") ?? -1))
+            #expect((55...60).contains(try await seconds(cache.lifetime(of: "events"))))
             for bad in [0, -1] {
                 let error = await #expect(throws: RedisError.self) { try await cache.pushLimit("events", 1, maxLength: bad) }
                 #expect(error?.code == .invalidArgument)
@@ -370,9 +372,9 @@ struct CacheContractTests {
             #expect(notOwned?.code == .lockNotOwned)
             await #expect(throws: RedisError.self) { try await second.extend(by: .seconds(5)) }
             try await first.extend(to: .seconds(30))
-            #expect((25...30).contains(try await cache.ttl("job") ?? -1))
+            #expect((25...30).contains(try await seconds(cache.lifetime(of: "job"))))
             try await first.extend(by: .seconds(30))
-            #expect((55...60).contains(try await cache.ttl("job") ?? -1))
+            #expect((55...60).contains(try await seconds(cache.lifetime(of: "job"))))
             try await first.release()
             #expect(try await !first.locked())
             await #expect(throws: RedisError.self) { try await first.release() }
@@ -554,3 +556,10 @@ struct AsyncRedlockTests {
 }
 
 final class Counter: Sendable { let value = Atomic<Int>(0) }
+
+/// The seconds a lifetime has left, rounded to the nearest as `TTL` rounds;
+/// -1 for a missing or persistent key, so a range check fails on them.
+func seconds(_ lifetime: KeyLifetime) -> Int {
+    guard let left = lifetime.timeToLive else { return -1 }
+    return Int((left / .milliseconds(1)).rounded() / 1000 + 0.5)
+}

@@ -50,7 +50,7 @@ struct RedisAdapterTests {
         try cache.mset(records, ttl: .seconds(60))
         let read = try cache.mget(Array(records.keys), as: JSONValue.self)
         #expect(read == records)
-        #expect(try cache.ttl("k599").map { $0 > 0 && $0 <= 60 } == true)
+        #expect(try cache.lifetime(of: "k599").timeToLive.map { $0 > .zero && $0 <= .seconds(60) } == true)
 
         var bad = records.mapValues { _ in JSONValue.int(0) }.reduce(into: [String: JSONValue]()) { result, entry in
             result["bad:" + entry.key] = entry.value

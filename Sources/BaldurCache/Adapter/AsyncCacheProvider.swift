@@ -39,8 +39,9 @@ public protocol AsyncCacheProvider: CacheLockProvider {
     /// Sets the time to live (`EXPIRE`/`PEXPIRE`); `true` when the key exists.
     @discardableResult
     func expire(_ key: String, ttl: Duration) async throws -> Bool
-    /// Seconds left (`TTL`): `nil` without expiry, `-2` when missing.
-    func ttl(_ key: String) async throws -> Int?
+    /// How long `key` has left (`PTTL`): ``KeyLifetime/missing``,
+    /// ``KeyLifetime/persistent``, or the time to the millisecond.
+    func lifetime(of key: String) async throws -> KeyLifetime
     /// Stores `value` iff `key` is absent (`SET key json NX [EX|PX]`).
     func setnx<T: Encodable>(_ key: String, _ value: T, ttl: Duration?) async throws -> Bool
     /// Compare-and-set on one field of a JSON record (one `EVALSHA`).
@@ -83,6 +84,11 @@ public protocol AsyncCacheProvider: CacheLockProvider {
 }
 
 extension AsyncCacheProvider {
+    /// Seconds left for `key` (`PTTL`, rounded to the second as `TTL`
+    /// rounds): `nil` when it has no expiry, `-2` when it does not exist.
+    @available(*, deprecated, message: "use lifetime(of:), which tells a missing key from a persistent one and keeps the milliseconds")
+    public func ttl(_ key: String) async throws -> Int? { try await lifetime(of: key).legacySeconds }
+
     /// Reads `key` as a ``JSONValue`` (`GET`).
     public func get(_ key: String) async throws -> JSONValue? { try await get(key, as: JSONValue.self) }
 

@@ -51,8 +51,9 @@ public protocol CacheProvider: CacheLockProvider {
     @discardableResult
     func expire(_ key: String, ttl: Duration) throws(RedisError) -> Bool
 
-    /// Seconds left for `key` (`TTL`): `nil` when it has no expiry, `-2` when it does not exist.
-    func ttl(_ key: String) throws(RedisError) -> Int?
+    /// How long `key` has left (`PTTL`): ``KeyLifetime/missing``,
+    /// ``KeyLifetime/persistent``, or the time to the millisecond.
+    func lifetime(of key: String) throws(RedisError) -> KeyLifetime
 
     /// Stores `value` only if `key` does not exist, with the TTL in the same
     /// atomic command (`SET key json NX [EX|PX ttl]`). `true` when stored.
@@ -142,6 +143,11 @@ public protocol CacheProvider: CacheLockProvider {
 }
 
 extension CacheProvider {
+    /// Seconds left for `key` (`PTTL`, rounded to the second as `TTL`
+    /// rounds): `nil` when it has no expiry, `-2` when it does not exist.
+    @available(*, deprecated, message: "use lifetime(of:), which tells a missing key from a persistent one and keeps the milliseconds")
+    public func ttl(_ key: String) throws(RedisError) -> Int? { try lifetime(of: key).legacySeconds }
+
     /// Reads `key` as a ``JSONValue`` (`GET`).
     public func get(_ key: String) throws(RedisError) -> JSONValue? { try get(key, as: JSONValue.self) }
 

@@ -41,9 +41,9 @@ extension InMemoryCacheAdapter: AsyncCacheProvider {
         try syncCall { () throws(RedisError) in try expire(key, ttl: ttl) }
     }
 
-    /// The in-memory `ttl`.
-    public func ttl(_ key: String) async throws -> Int? {
-        try syncCall { () throws(RedisError) in try ttl(key) }
+    /// The in-memory `lifetime(of:)`.
+    public func lifetime(of key: String) async throws -> KeyLifetime {
+        try syncCall { () throws(RedisError) in try lifetime(of: key) }
     }
 
     /// The in-memory `setnx`.

@@ -119,14 +119,14 @@ public final class InMemoryCacheAdapter: CacheProvider {
         }
     }
 
-    /// The in-memory `ttl`, with the Redis adapter's semantics (see ``CacheProvider``).
-    public func ttl(_ key: String) throws(RedisError) -> Int? {
+    /// The in-memory `lifetime(of:)`, with the Redis adapter's semantics
+    /// (see ``CacheProvider``): milliseconds, rounded up as `PTTL` rounds.
+    public func lifetime(of key: String) throws(RedisError) -> KeyLifetime {
         let full = storageKey(key)
         return try withEntries { entries in
-            guard let entry = Self.live(&entries, full) else { return -2 }
-            guard let expiresAt = entry.expiresAt else { return nil }
-            // Redis rounds the remaining milliseconds to the nearest second.
-            return Int((ContinuousClock.now.duration(to: expiresAt).wholeMillisecondsRoundedUp + 500) / 1000)
+            guard let entry = Self.live(&entries, full) else { return .missing }
+            guard let expiresAt = entry.expiresAt else { return .persistent }
+            return .expires(in: .milliseconds(ContinuousClock.now.duration(to: expiresAt).wholeMillisecondsRoundedUp))
         }
     }
 

@@ -56,9 +56,9 @@ extension RedisCacheAdapter: AsyncCacheProvider {
         try await run("expire", key) { () throws(RedisError) in try expireCall(key, ttl: ttl) }
     }
 
-    /// Seconds left (`TTL`): `nil` without expiry, `-2` when missing.
-    public func ttl(_ key: String) async throws -> Int? {
-        try await run("ttl", key) { () throws(RedisError) in ttlCall(key) }
+    /// How long `key` has left (`PTTL`).
+    public func lifetime(of key: String) async throws -> KeyLifetime {
+        try await run("lifetime", key) { () throws(RedisError) in lifetimeCall(key) }
     }
 
     /// Stores `value` iff `key` is absent, TTL included, atomically (`SET key json NX [EX|PX]`).

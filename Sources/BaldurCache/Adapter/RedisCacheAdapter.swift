@@ -199,15 +199,14 @@ public final class RedisCacheAdapter: CacheProvider {
         return CacheCall(.command([command, storageKey(key), arguments[1]])) { reply throws(RedisError) in try reply.expectInteger("EXPIRE") == 1 }
     }
 
-    /// Seconds left (`TTL`): `nil` without expiry, `-2` when missing.
-    public func ttl(_ key: String) throws(RedisError) -> Int? {
-        try run("ttl", key) { () throws(RedisError) in ttlCall(key) }
+    /// How long `key` has left (`PTTL`).
+    public func lifetime(of key: String) throws(RedisError) -> KeyLifetime {
+        try run("lifetime", key) { () throws(RedisError) in lifetimeCall(key) }
     }
 
-    func ttlCall(_ key: String) -> CacheCall<Int?> {
-        CacheCall(.command(["TTL", storageKey(key)])) { reply throws(RedisError) in
-            let seconds = try reply.expectInteger("TTL")
-            return seconds == -1 ? nil : Int(seconds)
+    func lifetimeCall(_ key: String) -> CacheCall<KeyLifetime> {
+        CacheCall(.command(["PTTL", storageKey(key)])) { reply throws(RedisError) in
+            KeyLifetime(pttl: try reply.expectInteger("PTTL"))
         }
     }
 

@@ -15,7 +15,7 @@ final class SyncDriver: AsyncCacheProvider {
     func incr(_ key: String, by amount: Int64) async throws -> Int64 { try base.incr(key, by: amount) }
     func decr(_ key: String, by amount: Int64) async throws -> Int64 { try base.decr(key, by: amount) }
     func expire(_ key: String, ttl: Duration) async throws -> Bool { try base.expire(key, ttl: ttl) }
-    func ttl(_ key: String) async throws -> Int? { try base.ttl(key) }
+    func lifetime(of key: String) async throws -> KeyLifetime { try base.lifetime(of: key) }
     func setnx<T: Encodable>(_ key: String, _ value: T, ttl: Duration?) async throws -> Bool { try base.setnx(key, value, ttl: ttl) }
     func casDictField<T: Encodable>(_ key: String, field: String, expected: JSONValue, newValue: T, ttl: Duration?) async throws -> Bool {
         try base.casDictField(key, field: field, expected: expected, newValue: newValue, ttl: ttl)
