@@ -18,6 +18,8 @@ public final class InMemoryCacheAdapter: CacheProvider {
     public let keyPrefix: KeyPrefix
     /// The TTL `set(_:_:ttl:)` uses when given none.
     public let defaultTTL: Duration?
+    /// How `Codable` values other than ``JSONValue`` are encoded and decoded.
+    public let jsonCoders: JSONCoders
 
     private let state = PlainMutex(State())
 
@@ -45,10 +47,13 @@ public final class InMemoryCacheAdapter: CacheProvider {
     /// - Parameters:
     ///   - keyPrefix: `nil` dynamic, `""` none, anything else literal (see ``KeyPrefix``).
     ///   - defaultTTL: The TTL of `set` calls that pass none.
-    public init(keyPrefix: String? = nil, defaultTTL: Duration? = nil) throws(RedisError) {
+    ///   - jsonCoders: The `JSONEncoder` and `JSONDecoder` for `Codable` values
+    ///     other than ``JSONValue``, as ``RedisCacheAdapter`` takes them.
+    public init(keyPrefix: String? = nil, defaultTTL: Duration? = nil, jsonCoders: JSONCoders = .baldur) throws(RedisError) {
         if let defaultTTL { _ = try CacheArguments.validTTL(defaultTTL) }
         self.keyPrefix = KeyPrefix(keyPrefix)
         self.defaultTTL = defaultTTL
+        self.jsonCoders = jsonCoders
     }
 
     // MARK: - Values
@@ -56,12 +61,12 @@ public final class InMemoryCacheAdapter: CacheProvider {
     /// The in-memory `get`, with the Redis adapter's semantics (see ``CacheProvider``).
     public func get<T: Decodable>(_ key: String, as type: T.Type) throws(RedisError) -> T? {
         guard let bytes = try withEntries({ entries throws(RedisError) in try Self.string(&entries, storageKey(key)) }) else { return nil }
-        return try JSONCodec.decode(bytes, as: T.self, key: key)
+        return try jsonCoders.decode(bytes, as: T.self, key: key)
     }
 
     /// The in-memory `set`, with the Redis adapter's semantics (see ``CacheProvider``).
     public func set<T: Encodable>(_ key: String, _ value: T, ttl: Duration?) throws(RedisError) {
-        let bytes = try JSONCodec.encode(value)
+        let bytes = try jsonCoders.encode(value)
         let expiry = try Self.expiry(ttl ?? defaultTTL)
         let full = storageKey(key)
         try withEntries { entries in entries[full] = Entry(value: .string(bytes), expiresAt: expiry) }
@@ -132,7 +137,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
 
     /// The in-memory `setnx`, with the Redis adapter's semantics (see ``CacheProvider``).
     public func setnx<T: Encodable>(_ key: String, _ value: T, ttl: Duration?) throws(RedisError) -> Bool {
-        let bytes = try JSONCodec.encode(value)
+        let bytes = try jsonCoders.encode(value)
         let expiry = try Self.expiry(ttl)
         let full = storageKey(key)
         return try withEntries { entries in
@@ -179,7 +184,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
 
     /// The in-memory `setIfFenced`, with the Redis adapter's semantics (see ``CacheProvider``).
     public func setIfFenced<T: Encodable>(_ key: String, _ value: T, fencingToken: Int64) throws(RedisError) -> Bool {
-        let bytes = try JSONCodec.encode(value)
+        let bytes = try jsonCoders.encode(value)
         let full = storageKey(key)
         return try withEntries { entries throws(RedisError) in
             let seenKey = ClusterSlot.companion(of: full, suffix: ":fence-seen")
@@ -211,7 +216,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
             return found
         }
         var result: [String: T] = [:]
-        for (key, bytes) in found { result[key] = try JSONCodec.decode(bytes, as: T.self, key: key) }
+        for (key, bytes) in found { result[key] = try jsonCoders.decode(bytes, as: T.self, key: key) }
         return result
     }
 
@@ -220,7 +225,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
         let prefix = keyPrefix.resolve()
         let expiry = try Self.expiry(ttl)
         var encoded: [(String, [UInt8])] = []
-        for (key, value) in values { encoded.append((prefix + key, try JSONCodec.encode(value))) }
+        for (key, value) in values { encoded.append((prefix + key, try jsonCoders.encode(value))) }
         try withEntries { entries in
             for (key, bytes) in encoded { entries[key] = Entry(value: .string(bytes), expiresAt: expiry) }
         }
@@ -246,12 +251,12 @@ public final class InMemoryCacheAdapter: CacheProvider {
     public func hget<T: Decodable>(_ name: String, field: String, as type: T.Type) throws(RedisError) -> T? {
         let full = storageKey(name)
         let bytes = try withEntries { entries throws(RedisError) in try Self.hash(&entries, full)?[field] }
-        return try bytes.map { (bytes) throws(RedisError) in try JSONCodec.decode(bytes, as: T.self, key: "\(name)[\(field)]") }
+        return try bytes.map { (bytes) throws(RedisError) in try jsonCoders.decode(bytes, as: T.self, key: "\(name)[\(field)]") }
     }
 
     /// The in-memory `hset`, with the Redis adapter's semantics (see ``CacheProvider``).
     public func hset<T: Encodable>(_ name: String, field: String, _ value: T) throws(RedisError) {
-        let bytes = try JSONCodec.encode(value)
+        let bytes = try jsonCoders.encode(value)
         let full = storageKey(name)
         try withEntries { entries throws(RedisError) in
             var fields = try Self.hash(&entries, full) ?? [:]
@@ -265,7 +270,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
         let full = storageKey(name)
         let fields = try withEntries { entries throws(RedisError) in try Self.hash(&entries, full) ?? [:] }
         var result: [String: T] = [:]
-        for (field, bytes) in fields { result[field] = try JSONCodec.decode(bytes, as: T.self, key: "\(name)[\(field)]") }
+        for (field, bytes) in fields { result[field] = try jsonCoders.decode(bytes, as: T.self, key: "\(name)[\(field)]") }
         return result
     }
 
@@ -274,7 +279,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
     /// The in-memory `pushLimit`, with the Redis adapter's semantics (see ``CacheProvider``).
     @discardableResult
     public func pushLimit<T: Encodable>(_ key: String, _ value: T, maxLength: Int, ttl: Duration?) throws(RedisError) -> Int {
-        let bytes = try JSONCodec.encode(value)
+        let bytes = try jsonCoders.encode(value)
         let maxLength = try CacheArguments.validMaxLength(maxLength)
         let expiry = try Self.expiry(ttl)
         let full = storageKey(key)
@@ -298,7 +303,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
         let last = min(end < 0 ? count + end : end, count - 1)
         guard first <= last, first < count else { return [] }
         var result: [T] = []
-        for index in first...last { result.append(try JSONCodec.decode(items[index], as: T.self, key: "\(key)[\(index)]")) }
+        for index in first...last { result.append(try jsonCoders.decode(items[index], as: T.self, key: "\(key)[\(index)]")) }
         return result
     }
 
@@ -397,7 +402,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
     private func replaceRecord<T: Encodable>(
         _ key: String, with newValue: T, ttl: Duration?, where matches: (JSONValue) -> Bool
     ) throws(RedisError) -> Bool {
-        let bytes = try JSONCodec.encode(newValue)
+        let bytes = try jsonCoders.encode(newValue)
         let ttlMilliseconds = try CacheArguments.ttlMilliseconds(ttl)
         let full = storageKey(key)
         return try withEntries { entries throws(RedisError) in

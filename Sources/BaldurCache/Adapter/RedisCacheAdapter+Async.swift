@@ -7,7 +7,7 @@ extension RedisCacheAdapter: AsyncCacheProvider {
         guard let nearCache else { return try await run("get", key) { () throws(RedisError) in getCall(key, as: type) } }
         let full = NearKey(prefix: keyPrefix.resolve(), key: key)
         switch nearLookup(get: full, in: nearCache) {
-        case .kept(let bytes, let decoded): return try Self.decode(bytes, decoded, key: key, as: type)
+        case .kept(let bytes, let decoded): return try decode(bytes, decoded, key: key, as: type)
         case .fetch(.none):
             // Bypassed (tracking is down) or not keepable: a plain GET, nothing kept.
             defer { nearCache.store.readWithoutKeeping(full) }
@@ -132,7 +132,7 @@ extension RedisCacheAdapter: AsyncCacheProvider {
             var commands: [[RedisArgument]] = []
             commands.reserveCapacity(values.count)
             for (key, value) in values {
-                commands.append(CacheArguments.setCommand(RedisArgument(prefix: prefix, key: key), try JSONCodec.encode(value), expiry: expiry))
+                commands.append(CacheArguments.setCommand(RedisArgument(prefix: prefix, key: key), try jsonCoders.encode(value), expiry: expiry))
             }
             for reply in try await rawClient.pipeline(commands) { try reply.throwingServerError() }
         }

@@ -56,7 +56,7 @@ extension RedisCacheAdapter {
         let bytes = try replies[0].throwingServerError().bytes
         rawClient.telemetry.cacheLookup("get", hits: bytes == nil ? 0 : 1, misses: bytes == nil ? 1 : 0)
         let value: T?
-        do { value = try bytes.map { bytes throws(RedisError) in try JSONCodec.decode(bytes, as: T.self, key: key) } } catch {
+        do { value = try bytes.map { bytes throws(RedisError) in try jsonCoders.decode(bytes, as: T.self, key: key) } } catch {
             near.store.abandon(ticket)
             throw error
         }
@@ -78,7 +78,7 @@ extension RedisCacheAdapter {
         for key in keys {
             switch near.store.lookup(NearKey(prefix: prefix, key: key)) {
             case .hit(.string(let bytes), let decoded):
-                if let value = try Self.decode(bytes, decoded, key: key, as: type) { found[key] = value }
+                if let value = try decode(bytes, decoded, key: key, as: type) { found[key] = value }
             case .hit(.hash, _):
                 missing.append((key, nil))
             case .miss(let ticket):
@@ -100,7 +100,7 @@ extension RedisCacheAdapter {
         do {
             for (index, (key, ticket)) in missing.enumerated() {
                 let bytes = index < replies.count ? replies[index].bytes : nil
-                let value = try bytes.map { bytes throws(RedisError) in try JSONCodec.decode(bytes, as: T.self, key: key) }
+                let value = try bytes.map { bytes throws(RedisError) in try jsonCoders.decode(bytes, as: T.self, key: key) }
                 if ticket == nil { near.store.readWithoutKeeping(NearKey(prefix: prefix, key: key)) }
                 near.store.store(.string(bytes), decoded: value as? JSONValue, expiresIn: Self.lifetime(pipelined[index + 1]), for: ticket)
                 if let value {
@@ -127,7 +127,7 @@ extension RedisCacheAdapter {
     func nearLookup<T: Decodable>(hgetall full: NearKey, name: String, as type: T.Type, in near: NearCache) throws(RedisError) -> NearRead<[String: T]> {
         guard near.tracks(full.prefix) else { return .fetch(nil) }
         switch near.store.lookup(full) {
-        case .hit(.hash(let fields), _): return .answered(try Self.decode(fields, name: name, as: type))
+        case .hit(.hash(let fields), _): return .answered(try decode(fields, name: name, as: type))
         case .hit(.string, _): return .fetch(nil)
         case .miss(let ticket): return .fetch(ticket)
         }
@@ -145,7 +145,7 @@ extension RedisCacheAdapter {
             index += 2
         }
         do {
-            let decoded = try Self.decode(fields, name: name, as: type)
+            let decoded = try decode(fields, name: name, as: type)
             near.store.store(.hash(fields), expiresIn: Self.lifetime(replies[1]), for: ticket)
             return decoded
         } catch {
@@ -158,7 +158,7 @@ extension RedisCacheAdapter {
     @inline(never)
     func nearAnswer<T: Decodable>(hget full: NearKey, name: String, field: String, as type: T.Type, in near: NearCache) throws(RedisError) -> T?? {
         guard near.tracks(full.prefix), case .hit(.hash(let fields), _) = near.store.lookup(full, placeholder: false) else { return nil }
-        return .some(try fields[field].map { bytes throws(RedisError) in try JSONCodec.decode(bytes, as: T.self, key: "\(name)[\(field)]") })
+        return .some(try fields[field].map { bytes throws(RedisError) in try jsonCoders.decode(bytes, as: T.self, key: "\(name)[\(field)]") })
     }
 
     /// `exists` from what is kept; `nil` when nothing is.
@@ -174,15 +174,15 @@ extension RedisCacheAdapter {
 
     // MARK: Decoding
 
-    static func decode<T: Decodable>(_ bytes: [UInt8]?, _ decoded: JSONValue?, key: String, as type: T.Type) throws(RedisError) -> T? {
+    func decode<T: Decodable>(_ bytes: [UInt8]?, _ decoded: JSONValue?, key: String, as type: T.Type) throws(RedisError) -> T? {
         guard let bytes else { return nil }
         if let decoded, let value = decoded as? T { return value }
-        return try JSONCodec.decode(bytes, as: T.self, key: key)
+        return try jsonCoders.decode(bytes, as: T.self, key: key)
     }
 
-    private static func decode<T: Decodable>(_ fields: [String: [UInt8]], name: String, as type: T.Type) throws(RedisError) -> [String: T] {
+    private func decode<T: Decodable>(_ fields: [String: [UInt8]], name: String, as type: T.Type) throws(RedisError) -> [String: T] {
         var result: [String: T] = [:]
-        for (field, bytes) in fields { result[field] = try JSONCodec.decode(bytes, as: T.self, key: "\(name)[\(field)]") }
+        for (field, bytes) in fields { result[field] = try jsonCoders.decode(bytes, as: T.self, key: "\(name)[\(field)]") }
         return result
     }
 }

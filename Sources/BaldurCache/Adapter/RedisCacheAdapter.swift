@@ -26,6 +26,8 @@ public final class RedisCacheAdapter: CacheProvider {
     public let keyPrefix: KeyPrefix
     /// The TTL `set(_:_:ttl:)` uses when given none.
     public let defaultTTL: Duration?
+    /// How `Codable` values other than ``JSONValue`` are encoded and decoded.
+    public let jsonCoders: JSONCoders
     let logger: Logger
     /// Values read, kept in memory until Redis says they changed (see ``NearCacheConfiguration``).
     let nearCache: NearCache?
@@ -48,6 +50,8 @@ public final class RedisCacheAdapter: CacheProvider {
     ///     (an injected `client` keeps its own).
     ///   - nearCache: Keep values read in memory, served until Redis says
     ///     they changed (`CLIENT TRACKING`); off when `nil`. See ``NearCacheConfiguration``.
+    ///   - jsonCoders: The `JSONEncoder` and `JSONDecoder` for `Codable` values
+    ///     other than ``JSONValue`` (which always takes Baldur's own path).
     /// - Throws: ``RedisError/Code/invalidConfiguration`` for a bad URL,
     ///   variable or near-cache bound; ``RedisError/Code/unsupported`` for a
     ///   near cache on Redis Cluster.
@@ -61,7 +65,8 @@ public final class RedisCacheAdapter: CacheProvider {
         retryOnTimeout: Bool? = nil,
         logger: Logger = Logger(label: "BaldurCache"),
         observability: RedisObservability = .global,
-        nearCache: NearCacheConfiguration? = nil
+        nearCache: NearCacheConfiguration? = nil,
+        jsonCoders: JSONCoders = .baldur
     ) throws(RedisError) {
         if let defaultTTL { _ = try CacheArguments.validTTL(defaultTTL) }
         if let client {
@@ -78,6 +83,7 @@ public final class RedisCacheAdapter: CacheProvider {
         let prefix = KeyPrefix(keyPrefix)
         self.keyPrefix = prefix
         self.defaultTTL = defaultTTL
+        self.jsonCoders = jsonCoders
         self.logger = logger
         let client = rawClient
         self.nearCache = try nearCache.map { configuration throws(RedisError) in
@@ -109,7 +115,7 @@ public final class RedisCacheAdapter: CacheProvider {
         guard let nearCache else { return try run("get", key) { () throws(RedisError) in getCall(key, as: type) } }
         let full = NearKey(prefix: keyPrefix.resolve(), key: key)
         switch nearLookup(get: full, in: nearCache) {
-        case .kept(let bytes, let decoded): return try Self.decode(bytes, decoded, key: key, as: type)
+        case .kept(let bytes, let decoded): return try decode(bytes, decoded, key: key, as: type)
         case .fetch(.none):
             // Bypassed (tracking is down) or not keepable: a plain GET, nothing kept.
             defer { nearCache.store.readWithoutKeeping(full) }
@@ -122,13 +128,13 @@ public final class RedisCacheAdapter: CacheProvider {
 
     @inline(__always)
     func getCall<T: Decodable>(_ key: String, as type: T.Type) -> CacheCall<T?> {
-        CacheCall(.command(["GET", storageKey(key)])) { [rawClient] reply throws(RedisError) in
+        CacheCall(.command(["GET", storageKey(key)])) { [rawClient, jsonCoders] reply throws(RedisError) in
             guard case .bulk(let bytes) = reply else {
                 rawClient.telemetry.cacheLookup("get", hits: 0, misses: 1)
                 return nil
             }
             rawClient.telemetry.cacheLookup("get", hits: 1, misses: 0)
-            return try JSONCodec.decode(bytes, as: T.self, key: key)
+            return try jsonCoders.decode(bytes, as: T.self, key: key)
         }
     }
 
@@ -141,7 +147,7 @@ public final class RedisCacheAdapter: CacheProvider {
     @inline(__always)
     func setCall<T: Encodable>(_ key: String, _ value: T, ttl: Duration?) throws(RedisError) -> CacheCall<Void> {
         let expiry = try CacheArguments.ttlArguments(ttl ?? defaultTTL)
-        return CacheCall(.command(CacheArguments.setCommand(storageKey(key), try JSONCodec.encode(value), expiry: expiry))) { _ in }
+        return CacheCall(.command(CacheArguments.setCommand(storageKey(key), try jsonCoders.encode(value), expiry: expiry))) { _ in }
     }
 
     /// Deletes `key` (`DEL`); `true` when it existed.
@@ -218,7 +224,7 @@ public final class RedisCacheAdapter: CacheProvider {
 
     func setnxCall<T: Encodable>(_ key: String, _ value: T, ttl: Duration?) throws(RedisError) -> CacheCall<Bool> {
         let expiry = try CacheArguments.ttlArguments(ttl)
-        let command = CacheArguments.setCommand(storageKey(key), try JSONCodec.encode(value), onlyIfAbsent: true, expiry: expiry)
+        let command = CacheArguments.setCommand(storageKey(key), try jsonCoders.encode(value), onlyIfAbsent: true, expiry: expiry)
         return CacheCall(.command(command)) { reply throws(RedisError) in try reply.throwingServerError() == .status("OK") }
     }
 
@@ -235,9 +241,9 @@ public final class RedisCacheAdapter: CacheProvider {
     func casDictFieldCall<T: Encodable>(
         _ key: String, field: String, expected: JSONValue, newValue: T, ttl: Duration?
     ) throws(RedisError) -> CacheCall<Bool> {
-        let expectedJSON = try JSONCodec.encode(CacheArguments.validExpected(expected))
+        let expectedJSON = try jsonCoders.encode(CacheArguments.validExpected(expected))
         let arguments: [RedisArgument] = [
-            RedisArgument(field), .bytes(expectedJSON), .bytes(try JSONCodec.encode(newValue)), RedisArgument(try CacheArguments.ttlMilliseconds(ttl)),
+            RedisArgument(field), .bytes(expectedJSON), .bytes(try jsonCoders.encode(newValue)), RedisArgument(try CacheArguments.ttlMilliseconds(ttl)),
         ]
         return CacheCall(.script(BaldurScripts.casDictField, keys: [storageKey(key)], arguments: arguments)) { reply throws(RedisError) in
             try reply.expectInteger("casDictField script") == 1
@@ -253,7 +259,7 @@ public final class RedisCacheAdapter: CacheProvider {
 
     func casTakeoverCall<T: Encodable>(_ key: String, newRecord: T, staleBefore: Double, ttl: Duration?) throws(RedisError) -> CacheCall<Bool> {
         let arguments: [RedisArgument] = [
-            .bytes(try JSONCodec.encode(newRecord)), RedisArgument(try CacheArguments.number(staleBefore)),
+            .bytes(try jsonCoders.encode(newRecord)), RedisArgument(try CacheArguments.number(staleBefore)),
             RedisArgument(try CacheArguments.ttlMilliseconds(ttl)),
         ]
         return CacheCall(.script(BaldurScripts.casTakeover, keys: [storageKey(key)], arguments: arguments)) { reply throws(RedisError) in
@@ -270,7 +276,7 @@ public final class RedisCacheAdapter: CacheProvider {
         let full = keyPrefix.resolve() + key
         let request = CacheRequest.script(
             BaldurScripts.fencedSet, keys: [RedisArgument(full), RedisArgument(ClusterSlot.companion(of: full, suffix: ":fence-seen"))],
-            arguments: [.bytes(try JSONCodec.encode(value)), RedisArgument(fencingToken)]
+            arguments: [.bytes(try jsonCoders.encode(value)), RedisArgument(fencingToken)]
         )
         return CacheCall(request) { reply throws(RedisError) in try reply.expectInteger("fenced set script") == 1 }
     }
@@ -312,7 +318,7 @@ public final class RedisCacheAdapter: CacheProvider {
 
     func mgetCall<T: Decodable>(_ keys: [String], as type: T.Type) -> CacheCall<[String: T]> {
         let prefix = keyPrefix.resolve()
-        return CacheCall(.command(["MGET"] + keys.map { RedisArgument(prefix: prefix, key: $0) })) { [rawClient] reply throws(RedisError) in
+        return CacheCall(.command(["MGET"] + keys.map { RedisArgument(prefix: prefix, key: $0) })) { [rawClient, jsonCoders] reply throws(RedisError) in
             let replies = try reply.expectArray("MGET")
             var result: [String: T] = [:]
             result.reserveCapacity(keys.count)
@@ -320,7 +326,7 @@ public final class RedisCacheAdapter: CacheProvider {
             for (key, reply) in zip(keys, replies) {
                 if case .bulk(let bytes) = reply {
                     hits += 1
-                    result[key] = try JSONCodec.decode(bytes, as: T.self, key: key)
+                    result[key] = try jsonCoders.decode(bytes, as: T.self, key: key)
                 }
             }
             rawClient.telemetry.cacheLookup("mget", hits: hits, misses: keys.count - hits)
@@ -359,7 +365,7 @@ public final class RedisCacheAdapter: CacheProvider {
             if let encodedLater {
                 for value in encodedLater { try JSONWriter.validate(value) }
             }
-            let encodedNow = encodedLater != nil ? [] : try items.map { value throws(RedisError) in try JSONCodec.encode(value) }
+            let encodedNow = encodedLater != nil ? [] : try items.map { value throws(RedisError) in try jsonCoders.encode(value) }
             let first: [RedisArgument] = ["SET", RedisArgument(prefix: prefix, key: keys[0])]
             let replies = try rawClient.pipeline(count: items.count, routedLike: first, retryable: false) { index throws(RedisError) in
                 let json: [UInt8]
@@ -376,7 +382,7 @@ public final class RedisCacheAdapter: CacheProvider {
         command.reserveCapacity(1 + values.count * 2)
         for (key, value) in values {
             command.append(RedisArgument(prefix: prefix, key: key))
-            command.append(.bytes(try JSONCodec.encode(value)))
+            command.append(.bytes(try jsonCoders.encode(value)))
         }
         return command
     }
@@ -412,9 +418,9 @@ public final class RedisCacheAdapter: CacheProvider {
     }
 
     func hgetCall<T: Decodable>(_ name: String, field: String, as type: T.Type) -> CacheCall<T?> {
-        CacheCall(.command(["HGET", storageKey(name), RedisArgument(field)])) { reply throws(RedisError) in
+        CacheCall(.command(["HGET", storageKey(name), RedisArgument(field)])) { [jsonCoders] reply throws(RedisError) in
             guard case .bulk(let bytes) = reply else { return nil }
-            return try JSONCodec.decode(bytes, as: T.self, key: "\(name)[\(field)]")
+            return try jsonCoders.decode(bytes, as: T.self, key: "\(name)[\(field)]")
         }
     }
 
@@ -425,7 +431,7 @@ public final class RedisCacheAdapter: CacheProvider {
     }
 
     func hsetCall<T: Encodable>(_ name: String, field: String, _ value: T) throws(RedisError) -> CacheCall<Void> {
-        CacheCall(.command(["HSET", storageKey(name), RedisArgument(field), .bytes(try JSONCodec.encode(value))])) { _ in }
+        CacheCall(.command(["HSET", storageKey(name), RedisArgument(field), .bytes(try jsonCoders.encode(value))])) { _ in }
     }
 
     /// Reads every field of a hash (`HGETALL`).
@@ -444,14 +450,14 @@ public final class RedisCacheAdapter: CacheProvider {
     }
 
     func hgetallCall<T: Decodable>(_ name: String, as type: T.Type) -> CacheCall<[String: T]> {
-        CacheCall(.command(["HGETALL", storageKey(name)])) { reply throws(RedisError) in
+        CacheCall(.command(["HGETALL", storageKey(name)])) { [jsonCoders] reply throws(RedisError) in
             let flat = try reply.expectArray("HGETALL")
             var result: [String: T] = [:]
             var index = 0
             while index + 1 < flat.count {
                 let field = flat[index].string ?? String(decoding: flat[index].bytes ?? [], as: UTF8.self)
                 if let bytes = flat[index + 1].bytes {
-                    result[field] = try JSONCodec.decode(bytes, as: T.self, key: "\(name)[\(field)]")
+                    result[field] = try jsonCoders.decode(bytes, as: T.self, key: "\(name)[\(field)]")
                 }
                 index += 2
             }
@@ -470,7 +476,7 @@ public final class RedisCacheAdapter: CacheProvider {
 
     func pushLimitCall<T: Encodable>(_ key: String, _ value: T, maxLength: Int, ttl: Duration?) throws(RedisError) -> CacheCall<Int> {
         let arguments: [RedisArgument] = [
-            .bytes(try JSONCodec.encode(value)), RedisArgument(try CacheArguments.validMaxLength(maxLength)),
+            .bytes(try jsonCoders.encode(value)), RedisArgument(try CacheArguments.validMaxLength(maxLength)),
             RedisArgument(try CacheArguments.ttlMilliseconds(ttl)),
         ]
         return CacheCall(.script(BaldurScripts.pushLimit, keys: [storageKey(key)], arguments: arguments)) { reply throws(RedisError) in
@@ -484,12 +490,12 @@ public final class RedisCacheAdapter: CacheProvider {
     }
 
     func listRangeCall<T: Decodable>(_ key: String, start: Int, end: Int, as type: T.Type) -> CacheCall<[T]> {
-        CacheCall(.command(["LRANGE", storageKey(key), RedisArgument(start), RedisArgument(end)])) { reply throws(RedisError) in
+        CacheCall(.command(["LRANGE", storageKey(key), RedisArgument(start), RedisArgument(end)])) { [jsonCoders] reply throws(RedisError) in
             let items = try reply.expectArray("LRANGE")
             var result: [T] = []
             result.reserveCapacity(items.count)
             for (index, item) in items.enumerated() {
-                result.append(try JSONCodec.decode(item.bytes ?? [], as: T.self, key: "\(key)[\(start + index)]"))
+                result.append(try jsonCoders.decode(item.bytes ?? [], as: T.self, key: "\(key)[\(start + index)]"))
             }
             return result
         }

@@ -1,44 +1,83 @@
 import Foundation
 
-/// Turns values into the bytes Baldur stores and back: compact UTF-8 JSON,
-/// `,` and `:` without spaces, non-ASCII unescaped, `/` unescaped — the
-/// bytes Python Baldur writes (`../shared/WIRE.md`).
+/// How `Codable` values become the JSON an adapter stores, and back.
 ///
-/// ``JSONValue`` takes a hand-written path that needs no Foundation; any
-/// other `Codable` type goes through `JSONEncoder` / `JSONDecoder`.
+/// ``JSONValue`` never goes through these: it takes a hand-written path that
+/// writes the bytes Python Baldur writes (compact, `,` and `:` without
+/// spaces, non-ASCII and `/` unescaped; see `WIRE.md`) and reads any JSON.
+/// Every other `Codable` type goes through ``encoder`` and ``decoder``.
+///
+/// The default, ``baldur``, writes dates as ISO 8601 and reads every form
+/// Python Baldur writes (ISO 8601 with or without fraction and zone,
+/// `YYYY-MM-DD HH:MM:SS`, seconds since 1970). Pass your own to an adapter
+/// for other strategies (keys in snake case, dates as numbers):
+///
+/// ```swift
+/// let encoder = JSONEncoder()
+/// encoder.keyEncodingStrategy = .convertToSnakeCase
+/// let decoder = JSONDecoder()
+/// decoder.keyDecodingStrategy = .convertFromSnakeCase
+/// let cache = try RedisCacheAdapter(jsonCoders: JSONCoders(encoder: encoder, decoder: decoder))
+/// ```
+///
+/// The adapter encodes and decodes from many threads at once with the same
+/// two instances, which `JSONEncoder` and `JSONDecoder` allow; configure
+/// them fully before passing them, and do not change them afterwards.
+public struct JSONCoders: Sendable {
+    /// Encodes values that are not ``JSONValue``.
+    public let encoder: JSONEncoder
+    /// Decodes values that are not ``JSONValue``.
+    public let decoder: JSONDecoder
+
+    /// Coders for `Codable` values other than ``JSONValue``.
+    public init(encoder: JSONEncoder, decoder: JSONDecoder) {
+        self.encoder = encoder
+        self.decoder = decoder
+    }
+
+    /// Baldur's coders: ISO 8601 dates out, any date form Python Baldur
+    /// writes in, `/` unescaped.
+    public static let baldur: JSONCoders = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .custom(JSONCodec.decodeDate)
+        return JSONCoders(encoder: encoder, decoder: decoder)
+    }()
+
+    /// The JSON bytes of `value`.
+    func encode<T: Encodable>(_ value: T) throws(RedisError) -> [UInt8] {
+        if let json = value as? JSONValue { return try JSONWriter.encode(json) }
+        do {
+            return Array(try encoder.encode(value))
+        } catch {
+            throw RedisError(.invalidArgument, "\(T.self) cannot be encoded as JSON: \(JSONCodec.summary(error))")
+        }
+    }
+
+    /// `bytes` decoded as `T`; the error names `key`.
+    func decode<T: Decodable>(_ bytes: [UInt8], as type: T.Type, key: String) throws(RedisError) -> T {
+        if T.self == JSONValue.self {
+            return try JSONCodec.parse(bytes, key: key) as! T
+        }
+        do {
+            return try decoder.decode(T.self, from: Data(bytes))
+        } catch {
+            // Tell a value that is not JSON at all from JSON of another shape.
+            _ = try JSONCodec.parse(bytes, key: key)
+            throw RedisError(.decoding, "the value at key '\(key)' is not a \(T.self): \(JSONCodec.summary(error))")
+        }
+    }
+}
+
+/// JSON limits and parsing shared by the writer, the reader and ``JSONCoders``.
 enum JSONCodec {
     /// How deeply arrays and objects may nest, for writing and reading
     /// alike: 512 levels. The writer refuses deeper values before anything is
     /// sent, so nothing is stored that the reader would then refuse; and
     /// neither recurses without bound on a hostile value.
     static let maxDepth = 512
-
-    static func encode<T: Encodable>(_ value: T) throws(RedisError) -> [UInt8] {
-        if let json = value as? JSONValue { return try JSONWriter.encode(json) }
-        do {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.withoutEscapingSlashes]
-            encoder.dateEncodingStrategy = .iso8601
-            return Array(try encoder.encode(value))
-        } catch {
-            throw RedisError(.invalidArgument, "\(T.self) cannot be encoded as JSON: \(Self.summary(error))")
-        }
-    }
-
-    static func decode<T: Decodable>(_ bytes: [UInt8], as type: T.Type, key: String) throws(RedisError) -> T {
-        if T.self == JSONValue.self {
-            return try parse(bytes, key: key) as! T
-        }
-        do {
-            let decoder = JSONDecoder()
-            decoder.dateDecodingStrategy = .custom(Self.decodeDate)
-            return try decoder.decode(T.self, from: Data(bytes))
-        } catch {
-            // Tell a value that is not JSON at all from JSON of another shape.
-            _ = try parse(bytes, key: key)
-            throw RedisError(.decoding, "the value at key '\(key)' is not a \(T.self): \(Self.summary(error))")
-        }
-    }
 
     /// Parses `bytes`; the error names `key` when the bytes came from one.
     static func parse(_ bytes: [UInt8], key: String? = nil) throws(RedisError) -> JSONValue {
@@ -52,7 +91,7 @@ enum JSONCodec {
 
     /// Dates as Python writes them: ISO 8601 (with or without fraction and
     /// zone), `YYYY-MM-DD HH:MM:SS`, or seconds since 1970.
-    private static func decodeDate(_ decoder: any Decoder) throws -> Date {
+    @Sendable static func decodeDate(_ decoder: any Decoder) throws -> Date {
         let container = try decoder.singleValueContainer()
         if let seconds = try? container.decode(Double.self) { return Date(timeIntervalSince1970: seconds) }
         let text = try container.decode(String.self)
@@ -75,7 +114,7 @@ enum JSONCodec {
     ]
 
     /// A decoding error's path and explanation, without any of the value's content.
-    private static func summary(_ error: any Error) -> String {
+    static func summary(_ error: any Error) -> String {
         func path(_ codingPath: [any CodingKey]) -> String {
             codingPath.isEmpty ? "top level" : codingPath.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: ".")
         }
