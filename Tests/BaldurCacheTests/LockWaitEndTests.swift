@@ -47,6 +47,51 @@ struct LockWaitEndTests {
         #expect(outcome.hasPrefix("lockNotAcquired") && outcome.contains("shutting down"), "\(outcome)")
     }
 
+    /// A service whose request waits in `getOrSet` for a value another process computes.
+    struct GetOrSetWaiter: Service {
+        let cache: RedisCacheAdapter
+        let outcome: PlainMutex<String?>
+        let factoryRuns: Counter
+
+        func run() async throws {
+            do {
+                let value = try await cache.getOrSet("report", as: Int.self, waitTimeout: .seconds(20)) {
+                    factoryRuns.value.add(1, ordering: .relaxed)
+                    return 42
+                }
+                outcome.withLock { $0 = "value: \(value)" }
+            } catch let error as RedisError {
+                outcome.withLock { $0 = "\(error.code): \(error.message)" }
+            } catch {
+                outcome.withLock { $0 = "\(type(of: error))" }
+            }
+        }
+    }
+
+    @Test("a graceful shutdown ends getOrSet's wait for a value another process computes, without running the factory", .timeLimit(.minutes(1)))
+    func gracefulShutdownEndsAGetOrSetWait() async throws {
+        let cache = try RedisCacheAdapter(url: TestEnvironment.url(), keyPrefix: "bctest:\(UUID().uuidString):")
+        defer { cache.close() }
+        // Another process won the election for "report" and is still computing it.
+        let elsewhere = cache.getLock("singleflight:lock:report", timeout: .seconds(600))
+        #expect(try await elsewhere.acquire(blocking: false))
+        defer { try? blockingRelease(elsewhere) }
+        let waiter = GetOrSetWaiter(cache: cache, outcome: PlainMutex(nil), factoryRuns: Counter())
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let group = ServiceGroup(configuration: .init(services: [.init(service: waiter, successTerminationBehavior: .gracefullyShutdownGroup)], logger: logger))
+        let running = Task { try await group.run() }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(waiter.outcome.withLock { $0 } == nil, "still waiting before the shutdown")
+        let shutdown = ContinuousClock.now
+        await group.triggerGracefulShutdown()
+        try await running.value
+        let outcome = waiter.outcome.withLock { $0 } ?? "none"
+        #expect(outcome.hasPrefix("lockNotAcquired") && outcome.contains("shutting down"), "\(outcome)")
+        #expect(ContinuousClock.now - shutdown < .seconds(5), "the wait ended with the service, not at its 20 s waitTimeout")
+        #expect(waiter.factoryRuns.value.load(ordering: .relaxed) == 0)
+    }
+
     /// What ends a wait on a server that cannot be reached.
     enum OutageEnd: String, CaseIterable, Sendable, CustomTestStringConvertible {
         /// No wait limit: `lockOutageLimit` (1 s here) ends it.

@@ -1,3 +1,5 @@
+import ServiceLifecycle
+
 extension AsyncCacheProvider {
     /// Returns the cached value of `key`, or computes it with `factory`,
     /// stores it and returns it, stampede-safe, without blocking a thread:
@@ -13,7 +15,10 @@ extension AsyncCacheProvider {
     ///
     /// - Returns: The cached or computed value.
     /// - Throws: whatever `factory` throws; `invalidArgument` for an
-    ///   out-of-range timeout; `CancellationError` when the task is cancelled.
+    ///   out-of-range timeout; `CancellationError` when the task is cancelled;
+    ///   ``RedisError/Code/lockNotAcquired`` when the service shuts down
+    ///   gracefully (swift-service-lifecycle) while another process computes
+    ///   the value and this call waits for it.
     public func getOrSet<T: Codable & Sendable>(
         _ key: String,
         as type: T.Type = T.self,
@@ -54,6 +59,11 @@ extension AsyncCacheProvider {
         if acquired { return try await computeAsWinner(key, ttl: ttl, lock: lock, factory: factory) }
         let deadline = ContinuousClock.now + waitTimeout
         while ContinuousClock.now < deadline {
+            // Checked every poll (50 ms), so a graceful shutdown ends the wait
+            // without a task watching for it.
+            if Task.isShuttingDownGracefully {
+                throw RedisError(.lockNotAcquired, "gave up waiting for '\(key)' to be computed elsewhere: the service is shutting down")
+            }
             try await Task.sleep(for: .milliseconds(50) * Double.random(in: 0.8...1.2))
             let value: T?
             let won: Bool
