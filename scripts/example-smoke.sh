@@ -101,6 +101,18 @@ numbers=$(python3 -c 'import json, sys; print(" ".join(str(n) for n in sorted(js
 [ "$numbers" = "$(seq 1 50 | tr '\n' ' ' | sed 's/ $//')" ] || fail "orders under the lock were numbered: $numbers"
 log "lock: 50 concurrent POSTs numbered 1...50"
 
+# 2b. Hummingbird's PersistDriver on the adapter: create once, read with its TTL.
+status=$(curl -sS -o /dev/null -w '%{http_code}' -X PUT --data-binary 'hello' "$base/notes/1")
+[ "$status" = 201 ] || fail "PUT /notes/1 answered $status (want 201)"
+status=$(curl -sS -o /dev/null -w '%{http_code}' -X PUT --data-binary 'again' "$base/notes/1")
+[ "$status" -ge 400 ] || fail "a second PUT /notes/1 (create) answered $status: PersistError.duplicate expected"
+curl -fsS "$base/notes/1" >"$BALDUR_TMP/note" || fail "GET /notes/1 failed"
+python3 -c 'import json, sys; n = json.load(open(sys.argv[1])); sys.exit(0 if n["text"] == "hello" and 55 < n["secondsLeft"] <= 60 else 1)' "$BALDUR_TMP/note" \
+    || fail "GET /notes/1 answered $(cat "$BALDUR_TMP/note")"
+stored=$(redis-cli -p "$redis_port" GET "smoke:$$:note:1")
+[ "$stored" = '{"text":"hello"}' ] || fail "the note is stored as $stored"
+log "PersistDriver: create, duplicate refused, read back with its TTL; stored as $stored"
+
 # 3. SIGTERM while another process holds the lock and a request waits for it.
 redis-cli -p "$redis_port" SET "smoke:$$:job:2" "another-process" PX 60000 NX >/dev/null
 curl -sS -o /dev/null -X POST "$base/jobs/2/orders" >/dev/null 2>&1 &

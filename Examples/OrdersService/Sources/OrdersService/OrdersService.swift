@@ -17,6 +17,12 @@ struct Order: Codable, Sendable, ResponseEncodable {
     let number: Int64
 }
 
+/// A note kept through Hummingbird's `PersistDriver`, with its time left.
+struct Note: Codable, Sendable, ResponseEncodable {
+    let text: String
+    var secondsLeft: Double?
+}
+
 /// How many times the loader ran (what getOrSet saves).
 struct Stats: Codable, Sendable, ResponseEncodable {
     let loads: Int
@@ -68,6 +74,19 @@ struct OrdersService {
             return try await lock.withLock {
                 Order(job: job, number: try await cache.incr("job:\(job):orders"))
             }
+        }
+        // Hummingbird's key-value store on the same Redis (BaldurPersistDriver.swift).
+        let persist = BaldurPersistDriver(cache: cache)
+        router.put("notes/:id") { request, context -> HTTPResponse.Status in
+            let id = try context.parameters.require("id")
+            let text = String(buffer: try await request.body.collect(upTo: 4096))
+            try await persist.create(key: "note:\(id)", value: Note(text: text), expires: .seconds(60))
+            return .created
+        }
+        router.get("notes/:id") { _, context -> Note in
+            let id = try context.parameters.require("id")
+            guard let (note, ttl) = try await persist.getWithTTL(key: "note:\(id)", as: Note.self) else { throw HTTPError(.notFound) }
+            return Note(text: note.text, secondsLeft: ttl.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 })
         }
         router.get("stats") { _, _ -> Stats in Stats(loads: loads.load(ordering: .relaxed)) }
 
