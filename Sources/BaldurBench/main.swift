@@ -288,6 +288,8 @@ let allRows: [Row] = [
         cBaseline: { hiredisC("set", threads: 16) }, benchmarkBaseline: { redisBenchmark("set", clients: 16) }),
     Row(name: "mget 100 keys", unit: "keys", ours: { measure(unit: 100) { _ = try single.mget(bulkKeys) } },
         benchmarkBaseline: { redisBenchmark("get", clients: 1, depth: 100) }, pythonName: "mget100", perKeyFactor: 100),
+    Row(name: "mget 100 missing keys", unit: "keys", ours: { measure(unit: 100) { _ = try single.mget(bulkKeys.map { "missing:" + $0 }) } },
+        benchmarkBaseline: { redisBenchmark("get", clients: 1, depth: 100) }, perKeyFactor: 100),
     Row(name: "mset 100 keys", unit: "keys", ours: { measure(unit: 100) { try single.mset(bulkValues) } },
         benchmarkBaseline: { redisBenchmark("set", clients: 1, depth: 100) }, pythonName: "mset100", perKeyFactor: 100),
     // An hour, not a minute: the next round's "mget 100 keys" reads these keys, and must find them.

@@ -27,7 +27,7 @@ struct JSONCodersTests {
     func redisAdapterUsesTheInjectedCoders() throws {
         let prefix = "bctest:\(UUID().uuidString):"
         let cache = try RedisCacheAdapter(url: TestEnvironment.url(), keyPrefix: prefix, jsonCoders: Self.snakeCaseEpochSeconds)
-        defer { try? cache.flushAll(); cache.close() }
+        defer { _ = try? cache.flushAll(); cache.close() }
 
         try cache.set("visit", visit)
         let stored = try #require(try cache.rawClient.send("GET", RedisArgument(prefix + "visit")).string)

@@ -25,6 +25,35 @@ struct JSONTests {
         #expect(parsed.bitPattern == expected.bitPattern, "\(text): \(parsed) vs \(expected)")
     }
 
+    @Test("short strings kept per thread never stand in for other bytes: 20,000 distinct names and values of 0-15 bytes (ASCII, accented, escaped) on 4 threads at once, most sharing slots, each read back exactly; invalid UTF-8 still refused after its valid neighbours were kept")
+    func shortStringTable() throws {
+        let failures = PlainMutex<[String]>([])
+        runOnThreads(4) { thread in
+            for round in 0..<5_000 {
+                let number = round * 4 + thread
+                // Lengths 0...15 in turn, so every length and both words of the key are used.
+                // Odd rounds share their first 8 bytes and differ only in the second word.
+                let name = round % 2 == 1
+                    ? "members_" + String(number, radix: 36)
+                    : String(String(number, radix: 36).reversed()).padding(toLength: number % 16, withPad: "x", startingAt: 0)
+                let accented = "é\(number % 1000)"
+                let text = #"{"\#(name)":"\#(accented)","n\#(number % 7)":"a\"b","":"\#(name)"}"#
+                let expected: JSONValue = [name: .string(accented), "n\(number % 7)": "a\"b", "": .string(name)]
+                do {
+                    let parsed = try JSONValue(parsing: text)
+                    if parsed != expected { failures.withLock { $0.append("\(text) read as \(parsed)") } }
+                } catch {
+                    failures.withLock { $0.append("\(text): \(error)") }
+                }
+            }
+        }
+        #expect(failures.withLock { $0 } == [])
+        // A kept "ab" and an invalid sequence of the same length: the table never answers for bytes it did not validate.
+        _ = try JSONValue(parsing: #"["ab","\#u{e9}"]"#)
+        #expect(throws: RedisError.self) { try JSONValue(parsing: [0x22, 0xC3, 0x28, 0x22]) }
+        #expect(throws: RedisError.self) { try JSONValue(parsing: [0x22, 0x61, 0xFF, 0x22]) }
+    }
+
     @Test("20,000 random decimals in several spellings parse exactly like strtod")
     func randomDecimals() throws {
         var generator = SystemRandomNumberGenerator()

@@ -294,6 +294,8 @@ struct JSONReader {
     struct Failure: Error { let reason: String }
 
     private let bytes: UnsafeBufferPointer<UInt8>
+    /// Short strings read before on this thread (member names, mostly).
+    private let strings = JSONStringTable.current
     private var index = 0
     private var depth = 0
     private static let maxDepth = JSONCodec.maxDepth
@@ -400,7 +402,10 @@ struct JSONReader {
             let byte = bytes[index]
             if byte == UInt8(ascii: "\"") {
                 let raw = UnsafeBufferPointer(rebasing: bytes[start..<index])
-                let text = ascii ? String(decoding: raw, as: UTF8.self) : String(validating: raw, as: UTF8.self)
+                @inline(__always) func make(_ raw: UnsafeBufferPointer<UInt8>) -> String? {
+                    ascii ? String(decoding: raw, as: UTF8.self) : String(validating: raw, as: UTF8.self)
+                }
+                let text = raw.count <= JSONStringTable.maxLength ? strings.string(raw, make: make) : make(raw)
                 guard let text else { throw failure("invalid UTF-8 in a string") }
                 index += 1
                 return text

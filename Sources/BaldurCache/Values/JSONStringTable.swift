@@ -1,0 +1,94 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The short strings (at most 15 UTF-8 bytes: member names, enum-like
+/// values) this thread has read before, so that reading one again makes no
+/// new `String`.
+///
+/// Records of one shape repeat their member names in every value: an `mget`
+/// of 100 records reads the same five names 100 times. Making a `String`
+/// from bytes validates them and builds it (about 150 instructions for a
+/// short one); finding it here compares two words. Strings of up to 15 bytes
+/// are stored inline in the `String` value, so an entry owns no memory and a
+/// copy of it costs nothing more.
+///
+/// One table per thread (a `pthread` key), direct-mapped, 256 entries, the
+/// newest string winning its slot; only its own thread touches it, so it
+/// needs no lock. A table holds only strings already validated, under their
+/// exact bytes and length, so a hit is the string those bytes make.
+final class JSONStringTable {
+    /// Up to 15 bytes, packed: bytes 0-7 in `low`, 8-14 in `high`'s low
+    /// seven bytes, the length in `high`'s top byte.
+    struct Packed: Equatable {
+        var low: UInt64 = 0
+        var high: UInt64 = 0
+    }
+
+    private struct Entry {
+        var packed = Packed()
+        var text = ""  // the empty string, which the empty key also stands for
+    }
+
+    static let maxLength = 15
+    private static let slots = 256
+    private let entries: UnsafeMutablePointer<Entry>
+
+    private init() {
+        entries = .allocate(capacity: Self.slots)
+        entries.initialize(repeating: Entry(), count: Self.slots)
+    }
+
+    deinit {
+        entries.deinitialize(count: Self.slots)
+        entries.deallocate()
+    }
+
+    /// `bytes` (at most ``maxLength``) packed as a key.
+    @inline(__always)
+    static func pack(_ bytes: UnsafeBufferPointer<UInt8>) -> Packed {
+        var packed = Packed(low: 0, high: UInt64(bytes.count) << 56)
+        var index = 0
+        while index < bytes.count && index < 8 {
+            packed.low |= UInt64(bytes[index]) << (8 * UInt64(index))
+            index += 1
+        }
+        while index < bytes.count {
+            packed.high |= UInt64(bytes[index]) << (8 * UInt64(index - 8))
+            index += 1
+        }
+        return packed
+    }
+
+    /// The string of `bytes` (at most ``maxLength``), from the table or made
+    /// by `make` (which validates) and kept; `nil` when `make` refuses them.
+    @inline(__always)
+    func string(_ bytes: UnsafeBufferPointer<UInt8>, make: (UnsafeBufferPointer<UInt8>) -> String?) -> String? {
+        let packed = Self.pack(bytes)
+        let slot = Int(truncatingIfNeeded: (packed.low &* 0x9E37_79B9_7F4A_7C15 ^ packed.high &* 0xC2B2_AE3D_27D4_EB4F) >> 56)
+        if entries[slot].packed == packed { return entries[slot].text }
+        guard let text = make(bytes) else { return nil }
+        entries[slot] = Entry(packed: packed, text: text)
+        return text
+    }
+
+    /// The calling thread's table, made on first use and freed when the thread exits.
+    static var current: JSONStringTable {
+        if let pointer = pthread_getspecific(key) {
+            return Unmanaged<JSONStringTable>.fromOpaque(pointer).takeUnretainedValue()
+        }
+        let made = JSONStringTable()
+        pthread_setspecific(key, Unmanaged.passRetained(made).toOpaque())
+        return made
+    }
+
+    private static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        let status = pthread_key_create(&key) { pointer in
+            guard let pointer else { return }
+            Unmanaged<JSONStringTable>.fromOpaque(pointer).release()
+        }
+        precondition(status == 0, "pthread_key_create failed with \(status)")
+        return key
+    }()
+}
