@@ -1,4 +1,4 @@
-import BaldurCache
+@testable import BaldurCache
 import Foundation
 import Testing
 

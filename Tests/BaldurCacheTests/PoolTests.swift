@@ -90,6 +90,30 @@ struct PoolTests {
         #expect(client.openConnections == 0)
     }
 
+    @Test("a connection lent by withConnection is usable only inside the body: kept and used afterwards it throws closed, and nothing reaches the server on the connection the next caller now holds")
+    func lentConnectionEndsWithTheBody() throws {
+        let client = try TestEnvironment.client(maxConnections: 1)
+        defer { client.close() }
+        let key = RedisArgument("bctest:lent:\(UUID().uuidString)")
+        var kept: RedisBlockingConnection?
+        let replies = try client.withConnection { connection in
+            kept = connection
+            return try connection.transaction([["SET", key, "inside"], ["GET", key]])
+        }
+        #expect(replies == [.status("OK"), .bulk(Array("inside".utf8))])
+        let escaped = try #require(kept)
+        // The pool's one connection is back in the pool, and another caller holds it now.
+        try client.withConnection { _ in
+            let late = #expect(throws: RedisError.self) { try escaped.send("SET", key, "late") }
+            #expect(late?.code == .closed, "\(String(describing: late))")
+            #expect(throws: RedisError.self) { try escaped.pipeline([["DEL", key]]) }
+            #expect(throws: RedisError.self) { try escaped.receive() }
+        }
+        #expect(try client.send("GET", key) == .bulk(Array("inside".utf8)))
+        #expect(client.openConnections == 1, "the connection went back to the pool, unharmed")
+        try client.send("DEL", key)
+    }
+
     @Test("1,000 create/use/close cycles leave no socket open to the server")
     func noDescriptorLeak() throws {
         let server = try TestRedisServer()
@@ -148,7 +172,7 @@ struct PoolHealthCheckTests {
         try client.send("ECHO", "fresh")
         #expect(!(try client.send("INFO", "commandstats").string ?? "").contains("cmdstat_ping"))
         // Age the pooled connection past the interval, as six idle seconds would.
-        try client.withConnection { connection in connection.lastUsed = .now - .seconds(6) }
+        try client.withConnection { connection in try connection.lent.lastUsed = .now - .seconds(6) }
         try client.send("ECHO", "aged")
         #expect((try client.send("INFO", "commandstats").string ?? "").contains("cmdstat_ping:calls=1,"))
     }

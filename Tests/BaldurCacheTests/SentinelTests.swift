@@ -175,8 +175,8 @@ struct SentinelTests {
         let inFlight = try RedisClient(configuration: configuration)
         defer { inFlight.close() }
         #expect(configuration.pipelinedConnections == 2)
-        try inFlight.withConnection { (_: RedisConnection) in
-            try inFlight.withConnection { (_: RedisConnection) in }
+        try inFlight.withConnection { (_: RedisBlockingConnection) in
+            try inFlight.withConnection { (_: RedisBlockingConnection) in }
         }
         try await inFlight.send("SET", kept, "before")
         _ = try await inFlight.send("GET", kept)

@@ -125,7 +125,7 @@ public final class InMemoryCacheAdapter: CacheProvider {
     }
 
     /// The in-memory `lifetime(of:)`, with the Redis adapter's semantics
-    /// (see ``CacheProvider``): milliseconds, rounded up as `PTTL` rounds.
+    /// (see ``CacheProvider``), to the millisecond (rounded up).
     public func lifetime(of key: String) throws(RedisError) -> KeyLifetime {
         let full = storageKey(key)
         return try withEntries { entries in

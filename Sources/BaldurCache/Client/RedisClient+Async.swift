@@ -266,14 +266,6 @@ public struct RedisDedicatedConnection {
     /// - Throws: ``RedisError/Code/server`` when the server refused a
     ///   command while queueing (`EXECABORT`), or a connection error.
     public func transaction(_ commands: [[RedisArgument]]) async throws -> [RedisReply]? {
-        let replies = try await connection.pipeline([["MULTI"]] + commands + [["EXEC"]])
-        guard let exec = replies.last else { return [] }
-        switch exec {
-        case .null: return nil
-        case .array(let results): return results
-        default:
-            try exec.throwingServerError()
-            throw RedisError(.protocolError, "EXEC returned \(exec.kindName)")
-        }
+        try RedisReply.transactionResult(await connection.pipeline([["MULTI"]] + commands + [["EXEC"]]))
     }
 }

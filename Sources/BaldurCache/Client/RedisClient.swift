@@ -29,8 +29,8 @@ import Logging
 /// session as configured; one left in `MULTI`/`WATCH`, on another database
 /// or subscribed is discarded. `SUBSCRIBE`, `PSUBSCRIBE`, `SSUBSCRIBE` and
 /// `MONITOR` cannot go through `send(_:)` or
-/// `pipeline(_:)`: use a ``RedisConnection`` of your own and
-/// ``RedisConnection/receive()``.
+/// `pipeline(_:)`: use `subscribe(to:)`, or send them inside
+/// `withConnection(routedBy:_:)` and read with ``RedisBlockingConnection/receive()``.
 public final class RedisClient: Sendable {
     /// The configuration this client was made with.
     public let configuration: RedisConfiguration
@@ -176,7 +176,7 @@ public final class RedisClient: Sendable {
     ///
     /// ```swift
     /// let replies = try client.withConnection { connection in
-    ///     try connection.pipeline([["MULTI"], ["INCR", "a"], ["INCR", "b"], ["EXEC"]])
+    ///     try connection.transaction([["INCR", "a"], ["INCR", "b"]])
     /// }
     /// ```
     ///
@@ -186,10 +186,15 @@ public final class RedisClient: Sendable {
     ///     in that slot (else the server answers `CROSSSLOT` or `MOVED`). Use
     ///     a hash tag (`{user:7}:a`, `{user:7}:b`) to keep keys in one slot.
     ///     Ignored on a single server.
-    ///   - body: Runs with the connection, which no other caller uses meanwhile.
+    ///   - body: Runs with the connection, which no other caller uses
+    ///     meanwhile; it is lent for the body's run only (see ``RedisBlockingConnection``).
     /// - Throws: ``RedisError/Code/invalidArgument`` in a cluster without `key`.
-    public func withConnection<R>(routedBy key: String? = nil, _ body: (RedisConnection) throws -> R) throws -> R {
-        try connectionPool(routedBy: key).withConnection(body)
+    public func withConnection<R>(routedBy key: String? = nil, _ body: (RedisBlockingConnection) throws -> R) throws -> R {
+        try connectionPool(routedBy: key).withConnection { connection in
+            let lent = RedisBlockingConnection(lending: connection)
+            defer { lent.end() }
+            return try body(lent)
+        }
     }
 
     /// What ``withConnection(routedBy:_:)`` without a key throws in a cluster.

@@ -8,25 +8,24 @@ import Darwin
 /// One synchronous connection to one Redis server: the only code in
 /// BaldurCache that touches a hiredis context.
 ///
-/// A connection is used by one caller at a time; ``RedisClient`` hands
-/// connections out of its pool so that this holds. Once any call fails with
+/// Internal: callers reach a connection only as lent to them, through the
+/// pools (``RedisClient``'s calls, ``RedisBlockingConnection`` inside
+/// `withConnection`, the engine's loop driving it through
+/// ``EventLoopConnection``), never the context itself.
+///
+/// A connection is used by one caller at a time; the pools hand connections
+/// out so that this holds. Once any call fails with
 /// an error whose ``RedisError/isConnectionFatal`` is `true` (I/O error,
 /// EOF, protocol error, read or write timeout) the connection is broken for
 /// good: hiredis may have half a reply buffered, so it is reset (unsent bytes
 /// dropped, see `close(resetting:)`), every later call throws
 /// ``RedisError/Code/closed`` and the pool discards it.
-///
-/// ```swift
-/// let connection = try RedisConnection(configuration: try RedisConfiguration(url: "redis://127.0.0.1:6379/0"))
-/// let pong = try connection.send(["PING"])           // .status("PONG")
-/// let replies = try connection.pipeline([["INCR", "a"], ["INCR", "a"]])
-/// ```
-public final class RedisConnection: @unchecked Sendable {
+final class RedisConnection: @unchecked Sendable {
     // Why @unchecked Sendable is safe: a connection has exactly one user at a
     // time. RedisClient's pool hands it out under its mutex and takes it back
     // the same way, so the context is never touched by two threads at once;
-    // the mutex hand-off orders every access. Direct users of
-    // RedisConnection must keep to one thread at a time, as documented.
+    // the mutex hand-off orders every access; the engine's loop and a
+    // withConnection body hold it the same way.
     // The connection has one user at a time (see above), so the runtime's
     // dynamic exclusivity checks on these hot fields only cost time.
     @exclusivity(unchecked) private var context: UnsafeMutablePointer<redisContext>?
@@ -60,7 +59,7 @@ public final class RedisConnection: @unchecked Sendable {
     private let connectTimeout: Duration
 
     /// The server this connection talks to.
-    public let address: RedisServerAddress
+    let address: RedisServerAddress
     /// When the connection was last used successfully (monotonic clock).
     @exclusivity(unchecked) var lastUsed: ContinuousClock.Instant
 
@@ -80,7 +79,7 @@ public final class RedisConnection: @unchecked Sendable {
     /// - Throws: ``RedisError`` with code `connectionRefused`, `connectTimeout`,
     ///   `io`, `tls` (the handshake or certificate check failed), or `server`
     ///   (for example `WRONGPASS` or a bad database index).
-    public convenience init(address: RedisServerAddress, configuration: RedisConfiguration) throws(RedisError) {
+    convenience init(address: RedisServerAddress, configuration: RedisConfiguration) throws(RedisError) {
         try self.init(address: address, configuration: configuration, abortHandle: ConnectionAbort())
     }
 
@@ -176,7 +175,7 @@ public final class RedisConnection: @unchecked Sendable {
     }
 
     /// `false` once the connection was closed or broken by a fatal error.
-    public var isOpen: Bool { context != nil }
+    var isOpen: Bool { context != nil }
 
     /// `true` when the socket has input although no reply is awaited: the
     /// server closed it (EOF, reset) or sent something unasked. Such a
@@ -203,7 +202,7 @@ public final class RedisConnection: @unchecked Sendable {
     }
 
     /// Closes the socket gracefully. Idempotent; later calls throw ``RedisError/Code/closed``.
-    public func close() {
+    func close() {
         close(resetting: false)
     }
 
@@ -234,7 +233,7 @@ public final class RedisConnection: @unchecked Sendable {
     ///   stays usable); a connection-fatal code otherwise (the connection is
     ///   closed).
     @discardableResult
-    public func send(_ arguments: [RedisArgument]) throws(RedisError) -> RedisReply {
+    func send(_ arguments: [RedisArgument]) throws(RedisError) -> RedisReply {
         try sendAllowingErrorReply(arguments).throwingServerError()
     }
 
@@ -269,7 +268,7 @@ public final class RedisConnection: @unchecked Sendable {
     /// - Throws: ``RedisError/Code/readTimeout`` when nothing arrives within
     ///   `socketTimeout` (the connection is then closed: use `nil` for a
     ///   listener that waits indefinitely), or another connection-fatal code.
-    public func receive() throws(RedisError) -> RedisReply {
+    func receive() throws(RedisError) -> RedisReply {
         let context = try liveContext()
         return try readReply(from: context)
     }
@@ -305,7 +304,7 @@ public final class RedisConnection: @unchecked Sendable {
     ///   as `.error` values, so one failing command does not hide the others.
     /// - Throws: ``RedisError`` with a connection-fatal code when the
     ///   connection fails; the connection is then closed.
-    public func pipeline(_ commands: [[RedisArgument]]) throws(RedisError) -> [RedisReply] {
+    func pipeline(_ commands: [[RedisArgument]]) throws(RedisError) -> [RedisReply] {
         try pipeline(commands, pooled: false)
     }
 

@@ -1,4 +1,4 @@
-import BaldurCache
+@testable import BaldurCache
 import Foundation
 
 /// A redis-server of one test's own, for tests that kill, pause or restart
