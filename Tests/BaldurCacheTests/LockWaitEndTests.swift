@@ -10,21 +10,37 @@ import Testing
 /// it cannot reach.
 @Suite("Lock waits end", .serialized)
 struct LockWaitEndTests {
-    /// A service that waits for a lock another handle holds, and records how the wait ended.
+    /// A service that waits (for a lock, or a value computed elsewhere) and records how the wait ended.
     struct Waiter: Service {
-        let lock: DistributedLock
-        let outcome: PlainMutex<String?>
+        let wait: @Sendable () async throws -> String
+        let outcome = PlainMutex<String?>(nil)
 
         func run() async throws {
             do {
-                let acquired = try await lock.acquire()
-                outcome.withLock { $0 = "acquired: \(acquired)" }
+                let result = try await wait()
+                outcome.withLock { $0 = result }
             } catch let error as RedisError {
                 outcome.withLock { $0 = "\(error.code): \(error.message)" }
             } catch {
                 outcome.withLock { $0 = "\(type(of: error))" }
             }
         }
+    }
+
+    /// Runs `waiter` in a service group, checks it is still waiting after
+    /// 300 ms, shuts the group down gracefully, and returns how the wait
+    /// ended and how long after the shutdown began.
+    private func outcomeOfAShutdown(during waiter: Waiter) async throws -> (outcome: String, after: Duration) {
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let group = ServiceGroup(configuration: .init(services: [.init(service: waiter, successTerminationBehavior: .gracefullyShutdownGroup)], logger: logger))
+        let running = Task { try await group.run() }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(waiter.outcome.withLock { $0 } == nil, "still waiting before the shutdown")
+        let shutdown = ContinuousClock.now
+        await group.triggerGracefulShutdown()
+        try await running.value
+        return (waiter.outcome.withLock { $0 } ?? "none", ContinuousClock.now - shutdown)
     }
 
     @Test("a graceful shutdown ends an async lock wait with lockNotAcquired, while another holder keeps the lock", .timeLimit(.minutes(1)))
@@ -34,38 +50,9 @@ struct LockWaitEndTests {
         let holder = cache.getLock("job", timeout: .seconds(600))
         #expect(try await holder.acquire(blocking: false))
         defer { try? blockingRelease(holder) }
-        let waiter = Waiter(lock: cache.getLock("job", timeout: .seconds(30)), outcome: PlainMutex(nil))
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
-        let group = ServiceGroup(configuration: .init(services: [.init(service: waiter, successTerminationBehavior: .gracefullyShutdownGroup)], logger: logger))
-        let running = Task { try await group.run() }
-        try await Task.sleep(for: .milliseconds(300))
-        #expect(waiter.outcome.withLock { $0 } == nil, "still waiting before the shutdown")
-        await group.triggerGracefulShutdown()
-        try await running.value
-        let outcome = waiter.outcome.withLock { $0 } ?? "none"
+        let lock = cache.getLock("job", timeout: .seconds(30))
+        let (outcome, _) = try await outcomeOfAShutdown(during: Waiter { "acquired: \(try await lock.acquire())" })
         #expect(outcome.hasPrefix("lockNotAcquired") && outcome.contains("shutting down"), "\(outcome)")
-    }
-
-    /// A service whose request waits in `getOrSet` for a value another process computes.
-    struct GetOrSetWaiter: Service {
-        let cache: RedisCacheAdapter
-        let outcome: PlainMutex<String?>
-        let factoryRuns: Counter
-
-        func run() async throws {
-            do {
-                let value = try await cache.getOrSet("report", as: Int.self, waitTimeout: .seconds(20)) {
-                    factoryRuns.value.add(1, ordering: .relaxed)
-                    return 42
-                }
-                outcome.withLock { $0 = "value: \(value)" }
-            } catch let error as RedisError {
-                outcome.withLock { $0 = "\(error.code): \(error.message)" }
-            } catch {
-                outcome.withLock { $0 = "\(type(of: error))" }
-            }
-        }
     }
 
     @Test("a graceful shutdown ends getOrSet's wait for a value another process computes, without running the factory", .timeLimit(.minutes(1)))
@@ -76,20 +63,17 @@ struct LockWaitEndTests {
         let elsewhere = cache.getLock("singleflight:lock:report", timeout: .seconds(600))
         #expect(try await elsewhere.acquire(blocking: false))
         defer { try? blockingRelease(elsewhere) }
-        let waiter = GetOrSetWaiter(cache: cache, outcome: PlainMutex(nil), factoryRuns: Counter())
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
-        let group = ServiceGroup(configuration: .init(services: [.init(service: waiter, successTerminationBehavior: .gracefullyShutdownGroup)], logger: logger))
-        let running = Task { try await group.run() }
-        try await Task.sleep(for: .milliseconds(300))
-        #expect(waiter.outcome.withLock { $0 } == nil, "still waiting before the shutdown")
-        let shutdown = ContinuousClock.now
-        await group.triggerGracefulShutdown()
-        try await running.value
-        let outcome = waiter.outcome.withLock { $0 } ?? "none"
+        let factoryRuns = Counter()
+        let (outcome, after) = try await outcomeOfAShutdown(during: Waiter {
+            let value = try await cache.getOrSet("report", as: Int.self, waitTimeout: .seconds(20)) {
+                factoryRuns.value.add(1, ordering: .relaxed)
+                return 42
+            }
+            return "value: \(value)"
+        })
         #expect(outcome.hasPrefix("lockNotAcquired") && outcome.contains("shutting down"), "\(outcome)")
-        #expect(ContinuousClock.now - shutdown < .seconds(5), "the wait ended with the service, not at its 20 s waitTimeout")
-        #expect(waiter.factoryRuns.value.load(ordering: .relaxed) == 0)
+        #expect(after < .seconds(5), "the wait ended with the service, not at its 20 s waitTimeout")
+        #expect(factoryRuns.value.load(ordering: .relaxed) == 0)
     }
 
     /// What ends a wait on a server that cannot be reached.

@@ -69,25 +69,10 @@ final class NearCacheThreadCopies {
     private init(slot: Int) { self.slot = slot }
 
     /// The calling thread's copies, made on first use and freed when it exits.
-    static var current: NearCacheThreadCopies {
-        if let pointer = pthread_getspecific(key) {
-            return Unmanaged<NearCacheThreadCopies>.fromOpaque(pointer).takeUnretainedValue()
-        }
-        let made = NearCacheThreadCopies(slot: nextSlot.add(1, ordering: .relaxed).newValue)
-        pthread_setspecific(key, Unmanaged.passRetained(made).toOpaque())
-        return made
-    }
+    static var current: NearCacheThreadCopies { perThread.current }
 
     private static let nextSlot = Atomic<Int>(0)
-    private static let key: pthread_key_t = {
-        var key = pthread_key_t()
-        let status = pthread_key_create(&key) { pointer in
-            guard let pointer else { return }
-            Unmanaged<NearCacheThreadCopies>.fromOpaque(pointer).release()
-        }
-        precondition(status == 0, "pthread_key_create failed with \(status)")
-        return key
-    }()
+    private static let perThread = PerThread { NearCacheThreadCopies(slot: nextSlot.add(1, ordering: .relaxed).newValue) }
 
     /// The copy of `key` for `store` at `generation`; the table is emptied
     /// when the generation moved. `stable`: whether the table was already at

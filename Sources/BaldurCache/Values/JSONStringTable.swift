@@ -1,7 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// The short strings (at most 15 UTF-8 bytes: member names, enum-like
 /// values) this thread has read before, so that reading one again makes no
 /// new `String`.
@@ -73,22 +69,7 @@ final class JSONStringTable {
     }
 
     /// The calling thread's table, made on first use and freed when the thread exits.
-    static var current: JSONStringTable {
-        if let pointer = pthread_getspecific(key) {
-            return Unmanaged<JSONStringTable>.fromOpaque(pointer).takeUnretainedValue()
-        }
-        let made = JSONStringTable()
-        pthread_setspecific(key, Unmanaged.passRetained(made).toOpaque())
-        return made
-    }
+    static var current: JSONStringTable { perThread.current }
 
-    private static let key: pthread_key_t = {
-        var key = pthread_key_t()
-        let status = pthread_key_create(&key) { pointer in
-            guard let pointer else { return }
-            Unmanaged<JSONStringTable>.fromOpaque(pointer).release()
-        }
-        precondition(status == 0, "pthread_key_create failed with \(status)")
-        return key
-    }()
+    private static let perThread = PerThread { JSONStringTable() }
 }
