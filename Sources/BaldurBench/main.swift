@@ -357,11 +357,12 @@ func blockingAwait<R: Sendable>(_ body: @Sendable @escaping () async -> R) -> R 
 
 /// Runs `body` in `tasks` concurrent tasks for `seconds`: calls per second,
 /// client CPU per call, and each call's latency (p50, p99).
-func measureAsync(tasks: Int, _ body: @Sendable @escaping () async throws -> Void) -> Sample {
+/// `preferring`: the tasks run on this executor (`addTask(executorPreference:)`).
+func measureAsync(tasks: Int, preferring executor: (any TaskExecutor)? = nil, _ body: @Sendable @escaping () async throws -> Void) -> Sample {
     let measureSeconds = seconds
     return blockingAwait {
         await withTaskGroup(of: Void.self) { group in
-            for _ in 0..<min(tasks, 256) { group.addTask { for _ in 0..<20 { try? await body() } } }
+            for _ in 0..<min(tasks, 256) { group.addTask(executorPreference: executor) { for _ in 0..<20 { try? await body() } } }
         }
         final class Failures: Sendable { let count = Atomic<Int>(0) }
         let failures = Failures()
@@ -370,7 +371,7 @@ func measureAsync(tasks: Int, _ body: @Sendable @escaping () async throws -> Voi
         let deadline = start + .milliseconds(Int(measureSeconds * 1000))
         let latencies = await withTaskGroup(of: [Float].self) { group in
             for _ in 0..<tasks {
-                group.addTask {
+                group.addTask(executorPreference: executor) {
                     var samples: [Float] = []
                     samples.reserveCapacity(4096)
                     var now = ContinuousClock.now
@@ -408,11 +409,19 @@ var asyncRaw: [Int: [Sample]] = [:]
 var asyncGet: [Int: [Sample]] = [:]
 var asyncBenchmark: [Int: [Sample]] = [:]
 var syncLatency: [Sample] = []
+var syncGetLatency: [Sample] = []
+/// One task preferring the event loop's executor: its calls resumed on the loop's thread.
+var onLoopRaw: [Sample] = []
+var onLoopGet: [Sample] = []
 var pipelinedCeiling: [Sample] = []
 if runAsyncRows {
     for round in 1...rounds {
         log("async round \(round)/\(rounds)")
         syncLatency.append(measure { _ = try single.rawClient.send("GET", "bench:swift:record") })
+        syncGetLatency.append(measure { _ = try single.get("record") })
+        let executor = asyncCache.rawClient.eventLoopExecutor
+        onLoopRaw.append(measureAsync(tasks: 1, preferring: executor) { _ = try await asyncCache.rawClient.send("GET", "bench:swift:record") })
+        onLoopGet.append(measureAsync(tasks: 1, preferring: executor) { _ = try await asyncCache.get("record") })
         pipelinedCeiling.append(redisBenchmark("get", clients: 64, depth: 16))
         for tasks in asyncConcurrency {
             asyncRaw[tasks, default: []].append(measureAsync(tasks: tasks) { _ = try await asyncCache.rawClient.send("GET", "bench:swift:record") })
@@ -708,6 +717,18 @@ if runAsyncRows {
     let oneTask = (asyncRaw[1] ?? []).map(\.rate)
     print("")
     print("redis-benchmark -c 64 -P 16 (the pipelined ceiling): \(format(median(ceiling))) GET/s. One task, async raw GET / sync raw GET on one connection: \(ratio(oneTask, syncRates)) (same rounds; 1.00x = the same latency).")
+    print("")
+    print("| one task vs the blocking call on one connection | calls/s | / the blocking call | CPU µs per call: blocking / this | p50 / p99 µs |")
+    print("|---|---:|---:|---:|---|")
+    let oneTaskRows: [(String, [Sample], [Sample])] = [
+        ("async raw GET", asyncRaw[1] ?? [], syncLatency), ("async raw GET, on the loop's executor", onLoopRaw, syncLatency),
+        ("async get", asyncGet[1] ?? [], syncGetLatency), ("async get, on the loop's executor", onLoopGet, syncGetLatency),
+    ]
+    for (name, samples, blocking) in oneTaskRows where !samples.isEmpty {
+        let p50 = median(samples.compactMap(\.p50)), p99 = median(samples.compactMap(\.p99))
+        print("| \(name) | \(format(median(samples.map(\.rate)))) | \(ratio(samples.map(\.rate), blocking.map(\.rate))) | \(cpu(blocking)) / \(cpu(samples)) "
+            + "| \(format(p50)) / \(format(p99)) |")
+    }
 }
 if runTLSRows {
     print("")

@@ -80,6 +80,8 @@ final class EventLoop: Sendable {
     private struct State: Sendable {
         /// Handlers with work queued, in the order they asked.
         var ready: [any EventLoopHandler] = []
+        /// Tasks' jobs to run on this thread (the loop as a `TaskExecutor`).
+        var jobs: [UnownedJob] = []
         /// The loop is in (or about to enter) a sleeping `epoll_wait`.
         var sleeping = false
         /// Registered handlers by the id their epoll events carry.
@@ -88,6 +90,11 @@ final class EventLoop: Sendable {
     }
 
     private let state = PlainMutex(State())
+    /// Whether `State.jobs` may hold jobs: read without the lock every
+    /// turn, so a loop that runs no task's code pays nothing for the executor.
+    private let hasJobs = Atomic<Bool>(false)
+    /// The loop's thread (`pthread_self()` there), set when it starts.
+    private let thread = Atomic<UInt>(0)
     /// The earliest deadline any handler reported; lowered by callers with ``noteDeadline(_:)``.
     private let nextDeadline = Atomic<UInt64>(.max)
 
@@ -126,6 +133,9 @@ final class EventLoop: Sendable {
             throw RedisError(.io, "could not add a socket to BaldurCache's event loop (errno \(code))")
         }
     }
+
+    /// Whether the caller runs on this loop's thread.
+    var isCurrent: Bool { thread.load(ordering: .acquiring) == UInt(pthread_self()) }
 
     /// Asks the loop to call `handler.serviceOnLoop()` soon, waking it if it sleeps.
     func schedule(_ handler: any EventLoopHandler) {
@@ -176,15 +186,29 @@ final class EventLoop: Sendable {
         let capacity = 256
         let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: capacity)
         var work: [any EventLoopHandler] = []
+        var jobs: [UnownedJob] = []
         var found: [(any EventLoopHandler, UInt32)] = []
         var spinStarted: UInt64 = 0
+        let executor = asUnownedTaskExecutor()
+        thread.store(UInt(pthread_self()), ordering: .releasing)
         while true {
-            // 1. Queued writes and closes.
+            // 1. Tasks that prefer this thread (their requests are queued
+            // as they run, and written in step 2 of the same turn).
+            if hasJobs.load(ordering: .acquiring) {
+                state.withLock { state in
+                    swap(&jobs, &state.jobs)
+                    hasJobs.store(false, ordering: .relaxed)
+                }
+                for job in jobs { job.runSynchronously(on: executor) }
+                jobs.removeAll(keepingCapacity: true)
+            }
+
+            // 2. Queued writes and closes.
             state.withLock { state in swap(&work, &state.ready) }
             for handler in work { handler.serviceOnLoop() }
             work.removeAll(keepingCapacity: true)
 
-            // 2. Deadlines.
+            // 3. Deadlines.
             var now = Monotonic.now()
             if now >= nextDeadline.load(ordering: .relaxed) {
                 nextDeadline.store(.max, ordering: .relaxed)
@@ -194,7 +218,7 @@ final class EventLoop: Sendable {
                 noteDeadline(earliest)
             }
 
-            // 3. Wait: poll briefly after activity (the next reply, or the
+            // 4. Wait: poll briefly after activity (the next reply, or the
             // resumed callers' next requests, are likely within
             // microseconds); otherwise sleep until an event or the next deadline.
             var timeout: Int32 = 0
@@ -202,7 +226,7 @@ final class EventLoop: Sendable {
             if now &- spinStarted > Self.spinBudget { timeout = sleepTimeout(now) }
             if timeout != 0 {
                 let idle = state.withLock { state in
-                    if state.ready.isEmpty { state.sleeping = true }
+                    if state.ready.isEmpty && state.jobs.isEmpty { state.sleeping = true }
                     return state.sleeping
                 }
                 if !idle { timeout = 0 }
@@ -218,7 +242,7 @@ final class EventLoop: Sendable {
             spinStarted = 0
             now = Monotonic.now()
 
-            // 4. Socket events.
+            // 5. Socket events.
             state.withLock { state in
                 for index in 0..<Int(count) {
                     let event = events[index]
@@ -244,5 +268,23 @@ final class EventLoop: Sendable {
         guard deadline != .max else { return -1 }
         guard deadline > now else { return 0 }
         return Int32(clamping: (deadline - now + 999_999) / 1_000_000)
+    }
+}
+
+/// The loop as an executor: a task that prefers it
+/// (`withTaskExecutorPreference`) runs on the loop's thread, so the reply
+/// that resumes it is handed over without waking another thread, and the
+/// request it sends next is written in the same turn of the loop.
+extension EventLoop: TaskExecutor {
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let wake = state.withLock { state in
+            state.jobs.append(job)
+            // Set under the lock: the loop that clears it takes the jobs under the lock too.
+            hasJobs.store(true, ordering: .releasing)
+            defer { state.sleeping = false }
+            return state.sleeping
+        }
+        if wake { signal() }
     }
 }
