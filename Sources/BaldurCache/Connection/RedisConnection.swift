@@ -56,6 +56,8 @@ final class RedisConnection: @unchecked Sendable {
     let abortHandle: ConnectionAbort
     /// The timeouts, for error messages.
     private let socketTimeout: Duration?
+    /// A blocking command's allowance beyond its own timeout (see ``BlockingCommand``).
+    private let blockingMargin: Duration
     private let connectTimeout: Duration
 
     /// The server this connection talks to.
@@ -93,6 +95,7 @@ final class RedisConnection: @unchecked Sendable {
         self.spin = ReplySpin(budget: configuration.spinWait)
         self.session = SessionState(configuredDatabase: configuration.database)
         self.socketTimeout = configuration.socketTimeout
+        self.blockingMargin = configuration.blockingCommandTimeout
         self.connectTimeout = configuration.connectTimeout
         try configuration.validate()
         try address.validate()
@@ -251,6 +254,21 @@ final class RedisConnection: @unchecked Sendable {
             throw error
         }
         try appendRequest(to: context)
+        guard RedisClient.isBlocking(arguments) else {
+            return try flushAndAwait(context) { () throws(RedisError) in try readReply(from: context) }
+        }
+        // A blocking command waits its own timeout on the server: the socket
+        // allows its reply that plus blockingCommandTimeout, then goes back
+        // to socketTimeout (or, failing that, the connection is closed).
+        let replyTimeout = BlockingCommand.replyTimeout(for: arguments, base: socketTimeout, margin: blockingMargin)
+        guard replyTimeout != socketTimeout else {
+            return try flushAndAwait(context) { () throws(RedisError) in try readReply(from: context) }
+        }
+        guard redisSetTimeout(context, replyTimeout.map(timeval.init) ?? timeval()) == REDIS_OK else { throw contextError() }
+        defer {
+            // The context itself: a failed read has closed and freed it.
+            if let open = self.context, redisSetTimeout(open, socketTimeout.map(timeval.init) ?? timeval()) != REDIS_OK { close(resetting: true) }
+        }
         return try flushAndAwait(context) { () throws(RedisError) in try readReply(from: context) }
     }
 

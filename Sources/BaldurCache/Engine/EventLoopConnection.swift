@@ -49,6 +49,8 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     let isDedicated: Bool
     private let loop: EventLoop
     private let timeout: Duration?
+    /// A blocking command's allowance beyond its own timeout (see ``BlockingCommand``).
+    private let blockingMargin: Duration
     /// Timeouts of 100 ms and more start from the coarse clock (cheaper; a
     /// few ms behind the fine one).
     private let coarseDeadlines: Bool
@@ -128,6 +130,7 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
         self.connection = connection
         self.loop = loop
         self.timeout = configuration.socketTimeout
+        self.blockingMargin = configuration.blockingCommandTimeout
         self.coarseDeadlines = (configuration.socketTimeout ?? .zero) >= .milliseconds(100)
         self.isDedicated = dedicated
         self.onPush = onPush
@@ -182,7 +185,9 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     @inline(__always)
     func send(_ arguments: [RedisArgument]) async throws -> RedisReply {
         try admit(arguments)
-        return try await submit(replies: 1, batch: false) { buffer in
+        // Blocking commands run on dedicated connections only: the shared ones pay no parsing.
+        let replyTimeout = isDedicated ? BlockingCommand.replyTimeout(for: arguments, base: timeout, margin: blockingMargin) : timeout
+        return try await submit(replies: 1, batch: false, timeout: replyTimeout) { buffer in
             RESPEncoding.append(arguments, to: &buffer)
             if isDedicated { session.observe(arguments) }
         }
@@ -192,7 +197,7 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     func pipeline(_ commands: [[RedisArgument]]) async throws -> [RedisReply] {
         for command in commands { try admit(command) }
         guard !commands.isEmpty else { return [] }
-        let reply = try await submit(replies: commands.count, batch: true) { buffer in
+        let reply = try await submit(replies: commands.count, batch: true, timeout: timeout) { buffer in
             for command in commands {
                 RESPEncoding.append(command, to: &buffer)
                 if isDedicated { session.observe(command) }
@@ -236,12 +241,12 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     /// Queues a request and suspends until its replies arrive. Inlined into
     /// ``send(_:)`` and ``pipeline(_:)``: one async frame less per call.
     @inline(__always)
-    private func submit(replies: Int, batch: Bool, _ encode: (inout OutputBuffer) -> Void) async throws -> RedisReply {
+    private func submit(replies: Int, batch: Bool, timeout: Duration?, _ encode: (inout OutputBuffer) -> Void) async throws -> RedisReply {
         let ticket = Ticket()
         defer { receive() }
         return try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { continuation in
-                enqueue(ticket, continuation, replies: replies, batch: batch, encode)
+                enqueue(ticket, continuation, replies: replies, batch: batch, timeout: timeout, encode)
             }
         } onCancel: {
             ticket.cancel(on: self)
@@ -249,7 +254,8 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     }
 
     private func enqueue(
-        _ ticket: Ticket, _ continuation: UnsafeContinuation<RedisReply, any Error>, replies: Int, batch: Bool, _ encode: (inout OutputBuffer) -> Void
+        _ ticket: Ticket, _ continuation: UnsafeContinuation<RedisReply, any Error>, replies: Int, batch: Bool, timeout: Duration?,
+        _ encode: (inout OutputBuffer) -> Void
     ) {
         let deadline = Monotonic.deadline(after: timeout, from: coarseDeadlines ? Monotonic.coarseNow() : Monotonic.now())
         pthread_mutex_lock(mutex)
@@ -486,7 +492,7 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
         guard let late else { return locked { pending.first?.deadline ?? .max } }
         let error = late.endOffset > writtenBytes
             ? RedisError(.writeTimeout, "could not write a request to \(address) within \(timeout?.readable ?? "the timeout") (socketTimeout): the server is not reading; the connection was reset")
-            : RedisError(.readTimeout, "no reply from \(address) within \(timeout?.readable ?? "the timeout") (socketTimeout); the connection was reset")
+            : RedisError(.readTimeout, "no reply from \(address) within \(timeout?.readable ?? "the timeout") (socketTimeout; for a blocking command, its own timeout plus blockingCommandTimeout); the connection was reset")
         fail(error, first: error)
         return .max
     }

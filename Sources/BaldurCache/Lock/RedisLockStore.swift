@@ -144,8 +144,10 @@ struct RedisLockStore: LockStore {
         try await client.localLockWaiters.popping(key) { _ = try await client.send(blockingPop(key, wait)) }
     }
 
-    /// How long one wait blocks: `BLPOP 0` would block forever, and the wait
-    /// must end well inside the socket timeout.
+    /// How long one wait blocks: `BLPOP 0` would block forever. At most half
+    /// the socket timeout, so that a wait comes back to its loop (deadline,
+    /// outage limit, shutdown) often; its reply may take that plus
+    /// `blockingCommandTimeout` (see ``BlockingCommand``).
     private func waitDuration(_ timeout: Duration) -> Duration {
         var wait = max(timeout, .milliseconds(1))
         if let socketTimeout = client.configuration.socketTimeout { wait = min(wait, socketTimeout / 2) }
