@@ -110,7 +110,7 @@ do {
 /// See `black-hole` above.
 func blackHole(port: Int, writers: Int, drop: Duration) throws {
     var configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: port))
-    configuration.socketTimeout = .milliseconds(500)
+    configuration.commandTimeout = .milliseconds(500)
     configuration.connectTimeout = .milliseconds(500)
     configuration.retryOnTimeout = false
     configuration.maxConnections = writers

@@ -149,7 +149,7 @@ do {
         if round % 25 == 0 {
             // A read timeout on a short-timeout client, and pool exhaustion.
             var short = configuration
-            short.socketTimeout = .milliseconds(20)
+            short.commandTimeout = .milliseconds(20)
             short.maxConnections = 1
             let stalled = try RedisClient(configuration: short, logger: logger)
             try admin.send("CLIENT", "PAUSE", "60", "WRITE")
@@ -242,7 +242,7 @@ func asyncWorkload(configuration: RedisConfiguration, admin: RedisClient, logger
         if round % 5 == 0 {
             // Request timeouts: the paused server answers nothing within 20 ms.
             var short = configuration
-            short.socketTimeout = .milliseconds(20)
+            short.commandTimeout = .milliseconds(20)
             short.retryOnTimeout = false
             let stalled = try RedisClient(configuration: short, logger: logger)
             try await stalled.ping()

@@ -167,12 +167,12 @@ struct AsyncEngineTests {
         #expect(popped.array?.last?.string == "item")
     }
 
-    @Test("a stalled server fails the calls in flight with readTimeout within socketTimeout, and the next calls succeed")
+    @Test("a stalled server fails the calls in flight with readTimeout within commandTimeout, and the next calls succeed")
     func stalledServerTimesOutInFlightCalls() async throws {
         let server = try TestRedisServer()
         defer { server.stop() }
         var configuration = try RedisConfiguration(url: server.url)
-        configuration.socketTimeout = .milliseconds(300)
+        configuration.commandTimeout = .milliseconds(300)
         configuration.retryOnTimeout = false
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
@@ -208,7 +208,7 @@ struct AsyncEngineTests {
         let server = try TestRedisServer()
         defer { server.stop() }
         var configuration = try RedisConfiguration(url: server.url)
-        configuration.socketTimeout = .milliseconds(250)
+        configuration.commandTimeout = .milliseconds(250)
         configuration.retryOnTimeout = false
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
@@ -222,7 +222,7 @@ struct AsyncEngineTests {
         #expect(try await pool.onShared { connection in try await connection.send(["PING"]) } == .status("PONG"))
 
         // Under load: 256 tasks calling on through a 1.5 s stall. A readTimeout is
-        // a call's own, so it comes no sooner than socketTimeout after the call.
+        // a call's own, so it comes no sooner than commandTimeout after the call.
         server.pause()
         let stallEnds = ContinuousClock.now + .milliseconds(1500)
         let early = await withTaskGroup(of: [String].self) { group in

@@ -88,7 +88,7 @@ struct BadInputTests {
         configuration.poolTimeout = .seconds(1e10)
         #expect((#expect(throws: RedisError.self) { try RedisClient(configuration: configuration) })?.code == .invalidConfiguration)
         configuration = try TestEnvironment.configuration()
-        configuration.socketTimeout = .seconds(Int64.max)
+        configuration.commandTimeout = .seconds(Int64.max)
         #expect((#expect(throws: RedisError.self) { try RedisClient(configuration: configuration) })?.code == .invalidConfiguration)
         configuration = try TestEnvironment.configuration()
         configuration.connectTimeout = Self.absurd

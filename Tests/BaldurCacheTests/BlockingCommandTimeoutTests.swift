@@ -4,17 +4,17 @@ import Testing
 
 /// A blocking command (`BLPOP k 2`) waits its own timeout on the server;
 /// the client's deadline for it is that timeout plus `blockingCommandTimeout`,
-/// not `socketTimeout`, on both APIs.
+/// not `commandTimeout`, on both APIs.
 @Suite("Blocking commands wait their own timeout", .serialized)
 struct BlockingCommandTimeoutTests {
     private func onOwnThread<R: Sendable>(_ body: @escaping @Sendable () -> R) async -> R {
         await withCheckedContinuation { done in Thread { done.resume(returning: body()) }.start() }
     }
 
-    @Test("BLPOP with a 1.5 s timeout and socketTimeout 300 ms answers nil after 1.5 s on both APIs, not readTimeout at 300 ms", .timeLimit(.minutes(1)))
+    @Test("BLPOP with a 1.5 s timeout and commandTimeout 300 ms answers nil after 1.5 s on both APIs, not readTimeout at 300 ms", .timeLimit(.minutes(1)))
     func blpopLongerThanSocketTimeout() async throws {
         var configuration = try TestEnvironment.configuration()
-        configuration.socketTimeout = .milliseconds(300)
+        configuration.commandTimeout = .milliseconds(300)
         configuration.retryOnTimeout = false
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
@@ -39,11 +39,11 @@ struct BlockingCommandTimeoutTests {
         #expect(asyncOutcome.hasPrefix("null after 1.5") || asyncOutcome.hasPrefix("null after 1.6"), "\(asyncOutcome)")
     }
 
-    @Test("a stalled server (SIGSTOP) ends a blocking command at its own timeout plus blockingCommandTimeout, and the blocking connection's next command at socketTimeout again, on both APIs", .timeLimit(.minutes(1)))
+    @Test("a stalled server (SIGSTOP) ends a blocking command at its own timeout plus blockingCommandTimeout, and the blocking connection's next command at commandTimeout again, on both APIs", .timeLimit(.minutes(1)))
     func stalledServerEndsABlockingCommand() async throws {
         let server = try TestRedisServer()
         defer { server.stop() }
-        var configuration = try server.configuration(socketTimeout: .milliseconds(300))
+        var configuration = try server.configuration(commandTimeout: .milliseconds(300))
         configuration.blockingCommandTimeout = .milliseconds(500)
         configuration.retryOnTimeout = false
         configuration.maxConnections = 1  // the blocking API's one connection serves both commands
@@ -56,14 +56,14 @@ struct BlockingCommandTimeoutTests {
         defer { server.resume() }
         let blocking = await onOwnThread { () -> [String] in
             var outcomes: [String] = []
-            // GET on the connection the BLPOP used (its timeout must be socketTimeout again), then a BLPOP on a new one.
+            // GET on the connection the BLPOP used (its timeout must be commandTimeout again), then a BLPOP on a new one.
             for command: [RedisArgument] in [["GET", "bctest:stall"], ["BLPOP", "bctest:stall", "1"]] {
                 let start = ContinuousClock.now
                 do { _ = try client.send(command) } catch let error as RedisError { outcomes.append("\(error.code) after \(Int(start.duration(to: .now) / .milliseconds(100)))") } catch {}
             }
             return outcomes
         }
-        // GET: socketTimeout (0.3 s); BLPOP: its 1 s plus 0.5 s. Tenths of a second, rounded down.
+        // GET: commandTimeout (0.3 s); BLPOP: its 1 s plus 0.5 s. Tenths of a second, rounded down.
         #expect(blocking == ["readTimeout after 3", "readTimeout after 15"], "\(blocking)")
         let start = ContinuousClock.now
         await #expect(throws: RedisError.self) { try await client.send(["BLPOP", "bctest:stall", "1"]) }

@@ -21,11 +21,11 @@ struct BothAPIsFaultTests {
         }
     }
 
-    @Test("a blocking and an async call in flight on one stalled server (SIGSTOP) both end with readTimeout at socketTimeout, and the next calls of both succeed", .timeLimit(.minutes(1)))
+    @Test("a blocking and an async call in flight on one stalled server (SIGSTOP) both end with readTimeout at commandTimeout, and the next calls of both succeed", .timeLimit(.minutes(1)))
     func stalledServerEndsBothAPIs() async throws {
         let server = try TestRedisServer()
         defer { server.stop() }
-        var configuration = try server.configuration(socketTimeout: .milliseconds(500))
+        var configuration = try server.configuration(commandTimeout: .milliseconds(500))
         configuration.retryOnTimeout = false
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
@@ -48,7 +48,7 @@ struct BothAPIsFaultTests {
         for (api, outcome) in [("blocking", blockingOutcome), ("async", asyncOutcome)] {
             #expect(outcome.code == .readTimeout, "\(api): \(String(describing: outcome.code))")
             let after = stalled.duration(to: outcome.ended)
-            // At socketTimeout: not before it, and not waiting for the stall to end (it lasts until resume()).
+            // At commandTimeout: not before it, and not waiting for the stall to end (it lasts until resume()).
             #expect(after >= .milliseconds(450) && after < .seconds(3), "\(api) ended \(after) after the stall began")
         }
         #expect(try blockingSend(client, "SET", "both:blocking", "after") == .status("OK"))
@@ -61,7 +61,7 @@ struct BothAPIsFaultTests {
     func killedServerEndsBothAPIs() async throws {
         let server = try TestRedisServer()
         defer { server.stop() }
-        var configuration = try server.configuration(socketTimeout: .seconds(5))
+        var configuration = try server.configuration(commandTimeout: .seconds(5))
         configuration.retryOnTimeout = false
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }

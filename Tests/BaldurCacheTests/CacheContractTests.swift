@@ -533,7 +533,7 @@ struct AsyncRedlockTests {
         func clients() throws -> [RedisClient] {
             try urls.map { url in
                 var configuration = try RedisConfiguration(url: url)
-                configuration.socketTimeout = .seconds(2)
+                configuration.commandTimeout = .seconds(2)
                 configuration.connectTimeout = .seconds(2)
                 return try RedisClient(configuration: configuration)
             }

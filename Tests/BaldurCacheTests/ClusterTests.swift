@@ -154,7 +154,7 @@ struct ClusterTests {
     func blockingMgetWithOneNodeStalled() throws {
         let cluster = try TestCluster()
         defer { cluster.stop() }
-        var configuration = try cluster.configuration(socketTimeout: .milliseconds(300))
+        var configuration = try cluster.configuration(commandTimeout: .milliseconds(300))
         configuration.maxConnections = 1  // each node's one connection is reused: a reply left unread would cross
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
@@ -252,7 +252,7 @@ struct ClusterTests {
     func asyncRetryStaysOnTheCursorsMaster() async throws {
         let capture = LogCapture()
         var configuration = try RedisConfiguration(url: Self.sharedURL())
-        configuration.socketTimeout = .milliseconds(200)
+        configuration.commandTimeout = .milliseconds(200)
         let client = try RedisClient(configuration: configuration, logger: capture.logger())
         defer { client.close() }
         let keys = TestKeys()
@@ -268,7 +268,7 @@ struct ClusterTests {
         defer { sleeper.close() }
         async let slept: RedisReply = sleeper.send("DEBUG", "SLEEP", "0.7")
         var probeConfiguration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: second.port))
-        probeConfiguration.socketTimeout = .milliseconds(50)
+        probeConfiguration.commandTimeout = .milliseconds(50)
         let probe = try RedisClient(configuration: probeConfiguration)
         defer { probe.close() }
         while (try? blockingPing(probe)) != nil { try await Task.sleep(for: .milliseconds(5)) }
@@ -378,7 +378,7 @@ struct ClusterTests {
     func masterKilled() async throws {
         let cluster = try TestCluster()
         defer { cluster.stop() }
-        let client = try RedisClient(configuration: cluster.configuration(socketTimeout: .seconds(1)))
+        let client = try RedisClient(configuration: cluster.configuration(commandTimeout: .seconds(1)))
         defer { client.close() }
         let nodes = try ClusterNodes(asking: cluster.ports[0])
         let names = (0..<48).map { "killed-\($0)" }

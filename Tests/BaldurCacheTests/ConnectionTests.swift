@@ -62,7 +62,7 @@ struct ConnectionTests {
         let peer = try ScriptedPeer(reply: "*3\r\n:1\r\n*2\r\n$5\r\nhello\r\n$5\r\nwor", hold: .seconds(1))
         let port = peer.port
         var configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: port))
-        configuration.socketTimeout = .milliseconds(200)
+        configuration.commandTimeout = .milliseconds(200)
         configuration.spinWait = .zero
         let connection = try RedisConnection(address: .tcp(host: "127.0.0.1", port: port), configuration: configuration)
         let error = #expect(throws: RedisError.self) { try connection.send(["PING"]) }
@@ -180,7 +180,7 @@ struct ConnectionTests {
     func stalledServerTimesOut() throws {
         let server = try TestRedisServer()
         defer { server.stop() }
-        let client = try RedisClient(configuration: server.configuration(socketTimeout: .milliseconds(300)))
+        let client = try RedisClient(configuration: server.configuration(commandTimeout: .milliseconds(300)))
         defer { client.close() }
         try client.ping()
         #expect(client.openConnections == 1)
@@ -222,7 +222,7 @@ struct ConnectionTests {
     func retryOnlyReadOnly() throws {
         let server = try TestRedisServer()
         defer { server.stop() }
-        let client = try RedisClient(configuration: server.configuration(socketTimeout: .milliseconds(400)))
+        let client = try RedisClient(configuration: server.configuration(commandTimeout: .milliseconds(400)))
         defer { client.close() }
         let admin = try RedisClient(configuration: server.configuration())
         defer { admin.close() }
@@ -237,7 +237,7 @@ struct ConnectionTests {
         let error = #expect(throws: RedisError.self) { try client.send("SET", "k", "w") }
         #expect(error?.code == .readTimeout)
 
-        var noRetry = try server.configuration(socketTimeout: .milliseconds(400))
+        var noRetry = try server.configuration(commandTimeout: .milliseconds(400))
         noRetry.retryOnTimeout = false
         let strict = try RedisClient(configuration: noRetry)
         defer { strict.close() }

@@ -14,7 +14,7 @@ struct LockFaultTests {
     func waitersSurviveRestart() throws {
         let server = try TestRedisServer()
         defer { server.stop() }
-        let cache = try RedisCacheAdapter(client: RedisClient(configuration: server.configuration(socketTimeout: .seconds(2))), keyPrefix: "")
+        let cache = try RedisCacheAdapter(client: RedisClient(configuration: server.configuration(commandTimeout: .seconds(2))), keyPrefix: "")
         defer { cache.close() }
         let holder = cache.getLock("restart", timeout: .seconds(30))
         try holder.acquire()
@@ -49,7 +49,7 @@ struct LockFaultTests {
     func renewalsAreIndependent() throws {
         let stalled = try TestRedisServer()
         defer { stalled.stop() }
-        let slowCache = try RedisCacheAdapter(client: RedisClient(configuration: stalled.configuration(socketTimeout: .seconds(2))), keyPrefix: TestKeys().prefix)
+        let slowCache = try RedisCacheAdapter(client: RedisClient(configuration: stalled.configuration(commandTimeout: .seconds(2))), keyPrefix: TestKeys().prefix)
         defer { slowCache.close() }
         let healthyCache = try RedisCacheAdapter(url: TestEnvironment.url(), keyPrefix: TestKeys().prefix)
         defer { healthyCache.close() }
@@ -75,7 +75,7 @@ struct LockFaultTests {
         var configuration = try TestEnvironment.configuration()
         configuration.maxConnections = 4
         configuration.poolTimeout = .milliseconds(500)
-        configuration.socketTimeout = .seconds(5)
+        configuration.commandTimeout = .seconds(5)
         let cache = try RedisCacheAdapter(client: RedisClient(configuration: configuration), keyPrefix: TestKeys().prefix)
         defer {
             _ = try? cache.flushAll()
@@ -122,7 +122,7 @@ struct LockFaultTests {
     func releaseRetriesAfterTimeout() throws {
         let server = try TestRedisServer()
         defer { server.stop() }
-        var configuration = try server.configuration(socketTimeout: .milliseconds(300))
+        var configuration = try server.configuration(commandTimeout: .milliseconds(300))
         configuration.retryOnTimeout = false
         let cache = try RedisCacheAdapter(client: RedisClient(configuration: configuration), keyPrefix: "")
         defer { cache.close() }

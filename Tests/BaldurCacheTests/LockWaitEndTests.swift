@@ -108,7 +108,7 @@ struct LockWaitEndTests {
     func waitRidesOutAShortStall(mode: Mode) async throws {
         let server = try TestRedisServer()
         defer { server.stop() }
-        var configuration = try server.configuration(socketTimeout: .milliseconds(300))
+        var configuration = try server.configuration(commandTimeout: .milliseconds(300))
         configuration.lockOutageLimit = .seconds(20)
         let cache = try RedisCacheAdapter(client: RedisClient(configuration: configuration), keyPrefix: "bctest:")
         defer { cache.close() }
@@ -151,7 +151,7 @@ struct DedicatedWaitTests {
         let server = try TestRedisServer()
         defer { server.stop() }
         // No socket timeout: the holder's BLPOP must not end on its own and hand the connection over.
-        var configuration = try server.configuration(socketTimeout: nil)
+        var configuration = try server.configuration(commandTimeout: nil)
         configuration.maxConnections = 1
         configuration.poolTimeout = .seconds(600)
         let client = try RedisClient(configuration: configuration)

@@ -47,11 +47,11 @@ struct LoopExecutorTests {
         _ = try await cache.flushAll()
     }
 
-    @Test("on the loop's executor a call to a stalled server still ends at socketTimeout, and a cancelled call at once", .timeLimit(.minutes(1)))
+    @Test("on the loop's executor a call to a stalled server still ends at commandTimeout, and a cancelled call at once", .timeLimit(.minutes(1)))
     func timeoutsAndCancellationOnTheLoop() async throws {
         let server = try TestRedisServer()
         defer { server.stop() }
-        var configuration = try server.configuration(socketTimeout: .milliseconds(400))
+        var configuration = try server.configuration(commandTimeout: .milliseconds(400))
         configuration.retryOnTimeout = false
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }

@@ -79,7 +79,7 @@ struct ObservabilityTests {
     func timeout() throws {
         let server = try TestRedisServer()
         defer { server.stop() }
-        var configuration = try server.configuration(socketTimeout: .milliseconds(200))
+        var configuration = try server.configuration(commandTimeout: .milliseconds(200))
         configuration.retryOnTimeout = false
         let observed = try Observed(configuration: configuration)
         defer { observed.client.close() }

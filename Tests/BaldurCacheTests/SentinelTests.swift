@@ -125,7 +125,7 @@ struct SentinelTests {
     func masterKilled() async throws {
         let group = try TestSentinelGroup()
         defer { group.stop() }
-        let client = try RedisClient(configuration: group.configuration(socketTimeout: .seconds(1)))
+        let client = try RedisClient(configuration: group.configuration(commandTimeout: .seconds(1)))
         defer { client.close() }
         let key = RedisArgument(TestKeys()("k"))
         try await client.send("SET", key, "before")
@@ -167,7 +167,7 @@ struct SentinelTests {
         let group = try TestSentinelGroup()
         defer { group.stop() }
         // Far longer than a failover: only the switch can end these calls in time.
-        let configuration = try group.configuration(socketTimeout: .seconds(20))
+        let configuration = try group.configuration(commandTimeout: .seconds(20))
         let keys = TestKeys()
         let kept = RedisArgument(keys("kept"))
         let before = RedisReply.bulk(Array("before".utf8))
@@ -219,7 +219,7 @@ struct SentinelTests {
         let promoted = try group.directClient(port: group.replicaPort)
         defer { promoted.close() }
         #expect(try await promoted.send("GET", RedisArgument(keys("sync-connecting"))) == .bulk(Array("x".utf8)))
-        print("Sentinel master stalled: calls in flight there ended \(stalledAt.duration(to: endedAt)) after SIGSTOP (socketTimeout 20 s)")
+        print("Sentinel master stalled: calls in flight there ended \(stalledAt.duration(to: endedAt)) after SIGSTOP (commandTimeout 20 s)")
     }
 
     /// Runs `body` on a thread of its own: a blocking call must not hold one of the cooperative pool's.

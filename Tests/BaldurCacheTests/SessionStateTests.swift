@@ -256,7 +256,7 @@ struct FailureTests {
     func writeTimeoutIsItsOwnCode() throws {
         let server = try TestRedisServer()
         defer { server.stop() }
-        let client = try RedisClient(configuration: server.configuration(socketTimeout: .milliseconds(300)))
+        let client = try RedisClient(configuration: server.configuration(commandTimeout: .milliseconds(300)))
         defer { client.close() }
         try client.ping()
         server.pause()
@@ -275,13 +275,13 @@ struct FailureTests {
     func readTimeoutInWords() throws {
         let server = try TestRedisServer()
         defer { server.stop() }
-        var configuration = try server.configuration(socketTimeout: .milliseconds(200))
+        var configuration = try server.configuration(commandTimeout: .milliseconds(200))
         configuration.retryOnTimeout = false
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
         let error = #expect(throws: RedisError.self) { try client.send("DEBUG", "SLEEP", "0.6") }
         #expect(error?.code == .readTimeout)
-        #expect(error?.message == "no reply from 127.0.0.1:\(server.port) within 200 ms (socketTimeout); the connection was reset")
+        #expect(error?.message == "no reply from 127.0.0.1:\(server.port) within 200 ms (commandTimeout); the connection was reset")
     }
 
     @Test("hiredis failures are classified by what happened, in words with the address: write and read timeouts apart, a refused reply never as I/O", arguments: [
@@ -298,7 +298,7 @@ struct FailureTests {
     func classification(code: Int32, text: String, errno: Int32, phase: RedisConnection.Phase, expected: String, words: String) {
         let error = RedisConnection.classify(
             hiredisError: code, text: text, errno: errno, during: phase,
-            address: .tcp(host: "127.0.0.1", port: 6379), socketTimeout: .milliseconds(250), connectTimeout: .seconds(2)
+            address: .tcp(host: "127.0.0.1", port: 6379), commandTimeout: .milliseconds(250), connectTimeout: .seconds(2)
         )
         #expect(error.code.description == expected)
         #expect(error.message.contains(words), "\(error.message)")
@@ -313,7 +313,7 @@ struct FailureTests {
         let peer = try ScriptedPeer(reply: "*-5\r\n", hold: .milliseconds(200))
         let port = peer.port
         var configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: port))
-        configuration.socketTimeout = .milliseconds(500)
+        configuration.commandTimeout = .milliseconds(500)
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
         let error = #expect(throws: RedisError.self) { try client.send("GET", "k") }
@@ -341,7 +341,7 @@ struct FailureTests {
     func maxclientsIsARefusalOnBothAPIs(mode: Mode) async throws {
         let server = try TestRedisServer(extraArguments: ["--maxclients", "2"])
         defer { server.stop() }
-        let configuration = try server.configuration(socketTimeout: .seconds(2))
+        let configuration = try server.configuration(commandTimeout: .seconds(2))
         // The two connections the server allows.
         var hogs: [RedisConnection] = []
         let deadline = ContinuousClock.now + .seconds(5)
@@ -389,7 +389,7 @@ struct FailureTests {
     func reconnectStormBacksOff() throws {
         let server = try TestRedisServer(extraArguments: ["--maxclients", "1"])
         defer { server.stop() }
-        let configuration = try server.configuration(socketTimeout: .seconds(2))
+        let configuration = try server.configuration(commandTimeout: .seconds(2))
         // The one connection the server allows; retried until the start-up probe's slot is free.
         var hog: RedisConnection?
         let deadline = ContinuousClock.now + .seconds(5)

@@ -161,7 +161,7 @@ struct TLSTests {
     @Test("a TLS server killed and restarted: calls fail with typed errors, then succeed again on the sync path")
     func syncRestart() throws {
         let server = try TestRedisServer(tlsCertificate: "server")
-        var configuration = try server.configuration(socketTimeout: .seconds(2))
+        var configuration = try server.configuration(commandTimeout: .seconds(2))
         configuration.maxConnections = 4
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
@@ -266,7 +266,7 @@ struct AsyncTLSTests {
     @Test("a TLS server killed and restarted under 8 writing tasks: no crossed reply, typed errors, then recovery")
     func restartUnderLoad() async throws {
         let server = try TestRedisServer(tlsCertificate: "server")
-        var configuration = try server.configuration(socketTimeout: .seconds(2))
+        var configuration = try server.configuration(commandTimeout: .seconds(2))
         configuration.maxConnections = 16
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }

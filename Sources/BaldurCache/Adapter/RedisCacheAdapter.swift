@@ -41,7 +41,7 @@ public final class RedisCacheAdapter: CacheProvider {
     ///   - keyPrefix: `nil` dynamic (`baldur:`, namespaced, synthetic-aware), `""` none,
     ///     anything else used literally. See ``KeyPrefix``.
     ///   - defaultTTL: The TTL of `set` calls that pass none.
-    ///   - socketTimeout: Overrides the reply timeout.
+    ///   - commandTimeout: Overrides the reply timeout.
     ///   - socketConnectTimeout: Overrides the connect timeout.
     ///   - retryOnTimeout: Overrides whether read-only commands retry once.
     ///   - logger: Receives debug and info messages with keys and operations, and warnings for
@@ -60,7 +60,7 @@ public final class RedisCacheAdapter: CacheProvider {
         client: RedisClient? = nil,
         keyPrefix: String? = nil,
         defaultTTL: Duration? = nil,
-        socketTimeout: Duration? = nil,
+        commandTimeout: Duration? = nil,
         socketConnectTimeout: Duration? = nil,
         retryOnTimeout: Bool? = nil,
         logger: Logger = Logger(label: "BaldurCache"),
@@ -75,7 +75,7 @@ public final class RedisCacheAdapter: CacheProvider {
             var environment = ProcessInfo.processInfo.environment
             if let url { environment["BALDUR_REDIS_URL"] = url }
             var configuration = try RedisConfiguration.fromEnvironment(environment)
-            if let socketTimeout { configuration.socketTimeout = socketTimeout }
+            if let commandTimeout { configuration.commandTimeout = commandTimeout }
             if let socketConnectTimeout { configuration.connectTimeout = socketConnectTimeout }
             if let retryOnTimeout { configuration.retryOnTimeout = retryOnTimeout }
             rawClient = try RedisClient(configuration: configuration, logger: logger, observability: observability)
@@ -89,6 +89,29 @@ public final class RedisCacheAdapter: CacheProvider {
         self.nearCache = try nearCache.map { configuration throws(RedisError) in
             try NearCache(configuration, client: client, keyPrefix: prefix, logger: logger)
         }
+    }
+
+    /// The former spelling of ``init(url:client:keyPrefix:defaultTTL:commandTimeout:socketConnectTimeout:retryOnTimeout:logger:observability:nearCache:jsonCoders:)``,
+    /// whose `socketTimeout` is now `commandTimeout`.
+    @available(*, deprecated, renamed: "init(url:client:keyPrefix:defaultTTL:commandTimeout:socketConnectTimeout:retryOnTimeout:logger:observability:nearCache:jsonCoders:)")
+    public convenience init(
+        url: String? = nil,
+        client: RedisClient? = nil,
+        keyPrefix: String? = nil,
+        defaultTTL: Duration? = nil,
+        socketTimeout: Duration?,
+        socketConnectTimeout: Duration? = nil,
+        retryOnTimeout: Bool? = nil,
+        logger: Logger = Logger(label: "BaldurCache"),
+        observability: RedisObservability = .global,
+        nearCache: NearCacheConfiguration? = nil,
+        jsonCoders: JSONCoders = .baldur
+    ) throws(RedisError) {
+        try self.init(
+            url: url, client: client, keyPrefix: keyPrefix, defaultTTL: defaultTTL, commandTimeout: socketTimeout,
+            socketConnectTimeout: socketConnectTimeout, retryOnTimeout: retryOnTimeout, logger: logger,
+            observability: observability, nearCache: nearCache, jsonCoders: jsonCoders
+        )
     }
 
     deinit { nearCache?.tracker.close() }

@@ -75,7 +75,7 @@ public final class RedisBlockingConnection {
     /// the closure returns.
     ///
     /// - Throws: ``RedisError/Code/readTimeout`` when nothing arrives within
-    ///   `socketTimeout`, or another connection-fatal code.
+    ///   `commandTimeout`, or another connection-fatal code.
     public func receive() throws(RedisError) -> RedisReply {
         try lent.receive()
     }

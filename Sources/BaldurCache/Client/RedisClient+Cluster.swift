@@ -9,7 +9,7 @@ import Foundation
 ///   `ASK` sends `ASKING` and the command to the node named, once, leaving
 ///   the map as it is; `TRYAGAIN`, `CLUSTERDOWN`, `LOADING` and
 ///   `MASTERDOWN` (the command did not run) send it again after a backoff,
-///   within ``RedisConfiguration/socketTimeout``. At most
+///   within ``RedisConfiguration/commandTimeout``. At most
 ///   ``ClusterRoute/maxRedirects`` hops; then the last error reply is the answer.
 /// - `MGET`, `MSET`, `DEL`, `UNLINK`, `EXISTS` and `TOUCH` over keys of
 ///   several slots are split into one command per slot, sent per node as
@@ -51,7 +51,7 @@ extension RedisClient {
 
     /// Sends one command to `target`, following redirects.
     private func clusterSend(_ arguments: [RedisArgument], to original: ClusterTarget, on cluster: ClusterRouter) throws(RedisError) -> RedisReply {
-        var route = ClusterRoute(original, within: configuration.socketTimeout)
+        var route = ClusterRoute(original, within: configuration.commandTimeout)
         while true {
             let node = try cluster.node(for: route.target)
             let asking = route.asking
@@ -187,7 +187,7 @@ extension RedisClient {
     }
 
     private func clusterSend(_ arguments: [RedisArgument], to original: ClusterTarget, on cluster: ClusterRouter) async throws -> RedisReply {
-        var route = ClusterRoute(original, within: configuration.socketTimeout)
+        var route = ClusterRoute(original, within: configuration.commandTimeout)
         while true {
             let node = try await cluster.node(for: route.target)
             let reply: RedisReply

@@ -33,13 +33,20 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
     public var sentinelPassword: String?
     /// TLS for every connection (`rediss://`); `nil` talks plain TCP. Default `nil`.
     public var tls: RedisTLSConfiguration?
-    /// How long a command may wait to be written and for its reply
-    /// (`redisSetTimeout`); `nil` waits forever. Default 5 s, allowed 1 ms to
-    /// 100 years (`BALDUR_REDIS_SOCKET_TIMEOUT`).
-    public var socketTimeout: Duration? = .seconds(5)
+    /// How long one command may take to be written and answered, on both
+    /// APIs (a blocking command: see ``blockingCommandTimeout``); `nil` waits
+    /// forever. Default 5 s, allowed 1 ms to 100 years
+    /// (`BALDUR_REDIS_SOCKET_TIMEOUT`, redis-py's `socket_timeout`).
+    public var commandTimeout: Duration? = .seconds(5)
+    /// The former name of ``commandTimeout``.
+    @available(*, deprecated, renamed: "commandTimeout")
+    public var socketTimeout: Duration? {
+        get { commandTimeout }
+        set { commandTimeout = newValue }
+    }
     /// How long a blocking command's reply may take beyond the time it asks
     /// the server to block: `BLPOP key 10` may take 10 s plus this, `WAIT 1
-    /// 500` 500 ms plus this (`socketTimeout` does not apply to them), and one
+    /// 500` 500 ms plus this (`commandTimeout` does not apply to them), and one
     /// that blocks until data arrives (a timeout of 0) waits without limit.
     /// Default 5 s, allowed 1 ms to 100 years.
     public var blockingCommandTimeout: Duration = .seconds(5)
@@ -130,7 +137,7 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
             }
         }
         if let raw = value("BALDUR_REDIS_SOCKET_TIMEOUT") {
-            configuration.socketTimeout = try seconds(raw, name: "BALDUR_REDIS_SOCKET_TIMEOUT")
+            configuration.commandTimeout = try seconds(raw, name: "BALDUR_REDIS_SOCKET_TIMEOUT")
         }
         if let raw = value("BALDUR_REDIS_SOCKET_CONNECT_TIMEOUT") {
             configuration.connectTimeout = try seconds(raw, name: "BALDUR_REDIS_SOCKET_CONNECT_TIMEOUT")
@@ -178,8 +185,8 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
             throw RedisError(.invalidConfiguration, "healthCheckInterval must be between 5 and 300 seconds, not \(healthCheckInterval.readable)")
         }
         _ = try connectTimeout.checked("connectTimeout", in: .milliseconds(1)...Duration.longestAccepted, code: .invalidConfiguration)
-        if let socketTimeout {
-            _ = try socketTimeout.checked("socketTimeout", in: .milliseconds(1)...Duration.longestAccepted, code: .invalidConfiguration)
+        if let commandTimeout {
+            _ = try commandTimeout.checked("commandTimeout", in: .milliseconds(1)...Duration.longestAccepted, code: .invalidConfiguration)
         }
         _ = try blockingCommandTimeout.checked("blockingCommandTimeout", in: .milliseconds(1)...Duration.longestAccepted, code: .invalidConfiguration)
         _ = try poolTimeout.checked("poolTimeout", in: .zero...Duration.longestAccepted, code: .invalidConfiguration)

@@ -1,7 +1,7 @@
 /// How long a blocking command (`BLPOP key 10`, `WAIT 1 500`,
 /// `XREAD BLOCK 2000 ...`) asks the server to hold it, and so how long its
 /// reply may take: that time plus ``RedisConfiguration/blockingCommandTimeout``,
-/// not `socketTimeout`, which bounds every other command.
+/// not `commandTimeout`, which bounds every other command.
 enum BlockingCommand {
     /// What a blocking command asks for.
     enum Block: Equatable {
@@ -27,7 +27,7 @@ enum BlockingCommand {
         return block(arguments[at + 1], unit: .milliseconds(1))
     }
 
-    /// How long the reply to `arguments` may take: `base` (`socketTimeout`)
+    /// How long the reply to `arguments` may take: `base` (`commandTimeout`)
     /// for a command that does not block, its block plus `margin` for one
     /// that does, `nil` (no limit) for one that blocks until data arrives.
     static func replyTimeout(for arguments: [RedisArgument], base: Duration?, margin: Duration) -> Duration? {

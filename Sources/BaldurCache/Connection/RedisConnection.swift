@@ -55,7 +55,7 @@ final class RedisConnection: @unchecked Sendable {
     /// another thread (a failover demoted the server).
     let abortHandle: ConnectionAbort
     /// The timeouts, for error messages.
-    private let socketTimeout: Duration?
+    private let commandTimeout: Duration?
     /// A blocking command's allowance beyond its own timeout (see ``BlockingCommand``).
     private let blockingMargin: Duration
     private let connectTimeout: Duration
@@ -94,7 +94,7 @@ final class RedisConnection: @unchecked Sendable {
         self.lastUsed = .now
         self.spin = ReplySpin(budget: configuration.spinWait)
         self.session = SessionState(configuredDatabase: configuration.database)
-        self.socketTimeout = configuration.socketTimeout
+        self.commandTimeout = configuration.commandTimeout
         self.blockingMargin = configuration.blockingCommandTimeout
         self.connectTimeout = configuration.connectTimeout
         try configuration.validate()
@@ -137,7 +137,7 @@ final class RedisConnection: @unchecked Sendable {
                 )
                 certificateMissing = tls?.serverAskedForMissingCertificate == true
             }
-            if let timeout = configuration.socketTimeout {
+            if let timeout = configuration.commandTimeout {
                 guard redisSetTimeout(raw, timeval(timeout)) == REDIS_OK else {
                     throw contextError()
                 }
@@ -259,15 +259,15 @@ final class RedisConnection: @unchecked Sendable {
         }
         // A blocking command waits its own timeout on the server: the socket
         // allows its reply that plus blockingCommandTimeout, then goes back
-        // to socketTimeout (or, failing that, the connection is closed).
-        let replyTimeout = BlockingCommand.replyTimeout(for: arguments, base: socketTimeout, margin: blockingMargin)
-        guard replyTimeout != socketTimeout else {
+        // to commandTimeout (or, failing that, the connection is closed).
+        let replyTimeout = BlockingCommand.replyTimeout(for: arguments, base: commandTimeout, margin: blockingMargin)
+        guard replyTimeout != commandTimeout else {
             return try flushAndAwait(context) { () throws(RedisError) in try readReply(from: context) }
         }
         guard redisSetTimeout(context, replyTimeout.map(timeval.init) ?? timeval()) == REDIS_OK else { throw contextError() }
         defer {
             // The context itself: a failed read has closed and freed it.
-            if let open = self.context, redisSetTimeout(open, socketTimeout.map(timeval.init) ?? timeval()) != REDIS_OK { close(resetting: true) }
+            if let open = self.context, redisSetTimeout(open, commandTimeout.map(timeval.init) ?? timeval()) != REDIS_OK { close(resetting: true) }
         }
         return try flushAndAwait(context) { () throws(RedisError) in try readReply(from: context) }
     }
@@ -284,7 +284,7 @@ final class RedisConnection: @unchecked Sendable {
     /// ```
     ///
     /// - Throws: ``RedisError/Code/readTimeout`` when nothing arrives within
-    ///   `socketTimeout` (the connection is then closed: use `nil` for a
+    ///   `commandTimeout` (the connection is then closed: use `nil` for a
     ///   listener that waits indefinitely), or another connection-fatal code.
     func receive() throws(RedisError) -> RedisReply {
         let context = try liveContext()
@@ -453,7 +453,7 @@ final class RedisConnection: @unchecked Sendable {
     }
 
     /// What a read or write through a ``Transport`` that moved nothing
-    /// means, in the words of ``classify(hiredisError:text:errno:during:address:socketTimeout:connectTimeout:)``.
+    /// means, in the words of ``classify(hiredisError:text:errno:during:address:commandTimeout:connectTimeout:)``.
     /// ``TransportProgress/wouldBlock`` is a timeout: the synchronous path's
     /// socket timeout passed.
     func transportError(_ progress: TransportProgress, during phase: Phase) -> RedisError {
@@ -461,14 +461,14 @@ final class RedisConnection: @unchecked Sendable {
         switch progress {
         case .endOfStream:
             return explainingEarlyClose(Self.classify(hiredisError: REDIS_ERR_EOF, text: "Server closed the connection", errno: 0, during: phase,
-                                              address: address, socketTimeout: socketTimeout, connectTimeout: connectTimeout))
+                                              address: address, commandTimeout: commandTimeout, connectTimeout: connectTimeout))
         case .tlsFailed(let text):
             return RedisError(.tls, "TLS error with \(address): \(text)")
         case .failed(let code): savedErrno = code
         case .wouldBlock, .moved: savedErrno = EAGAIN
         }
         return explainingEarlyClose(Self.classify(hiredisError: REDIS_ERR_IO, text: String(cString: strerror(savedErrno)), errno: savedErrno, during: phase,
-                                          address: address, socketTimeout: socketTimeout, connectTimeout: connectTimeout))
+                                          address: address, commandTimeout: commandTimeout, connectTimeout: connectTimeout))
     }
 
     private func readerError(_ reader: UnsafeMutablePointer<redisReader>) -> RedisError {
@@ -477,7 +477,7 @@ final class RedisConnection: @unchecked Sendable {
         }
         return Self.classify(
             hiredisError: reader.pointee.err, text: text, errno: 0, during: .reading,
-            address: address, socketTimeout: socketTimeout, connectTimeout: connectTimeout
+            address: address, commandTimeout: commandTimeout, connectTimeout: connectTimeout
         )
     }
 
@@ -683,14 +683,14 @@ final class RedisConnection: @unchecked Sendable {
         return classify(context, savedErrno: errno, during: .connecting)
     }
 
-    /// Turns the context's error into a ``RedisError`` (see ``classify(hiredisError:text:errno:during:address:socketTimeout:connectTimeout:)``).
+    /// Turns the context's error into a ``RedisError`` (see ``classify(hiredisError:text:errno:during:address:commandTimeout:connectTimeout:)``).
     private func classify(_ context: UnsafeMutablePointer<redisContext>, savedErrno: Int32, during phase: Phase) -> RedisError {
         let text = withUnsafeBytes(of: context.pointee.errstr) { raw in
             String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
         }
         return Self.classify(
             hiredisError: context.pointee.err, text: text, errno: savedErrno, during: phase,
-            address: address, socketTimeout: socketTimeout, connectTimeout: connectTimeout
+            address: address, commandTimeout: commandTimeout, connectTimeout: connectTimeout
         )
     }
 
@@ -699,7 +699,7 @@ final class RedisConnection: @unchecked Sendable {
     /// with the address.
     static func classify(
         hiredisError: Int32, text: String, errno savedErrno: Int32, during phase: Phase,
-        address: RedisServerAddress, socketTimeout: Duration?, connectTimeout: Duration
+        address: RedisServerAddress, commandTimeout: Duration?, connectTimeout: Duration
     ) -> RedisError {
         switch hiredisError {
         case REDIS_ERR_EOF:
@@ -722,9 +722,9 @@ final class RedisConnection: @unchecked Sendable {
                 case .connecting:
                     return RedisError(.connectTimeout, "could not connect to \(address) within \(connectTimeout.readable) (connectTimeout)")
                 case .writing:
-                    return RedisError(.writeTimeout, "could not write the request to \(address) within \(socketTimeout?.readable ?? "the timeout") (socketTimeout): the server is not reading; the connection was reset")
+                    return RedisError(.writeTimeout, "could not write the request to \(address) within \(commandTimeout?.readable ?? "the timeout") (commandTimeout): the server is not reading; the connection was reset")
                 case .reading:
-                    return RedisError(.readTimeout, "no reply from \(address) within \(socketTimeout?.readable ?? "the timeout") (socketTimeout); the connection was reset")
+                    return RedisError(.readTimeout, "no reply from \(address) within \(commandTimeout?.readable ?? "the timeout") (commandTimeout); the connection was reset")
                 }
             }
             if savedErrno == ECONNRESET || savedErrno == EPIPE || text.contains("Connection reset") || text.contains("Broken pipe") {

@@ -26,7 +26,7 @@ struct UnsentRequest: Error {
 ///
 /// - Cancellation: the caller resumes at once with `CancellationError`; its
 ///   request stays in the queue, and its reply is read and dropped.
-/// - Deadlines: each request must be answered within `socketTimeout` of
+/// - Deadlines: each request must be answered within `commandTimeout` of
 ///   being queued (write plus reply). A connection cannot skip a reply, so
 ///   one late reply fails the connection: the late request with
 ///   `readTimeout` (or `writeTimeout` when it was not fully written), every
@@ -129,9 +129,9 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
         self.address = connection.address
         self.connection = connection
         self.loop = loop
-        self.timeout = configuration.socketTimeout
+        self.timeout = configuration.commandTimeout
         self.blockingMargin = configuration.blockingCommandTimeout
-        self.coarseDeadlines = (configuration.socketTimeout ?? .zero) >= .milliseconds(100)
+        self.coarseDeadlines = (configuration.commandTimeout ?? .zero) >= .milliseconds(100)
         self.isDedicated = dedicated
         self.onPush = onPush
         self.onClose = onClose
@@ -491,8 +491,8 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
         }
         guard let late else { return locked { pending.first?.deadline ?? .max } }
         let error = late.endOffset > writtenBytes
-            ? RedisError(.writeTimeout, "could not write a request to \(address) within \(timeout?.readable ?? "the timeout") (socketTimeout): the server is not reading; the connection was reset")
-            : RedisError(.readTimeout, "no reply from \(address) within \(timeout?.readable ?? "the timeout") (socketTimeout; for a blocking command, its own timeout plus blockingCommandTimeout); the connection was reset")
+            ? RedisError(.writeTimeout, "could not write a request to \(address) within \(timeout?.readable ?? "the timeout") (commandTimeout): the server is not reading; the connection was reset")
+            : RedisError(.readTimeout, "no reply from \(address) within \(timeout?.readable ?? "the timeout") (commandTimeout; for a blocking command, its own timeout plus blockingCommandTimeout); the connection was reset")
         fail(error, first: error)
         return .max
     }

@@ -43,10 +43,10 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let connectionRefused = Code(kind: .connectionRefused)
         /// The connection was not established within `connectTimeout`.
         public static let connectTimeout = Code(kind: .connectTimeout)
-        /// The server did not answer within `socketTimeout`; the connection was
+        /// The server did not answer within `commandTimeout`; the connection was
         /// discarded (reset, so nothing unsent reaches the server later).
         public static let readTimeout = Code(kind: .readTimeout)
-        /// The request could not be written within `socketTimeout` (the
+        /// The request could not be written within `commandTimeout` (the
         /// server stopped reading); the connection was discarded and reset, so
         /// the part not yet on the wire never reaches the server.
         public static let writeTimeout = Code(kind: .writeTimeout)

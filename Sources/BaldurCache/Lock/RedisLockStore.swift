@@ -150,7 +150,7 @@ struct RedisLockStore: LockStore {
     /// `blockingCommandTimeout` (see ``BlockingCommand``).
     private func waitDuration(_ timeout: Duration) -> Duration {
         var wait = max(timeout, .milliseconds(1))
-        if let socketTimeout = client.configuration.socketTimeout { wait = min(wait, socketTimeout / 2) }
+        if let commandTimeout = client.configuration.commandTimeout { wait = min(wait, commandTimeout / 2) }
         return wait
     }
 

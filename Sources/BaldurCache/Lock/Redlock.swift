@@ -40,14 +40,14 @@ public final class Redlock: Sendable {
     /// Creates a Redlock over existing clients.
     ///
     /// - Throws: ``RedisError/Code/invalidConfiguration`` when there is no
-    ///   client, or a client's `socketTimeout` is missing or not well below
+    ///   client, or a client's `commandTimeout` is missing or not well below
     ///   the TTL (at most a third of it).
     public init(key: String, ttl: Duration, clients: [RedisClient]) throws(RedisError) {
         guard !clients.isEmpty else { throw RedisError(.invalidConfiguration, "Redlock needs at least one Redis master") }
         _ = try ttl.checked("a Redlock TTL", in: .milliseconds(10)...Duration.longestAccepted)
         for client in clients {
-            guard let timeout = client.configuration.socketTimeout, timeout * 3 <= ttl else {
-                throw RedisError(.invalidConfiguration, "Redlock needs per-node socket timeouts of at most a third of the TTL (\(ttl)); \(client.configuration) has \(client.configuration.socketTimeout.map { "\($0)" } ?? "none")")
+            guard let timeout = client.configuration.commandTimeout, timeout * 3 <= ttl else {
+                throw RedisError(.invalidConfiguration, "Redlock needs per-node socket timeouts of at most a third of the TTL (\(ttl)); \(client.configuration) has \(client.configuration.commandTimeout.map { "\($0)" } ?? "none")")
             }
         }
         self.key = key
@@ -63,7 +63,7 @@ public final class Redlock: Sendable {
         var clients: [RedisClient] = []
         for url in urls {
             var configuration = try RedisConfiguration(url: url)
-            configuration.socketTimeout = nodeTimeout
+            configuration.commandTimeout = nodeTimeout
             configuration.connectTimeout = nodeTimeout
             configuration.retryOnTimeout = false
             clients.append(try RedisClient(configuration: configuration))

@@ -74,7 +74,7 @@ final class ClusterRouter: ConnectionRouter {
         self.seeds = seeds
         self.configuration = configuration
         var discoveryConfiguration = configuration
-        discoveryConfiguration.socketTimeout = configuration.connectTimeout
+        discoveryConfiguration.commandTimeout = configuration.connectTimeout
         discoveryConfiguration.spinWait = .zero
         self.discoveryConfiguration = discoveryConfiguration
         self.logger = logger

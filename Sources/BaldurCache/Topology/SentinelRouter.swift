@@ -74,7 +74,7 @@ final class SentinelRouter: ConnectionRouter {
         sentinelConfiguration.password = configuration.sentinelPassword
         sentinelConfiguration.database = 0
         // A sentinel that stops answering must not hold a discovery longer than a connect.
-        sentinelConfiguration.socketTimeout = configuration.connectTimeout
+        sentinelConfiguration.commandTimeout = configuration.connectTimeout
         sentinelConfiguration.spinWait = .zero
         self.sentinelConfiguration = sentinelConfiguration
         self.logger = logger

@@ -30,9 +30,9 @@ final class TestCluster: @unchecked Sendable {
         return "rediss+cluster://\(seeds)?ssl_ca_certs=\(ca)"
     }
 
-    func configuration(socketTimeout: Duration = .seconds(2)) throws -> RedisConfiguration {
+    func configuration(commandTimeout: Duration = .seconds(2)) throws -> RedisConfiguration {
         var configuration = try RedisConfiguration(url: url)
-        configuration.socketTimeout = socketTimeout
+        configuration.commandTimeout = commandTimeout
         configuration.connectTimeout = .seconds(1)
         return configuration
     }
@@ -44,7 +44,7 @@ final class TestCluster: @unchecked Sendable {
 
     static func nodeClient(port: Int, tls: Bool = false) throws -> RedisClient {
         var configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: port))
-        configuration.socketTimeout = .seconds(2)
+        configuration.commandTimeout = .seconds(2)
         configuration.connectTimeout = .seconds(1)
         if tls {
             configuration.tls = RedisTLSConfiguration()

@@ -32,9 +32,9 @@ final class TestRedisServer: @unchecked Sendable {
         return "rediss://localhost:\(port)/0?ssl_ca_certs=\(ca)"
     }
 
-    func configuration(socketTimeout: Duration? = .seconds(5)) throws -> RedisConfiguration {
+    func configuration(commandTimeout: Duration? = .seconds(5)) throws -> RedisConfiguration {
         var configuration = try RedisConfiguration(url: url)
-        configuration.socketTimeout = socketTimeout
+        configuration.commandTimeout = commandTimeout
         configuration.connectTimeout = .seconds(2)
         return configuration
     }

@@ -41,11 +41,11 @@ final class TestSentinelGroup: @unchecked Sendable {
     }
 
     /// ``url`` with the passwords set.
-    func configuration(socketTimeout: Duration = .seconds(2)) throws -> RedisConfiguration {
+    func configuration(commandTimeout: Duration = .seconds(2)) throws -> RedisConfiguration {
         var configuration = try RedisConfiguration(url: url)
         configuration.password = masterPassword
         configuration.sentinelPassword = sentinelPassword
-        configuration.socketTimeout = socketTimeout
+        configuration.commandTimeout = commandTimeout
         configuration.connectTimeout = .seconds(1)
         return configuration
     }
