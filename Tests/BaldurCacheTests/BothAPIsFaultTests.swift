@@ -98,3 +98,36 @@ struct BothAPIsFaultTests {
 private func blockingSend(_ client: RedisClient, _ arguments: RedisArgument...) throws -> RedisReply {
     try client.send(arguments)
 }
+
+/// Connects never wait behind another server's connect.
+@Suite("Connects in parallel", .serialized)
+struct ConnectIsolationTests {
+    @Test("20 connects hung on a stalled server (AUTH unanswered) do not delay a connect to a healthy one", .timeLimit(.minutes(1)))
+    func hungConnectsDoNotDelayOthers() async throws {
+        let stalled = try TestRedisServer()
+        defer { stalled.stop() }
+        var hanging = try RedisConfiguration(url: "redis://:secret@127.0.0.1:\(stalled.port)/0")
+        hanging.connectTimeout = .seconds(3)
+        hanging.commandTimeout = .seconds(3)
+        hanging.retryOnTimeout = false
+        let hung = try RedisClient(configuration: hanging)
+        defer { hung.close() }
+        stalled.pause()
+        defer { stalled.resume() }
+        // Each BLPOP needs a dedicated connection of its own: 20 connects, each stuck in AUTH until its timeout.
+        let waiting = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for index in 0..<20 { group.addTask { _ = try? await hung.send("BLPOP", RedisArgument("never:\(index)"), "1") } }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(300))
+
+        let healthy = try RedisClient(configuration: TestEnvironment.configuration())
+        defer { healthy.close() }
+        let start = ContinuousClock.now
+        #expect(try await healthy.send("PING") == .status("PONG"))
+        let took = start.duration(to: .now)
+        #expect(took < .seconds(1), "a connect to a healthy server took \(took) behind the hung ones")
+        await waiting.value
+    }
+}
