@@ -122,7 +122,7 @@ else
     # The lock handoff test's 16 tasks and the lock-wait-end tests' services
     # are async too: beside phase 1's blocked threads, under ThreadSanitizer,
     # the handoff's tasks once got no thread for 9 s and acquired nothing.
-    async_suites='AsyncEngineTests|AsyncTaskLocalTests|AsyncRedlockTests|CacheContractTests|AsyncServiceTests|SubscriptionTests|AsyncTLSTests|SentinelTests|handoffNeverWaitsForThePoll|LockWaitEndTests|BothAPIsFaultTests|LoopExecutorTests|BlockingCommandTimeoutTests|ConnectIsolationTests'
+    async_suites='AsyncEngineTests|AsyncTaskLocalTests|AsyncRedlockTests|CacheContractTests|AsyncServiceTests|SubscriptionTests|AsyncTLSTests|SentinelTests|handoffNeverWaitsForThePoll|LockWaitEndTests|BothAPIsFaultTests|LoopExecutorTests|BlockingCommandTimeoutTests|ConnectIsolationTests|MainActorCallerTests|WarningLogTests'
     own_phase='ClusterTests|NearCacheTests'
     swift test "${build[@]}" --skip-build --skip "$async_suites|$own_phase"
     swift test "${build[@]}" --skip-build --filter AsyncEngineTests

@@ -98,6 +98,7 @@ struct BlockingCommandTimeoutTests {
         #expect(BlockingCommand.replyTimeout(for: ["GET", "a"], base: .seconds(5), margin: .seconds(1)) == .seconds(5))
         #expect(BlockingCommand.replyTimeout(for: ["BLPOP", "a", "2"], base: .seconds(5), margin: .seconds(1)) == .seconds(3))
         #expect(BlockingCommand.replyTimeout(for: ["BLPOP", "a", "0"], base: .seconds(5), margin: .seconds(1)) == nil)
+        #expect(BlockingCommand.replyTimeout(for: ["BLPOP", "a", "2"], base: nil, margin: nil) == nil, "no commandTimeout: no deadline")
     }
 
     @Test("blockingCommandTimeout is range-checked: 1 ms to 100 years")

@@ -46,10 +46,10 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
     }
     /// How long a blocking command's reply may take beyond the time it asks
     /// the server to block: `BLPOP key 10` may take 10 s plus this, `WAIT 1
-    /// 500` 500 ms plus this (`commandTimeout` does not apply to them), and one
-    /// that blocks until data arrives (a timeout of 0) waits without limit.
-    /// Default 5 s, allowed 1 ms to 100 years.
-    public var blockingCommandTimeout: Duration = .seconds(5)
+    /// 500` 500 ms plus this (`commandTimeout` alone does not apply to them),
+    /// and one that blocks until data arrives (a timeout of 0) waits without
+    /// limit. `nil` (the default): ``commandTimeout``. Allowed 1 ms to 100 years.
+    public var blockingCommandTimeout: Duration?
     /// How long connecting may take. Default 5 s, allowed 1 ms to 100 years
     /// (`BALDUR_REDIS_SOCKET_CONNECT_TIMEOUT`).
     public var connectTimeout: Duration = .seconds(5)
@@ -188,7 +188,9 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
         if let commandTimeout {
             _ = try commandTimeout.checked("commandTimeout", in: .milliseconds(1)...Duration.longestAccepted, code: .invalidConfiguration)
         }
-        _ = try blockingCommandTimeout.checked("blockingCommandTimeout", in: .milliseconds(1)...Duration.longestAccepted, code: .invalidConfiguration)
+        if let blockingCommandTimeout {
+            _ = try blockingCommandTimeout.checked("blockingCommandTimeout", in: .milliseconds(1)...Duration.longestAccepted, code: .invalidConfiguration)
+        }
         _ = try poolTimeout.checked("poolTimeout", in: .zero...Duration.longestAccepted, code: .invalidConfiguration)
         _ = try lockOutageLimit.checked("lockOutageLimit", in: .seconds(1)...Duration.seconds(3600), code: .invalidConfiguration)
         guard spinWait >= .zero, spinWait <= .milliseconds(10) else {

@@ -29,12 +29,13 @@ enum BlockingCommand {
 
     /// How long the reply to `arguments` may take: `base` (`commandTimeout`)
     /// for a command that does not block, its block plus `margin` for one
-    /// that does, `nil` (no limit) for one that blocks until data arrives.
-    static func replyTimeout(for arguments: [RedisArgument], base: Duration?, margin: Duration) -> Duration? {
+    /// that does, `nil` (no limit) for one that blocks until data arrives or
+    /// without a margin.
+    static func replyTimeout(for arguments: [RedisArgument], base: Duration?, margin: Duration?) -> Duration? {
         switch block(of: arguments) {
         case nil: return base
         case .forever: return nil
-        case .upTo(let wait): return wait + margin
+        case .upTo(let wait): return margin.map { wait + $0 }
         }
     }
 

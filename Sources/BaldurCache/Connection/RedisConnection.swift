@@ -57,7 +57,7 @@ final class RedisConnection: @unchecked Sendable {
     /// The timeouts, for error messages.
     private let commandTimeout: Duration?
     /// A blocking command's allowance beyond its own timeout (see ``BlockingCommand``).
-    private let blockingMargin: Duration
+    private let blockingMargin: Duration?
     private let connectTimeout: Duration
 
     /// The server this connection talks to.
@@ -95,7 +95,7 @@ final class RedisConnection: @unchecked Sendable {
         self.spin = ReplySpin(budget: configuration.spinWait)
         self.session = SessionState(configuredDatabase: configuration.database)
         self.commandTimeout = configuration.commandTimeout
-        self.blockingMargin = configuration.blockingCommandTimeout
+        self.blockingMargin = configuration.blockingCommandTimeout ?? configuration.commandTimeout
         self.connectTimeout = configuration.connectTimeout
         try configuration.validate()
         try address.validate()

@@ -50,7 +50,7 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     private let loop: EventLoop
     private let timeout: Duration?
     /// A blocking command's allowance beyond its own timeout (see ``BlockingCommand``).
-    private let blockingMargin: Duration
+    private let blockingMargin: Duration?
     /// Timeouts of 100 ms and more start from the coarse clock (cheaper; a
     /// few ms behind the fine one).
     private let coarseDeadlines: Bool
@@ -130,7 +130,7 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
         self.connection = connection
         self.loop = loop
         self.timeout = configuration.commandTimeout
-        self.blockingMargin = configuration.blockingCommandTimeout
+        self.blockingMargin = configuration.blockingCommandTimeout ?? configuration.commandTimeout
         self.coarseDeadlines = (configuration.commandTimeout ?? .zero) >= .milliseconds(100)
         self.isDedicated = dedicated
         self.onPush = onPush
