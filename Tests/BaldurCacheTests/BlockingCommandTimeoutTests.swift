@@ -7,10 +7,6 @@ import Testing
 /// not `commandTimeout`, on both APIs.
 @Suite("Blocking commands wait their own timeout", .serialized)
 struct BlockingCommandTimeoutTests {
-    private func onOwnThread<R: Sendable>(_ body: @escaping @Sendable () -> R) async -> R {
-        await withCheckedContinuation { done in Thread { done.resume(returning: body()) }.start() }
-    }
-
     @Test("BLPOP with a 1.5 s timeout and commandTimeout 300 ms answers nil after 1.5 s on both APIs, not readTimeout at 300 ms", .timeLimit(.minutes(1)))
     func blpopLongerThanSocketTimeout() async throws {
         var configuration = try TestEnvironment.configuration()

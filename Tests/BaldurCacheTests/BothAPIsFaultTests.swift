@@ -6,12 +6,6 @@ import Testing
 /// ends at its own timeout, and both recover.
 @Suite("Both APIs under one fault", .serialized)
 struct BothAPIsFaultTests {
-    /// Runs `body` on a thread of its own (never a cooperative-pool thread)
-    /// and returns its result when it ends.
-    private func onOwnThread<R: Sendable>(_ body: @escaping @Sendable () -> R) async -> R {
-        await withCheckedContinuation { done in Thread { done.resume(returning: body()) }.start() }
-    }
-
     private static func outcome(_ call: () throws -> Void) -> (code: RedisError.Code?, ended: ContinuousClock.Instant) {
         do {
             try call()
