@@ -19,7 +19,7 @@ import Logging
 /// | `asyncnearhit` | an async `get` served by the near cache, 1 task |
 /// | `tlsget` | the adapter's blocking `get` over `--tls-url` |
 /// | `clustermget100` | `mget` of 100 keys over `--cluster-url` (per key) |
-/// | `asyncraw`, `asyncget` | async `GET`/`get` from `--tasks` tasks (default 1), N calls each |
+/// | `asyncraw`, `asyncget` | async `GET`/`get` from `--tasks` tasks (default 1), N calls each; `--on-loop` runs the tasks on the event loop's executor |
 enum Profile {
     static let workloads = [
         "rawget", "get", "set", "pipeline", "mget100", "mset100ttl", "nearhit", "asyncnearhit", "tlsget", "clustermget100", "asyncraw", "asyncget",
@@ -64,10 +64,11 @@ enum Profile {
             case "asyncraw", "asyncget":
                 let cache = try adapter(url, connections: 16)
                 try cache.set("record", record)
+                let executor = CommandLine.arguments.contains("--on-loop") ? cache.rawClient.eventLoopExecutor : nil
                 wait {
                     await withTaskGroup(of: Void.self) { group in
                         for _ in 0..<tasks {
-                            group.addTask {
+                            group.addTask(executorPreference: executor) {
                                 for _ in 0..<count {
                                     if workload == "asyncraw" { _ = try? await cache.rawClient.send("GET", "bench:swift:record") } else { _ = try? await cache.get("record") }
                                 }

@@ -721,6 +721,7 @@ if runAsyncRows {
     print("| one task vs the blocking call on one connection | calls/s | / the blocking call | CPU µs per call: blocking / this | p50 / p99 µs |")
     print("|---|---:|---:|---:|---|")
     let oneTaskRows: [(String, [Sample], [Sample])] = [
+        ("blocking raw GET (the baseline)", syncLatency, syncLatency), ("blocking get (the baseline)", syncGetLatency, syncGetLatency),
         ("async raw GET", asyncRaw[1] ?? [], syncLatency), ("async raw GET, on the loop's executor", onLoopRaw, syncLatency),
         ("async get", asyncGet[1] ?? [], syncGetLatency), ("async get, on the loop's executor", onLoopGet, syncGetLatency),
     ]

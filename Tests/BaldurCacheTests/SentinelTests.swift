@@ -7,7 +7,7 @@ import Testing
 /// through the shared group too (`Provider.redisSentinel`).
 @Suite("Sentinel", .serialized)
 struct SentinelTests {
-    @Test("calls reach the master the sentinels name, with the master's and the sentinels' passwords kept apart")
+    @Test("calls reach the master the sentinels name, with the master's and the sentinels' passwords kept apart", .ownThread)
     func discovery() throws {
         let client = try RedisClient(configuration: TestEnvironment.sentinelConfiguration())
         defer { client.close() }
@@ -26,7 +26,7 @@ struct SentinelTests {
         #expect(error?.message.contains("not-it") == false)
     }
 
-    @Test("with every sentinel down the error names each one, within connectTimeout per sentinel")
+    @Test("with every sentinel down the error names each one, within connectTimeout per sentinel", .ownThread)
     func allSentinelsDown() throws {
         // One refuses at once; one accepts the connection (a listen backlog) and never answers.
         let (silent, silentPort) = try boundLoopbackSocket()
@@ -46,7 +46,7 @@ struct SentinelTests {
         #expect(error?.isConnectionFatal == true)
     }
 
-    @Test("a name no sentinel knows is an error that says so")
+    @Test("a name no sentinel knows is an error that says so", .ownThread)
     func unknownMaster() throws {
         var configuration = try TestEnvironment.sentinelConfiguration()
         guard case .sentinel(_, let sentinels) = configuration.topology else { return }
@@ -257,7 +257,7 @@ struct SentinelTests {
         #expect(movedSync && movedAsync, "both paths write to the promoted replica")
     }
 
-    @Test("the CLI exits cleanly while other threads are inside TLS (OpenSSL's atexit cleanup is off)")
+    @Test("the CLI exits cleanly while other threads are inside TLS (OpenSSL's atexit cleanup is off)", .ownThread)
     func exitDuringTLS() throws {
         // A Sentinel client over TLS has a watcher thread polling the
         // sentinels; with OpenSSL's atexit cleanup a process exiting under
@@ -286,7 +286,7 @@ struct SentinelTests {
         }
     }
 
-    @Test("Python Baldur on redis+sentinel:// and BaldurCache read each other's values and respect each other's locks")
+    @Test("Python Baldur on redis+sentinel:// and BaldurCache read each other's values and respect each other's locks", .ownThread)
     func pythonInterop() throws {
         let prefix = "bctest:\(UUID().uuidString):"
         let cache = try RedisCacheAdapter(client: RedisClient(configuration: TestEnvironment.sentinelConfiguration()), keyPrefix: prefix)

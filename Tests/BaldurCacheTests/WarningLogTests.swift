@@ -8,7 +8,7 @@ import Testing
 /// the failover tests' router). Never a value or a password.
 @Suite("Warnings in the log", .serialized)
 struct WarningLogTests {
-    @Test("connects failing in a row: one warning when the back-off starts, naming the address, without the password")
+    @Test("connects failing in a row: one warning when the back-off starts, naming the address, without the password", .ownThread)
     func connectBackOffIsAWarning() throws {
         let capture = LogCapture()
         let port = try freeLoopbackPort()
@@ -24,7 +24,7 @@ struct WarningLogTests {
         #expect(!capture.all.contains { $0.fullText.contains("hunter2") })
     }
 
-    @Test("a lock lost while it was renewed is a warning naming the lock")
+    @Test("a lock lost while it was renewed is a warning naming the lock", .ownThread)
     func lostLockIsAWarning() throws {
         let capture = LogCapture()
         let client = try RedisClient(configuration: RedisConfiguration(url: TestEnvironment.url()), logger: capture.logger(level: .warning))
@@ -41,7 +41,7 @@ struct WarningLogTests {
         #expect(warnings.first?.fullText.contains("renewed") == true)
     }
 
-    @Test("the near cache losing its tracking connection is a warning")
+    @Test("the near cache losing its tracking connection is a warning", .ownThread)
     func nearCacheOutageIsAWarning() throws {
         let server = try TestRedisServer()
         defer { server.stop() }

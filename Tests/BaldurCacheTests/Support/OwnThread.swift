@@ -1,7 +1,118 @@
 import Foundation
+import Synchronization
+import Testing
 
 /// Runs `body` (blocking calls) on a thread of its own, never a
 /// cooperative-pool thread, and returns its result when it ends.
 func onOwnThread<R: Sendable>(_ body: @escaping @Sendable () -> R) async -> R {
     await withCheckedContinuation { done in Thread { done.resume(returning: body()) }.start() }
+}
+
+extension Trait where Self == OwnThreadTrait {
+    /// Runs the test on a thread of its own (see ``OwnThreadTrait``).
+    static var ownThread: Self { OwnThreadTrait() }
+}
+
+/// Runs a synchronous test on a thread of its own instead of a thread of
+/// Swift's cooperative pool.
+///
+/// Swift Testing runs every test on the cooperative pool, which has one
+/// thread per core (two here). A synchronous test that blocks for seconds
+/// (a stalled server, a child process, a failover) holds one of them, and
+/// two such tests hold them all: the async tests beside them then wait for
+/// a thread, and the durations they measure are the pool's, not the
+/// library's (a 1.5 s `BLPOP` deadline measured 5.7 and 11 s in CI).
+///
+/// The test runs with a ``ThreadExecutor`` as its task executor
+/// preference, so the synchronous body runs on that executor's thread.
+/// Meant for synchronous tests: an async one's child tasks would inherit
+/// the preference and share the one thread.
+struct OwnThreadTrait: TestTrait, TestScoping {
+    func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
+        let executor = ThreadExecutor(name: test.name)
+        defer { executor.finish() }
+        try await withTaskExecutorPreference(executor) { try await function() }
+    }
+}
+
+/// A task executor with one thread of its own, which runs its jobs in
+/// order. After ``finish()`` the thread ends once it has run what it has;
+/// jobs that still arrive (an unstructured task the test left running
+/// inherits the preference) go to the global concurrent executor.
+final class ThreadExecutor: TaskExecutor {
+    private struct State {
+        var jobs: [UnownedJob] = []
+        var finished = false
+    }
+
+    private let state = Mutex(State())
+    private let condition = NSCondition()
+    /// The threads of the executors now running (`pthread_self()` values).
+    private static let running = Mutex<Set<UInt>>([])
+
+    /// Whether the caller runs on a ``ThreadExecutor``'s thread.
+    static var isCurrent: Bool { running.withLock { $0.contains(UInt(pthread_self())) } }
+
+    init(name: String) {
+        let thread = Thread { [self] in run() }
+        thread.name = "test: \(name)"
+        thread.start()
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        condition.lock()
+        let accepted = state.withLock { state in
+            guard !state.finished else { return false }
+            state.jobs.append(job)
+            return true
+        }
+        condition.signal()
+        condition.unlock()
+        if !accepted { globalConcurrentExecutor.enqueue(job) }
+    }
+
+    /// Lets the thread end once its queue is empty.
+    func finish() {
+        condition.lock()
+        state.withLock { $0.finished = true }
+        condition.signal()
+        condition.unlock()
+    }
+
+    private func run() {
+        let executor = asUnownedTaskExecutor()
+        let thread = UInt(pthread_self())
+        Self.running.withLock { _ = $0.insert(thread) }
+        defer { Self.running.withLock { _ = $0.remove(thread) } }
+        while true {
+            condition.lock()
+            var batch: [UnownedJob] = []
+            var finished = false
+            while true {
+                (batch, finished) = state.withLock { state in
+                    defer { state.jobs.removeAll() }
+                    return (state.jobs, state.finished)
+                }
+                if !batch.isEmpty || finished { break }
+                condition.wait()
+            }
+            condition.unlock()
+            for job in batch { job.runSynchronously(on: executor) }
+            if batch.isEmpty && finished { return }
+        }
+    }
+}
+
+@Suite("Test harness: a thread of its own")
+struct OwnThreadTraitTests {
+    @Test("a test marked .ownThread runs on its executor's thread", .ownThread)
+    func markedTestRunsOnItsOwnThread() {
+        #expect(ThreadExecutor.isCurrent)
+    }
+
+    @Test("an unmarked test runs where Swift Testing puts it")
+    func unmarkedTestDoesNot() {
+        #expect(!ThreadExecutor.isCurrent)
+    }
 }
