@@ -374,7 +374,7 @@ struct ClusterTests {
         print("Cluster slot migration: \(log.acknowledged.map(\.count).reduce(0, +)) acknowledged writes, \(log.failures) typed failures")
     }
 
-    @Test("a master killed under load: calls to its slots fail until its replica is promoted, then succeed; no reply crossed")
+    @Test("a master killed under load from both APIs at once: blocking and async calls to its slots fail until its replica is promoted, then succeed on both; no reply crossed")
     func masterKilled() async throws {
         let cluster = try TestCluster()
         defer { cluster.stop() }
@@ -393,25 +393,45 @@ struct ClusterTests {
         }
         let log = KillLog()
         let killedAt = ContinuousClock.now
+        /// Task `task`'s keys (each key is one task's alone: any other value read back is a crossed reply).
+        @Sendable func keys(of task: Int) -> [String] { names.enumerated().filter { $0.offset % 4 == task }.map(\.element) }
         try await withThrowingTaskGroup(of: Void.self) { tasks in
-            for task in 0..<4 {
+            // Tasks 0 and 1 call the async API; 2 and 3 the blocking API, each on a thread of its own.
+            for task in 0..<2 {
                 tasks.addTask {
                     var counter = 0
                     while !log.done {
-                        for name in names where names.firstIndex(of: name)! % 4 == task {
+                        for name in keys(of: task) {
                             counter += 1
                             let value = "t\(task)-\(counter)"
                             do {
                                 try await client.send("SET", RedisArgument(name), RedisArgument(value))
-                                let read = try await client.send("GET", RedisArgument(name)).string
-                                // The key is this task's alone: any other value is a crossed reply.
-                                if read != value { log.crossed("\(name): wrote \(value), read \(read ?? "nil")") }
-                                if onVictim.contains(name) { log.succeeded(at: .now) }
-                            } catch let error as RedisError {
-                                log.failed(error, at: .now)
+                                log.readBack(try await client.send("GET", RedisArgument(name)), of: name, wrote: value, .async, onVictim: onVictim.contains(name))
+                            } catch {
+                                log.failed(error, .async, at: .now)
                             }
                         }
                         try await Task.sleep(for: .milliseconds(5))
+                    }
+                }
+            }
+            for task in 2..<4 {
+                tasks.addTask {
+                    await onOwnThread {
+                        var counter = 0
+                        while !log.done {
+                            for name in keys(of: task) {
+                                counter += 1
+                                let value = "t\(task)-\(counter)"
+                                do {
+                                    try client.send(["SET", RedisArgument(name), RedisArgument(value)])
+                                    log.readBack(try client.send(["GET", RedisArgument(name)]), of: name, wrote: value, .blocking, onVictim: onVictim.contains(name))
+                                } catch {
+                                    log.failed(error, .blocking, at: .now)
+                                }
+                            }
+                            Thread.sleep(forTimeInterval: 0.005)
+                        }
                     }
                 }
             }
@@ -427,11 +447,16 @@ struct ClusterTests {
         let result = log.snapshot()
         #expect(result.crossed.isEmpty, "\(result.crossed.prefix(3))")
         #expect(result.untyped.isEmpty, "every failure is a connection error or a cluster retry reply: \(result.untyped.prefix(3))")
-        #expect(result.failuresAfterKill > 0, "the kill was seen")
-        let recovery = try #require(result.firstSuccessAfterFailure.map { killedAt.duration(to: $0) }, "calls recovered on the promoted replica")
+        for api in KillLog.API.allCases {
+            #expect(result.failuresAfterKill[api, default: 0] > 0, "the kill was seen by the \(api) API")
+            #expect(result.firstSuccessAfterFailure[api] != nil, "the \(api) API's calls recovered on the promoted replica")
+        }
         let promoted = try ClusterNodes(asking: cluster.ports.first { $0 != victim.port }!)
         #expect(promoted.master(of: ClusterSlot.of(names[0]))?.port != victim.port)
-        print("Cluster master kill: calls to its slots succeeded again \(recovery) after SIGKILL; \(result.failuresAfterKill) calls failed")
+        let recovery = KillLog.API.allCases.map { api in
+            "\(api) \(result.firstSuccessAfterFailure[api].map { "\(killedAt.duration(to: $0))" } ?? "never") (\(result.failuresAfterKill[api, default: 0]) calls failed)"
+        }
+        print("Cluster master kill: calls to its slots succeeded again after SIGKILL: \(recovery.joined(separator: ", "))")
     }
 
     @Test("rediss+cluster://: a TLS-only cluster (bus and replication too) serves the sync and async paths")
@@ -554,11 +579,13 @@ private final class MigrationWriters: Sendable {
 
 /// What the master-kill test's tasks saw.
 private final class KillLog: Sendable {
+    enum API: String, CaseIterable, Sendable { case blocking, async }
+
     struct Result {
         var crossed: [String] = []
         var untyped: [String] = []
-        var failuresAfterKill = 0
-        var firstSuccessAfterFailure: ContinuousClock.Instant?
+        var failuresAfterKill: [API: Int] = [:]
+        var firstSuccessAfterFailure: [API: ContinuousClock.Instant] = [:]
         var killed = false
         var done = false
     }
@@ -566,23 +593,28 @@ private final class KillLog: Sendable {
     private let state = PlainMutex(Result())
 
     var done: Bool { state.withLock { $0.done } }
-    var recovered: Bool { state.withLock { $0.firstSuccessAfterFailure != nil } }
+    /// Both APIs' calls to the killed master's slots succeeded again after failing.
+    var recovered: Bool { state.withLock { $0.firstSuccessAfterFailure.count == API.allCases.count } }
 
     func markKill() { state.withLock { $0.killed = true } }
     func finish() { state.withLock { $0.done = true } }
     func crossed(_ text: String) { state.withLock { $0.crossed.append(text) } }
 
-    func failed(_ error: RedisError, at instant: ContinuousClock.Instant) {
+    func failed(_ error: any Error, _ api: API, at instant: ContinuousClock.Instant) {
         state.withLock { log in
-            if !(error.isConnectionFatal || error.isTransient) { log.untyped.append("\(error)") }
-            if log.killed { log.failuresAfterKill += 1 }
+            if let error = error as? RedisError, error.isConnectionFatal || error.isTransient {} else { log.untyped.append("\(api): \(error)") }
+            if log.killed { log.failuresAfterKill[api, default: 0] += 1 }
         }
     }
 
-    /// A call to the killed master's slots succeeded.
-    func succeeded(at instant: ContinuousClock.Instant) {
+    /// A `GET` of `name` answered after the `SET` of `value`: any other
+    /// value is a crossed reply (each key is one task's alone). On the killed
+    /// master's slots, the first answer after a failure marks that API recovered.
+    func readBack(_ reply: RedisReply, of name: String, wrote value: String, _ api: API, onVictim: Bool) {
+        let now = ContinuousClock.now
         state.withLock { log in
-            if log.killed, log.failuresAfterKill > 0, log.firstSuccessAfterFailure == nil { log.firstSuccessAfterFailure = instant }
+            if reply.string != value { log.crossed.append("\(api): \(name): wrote \(value), read \(reply)") }
+            if onVictim, log.killed, log.failuresAfterKill[api, default: 0] > 0, log.firstSuccessAfterFailure[api] == nil { log.firstSuccessAfterFailure[api] = now }
         }
     }
 

@@ -89,4 +89,33 @@ struct LoopExecutorTests {
         let pong = try await Task(executorPreference: executor) { try await client.send("PING") }.value
         #expect(pong == .status("PONG"))
     }
+
+    @Test("the engine's threads carry their names where the system shows them (/proc, top -H, perf): the loop, and a connect under way")
+    func threadsAreNamed() async throws {
+        let server = try TestRedisServer()
+        defer { server.stop() }
+        var configuration = try server.configuration(commandTimeout: .seconds(2))
+        configuration.database = 1  // a connect sends SELECT, and waits for its reply
+        let client = try RedisClient(configuration: configuration)
+        defer { client.close() }
+        try await client.ping()
+        #expect(Self.threadNames().contains("baldur-loop-0"), "\(Self.threadNames())")
+        // A new connection's SELECT to a stalled server waits on the connect's thread.
+        server.pause()
+        defer { server.resume() }
+        let connecting = Task { try await client.withConnection { (_: RedisDedicatedConnection) in } }
+        let deadline = ContinuousClock.now + .seconds(3)
+        while !Self.threadNames().contains("baldur-connect"), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(Self.threadNames().contains("baldur-connect"), "\(Self.threadNames())")
+        connecting.cancel()
+        _ = await connecting.result
+    }
+
+    /// The names of this process's threads, as the kernel has them.
+    private static func threadNames() -> Set<String> {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+        return Set(tasks.compactMap { task in
+            (try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        })
+    }
 }

@@ -19,7 +19,7 @@ enum Connector {
         onPush: (@Sendable (RedisReply) -> Void)? = nil, onClose: (@Sendable (RedisError) -> Void)? = nil
     ) async throws(RedisError) -> EventLoopConnection {
         let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<EventLoopConnection, RedisError>, Never>) in
-            let thread = Thread {
+            startThread(named: "baldur-connect") {
                 let result = Result { () throws(RedisError) in
                     let connection = try RedisConnection(address: address, configuration: configuration, abortHandle: abortHandle)
                     return try EventLoopConnection(
@@ -31,8 +31,6 @@ enum Connector {
                 if case .success(let connection) = result { connection.publish() }
                 continuation.resume(returning: result)
             }
-            thread.name = "BaldurCache.connect"
-            thread.start()
         }
         let connection = try result.get()
         connection.receive()

@@ -106,9 +106,7 @@ final class EventLoop: Sendable {
         event.events = EPOLLIN.rawValue
         event.data.u64 = 0
         epoll_ctl(epoll, EPOLL_CTL_ADD, wakeDescriptor, &event)
-        let thread = Thread { [self] in run() }
-        thread.name = "BaldurCache.event-loop.\(index)"
-        thread.start()
+        startThread(named: "baldur-loop-\(index)") { [self] in run() }
     }
 
     // MARK: - Called from any thread

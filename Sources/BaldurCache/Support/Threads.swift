@@ -1,3 +1,4 @@
+import CLinuxEvents
 import Dispatch
 import Foundation
 
@@ -17,4 +18,18 @@ package func runOnThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Voi
         thread.start()
     }
     group.wait()
+}
+
+/// Starts `body` on a thread of its own named `name`, where the system
+/// shows it (`top -H`, `perf`, `gdb`, `/proc/self/task/*/comm`).
+/// Foundation on Linux passes a name set before `start()` to
+/// `Thread.current.name` only, so the thread names itself first
+/// (`PR_SET_NAME`; the kernel keeps 15 bytes of it).
+package func startThread(named name: String, _ body: @escaping @Sendable () -> Void) {
+    let thread = Thread {
+        _ = baldur_name_this_thread(name)
+        body()
+    }
+    thread.name = name
+    thread.start()
 }

@@ -39,7 +39,7 @@ final class SentinelWatcher: Sendable {
             return !state.started && !state.stopped
         }
         guard first else { return }
-        let thread = Thread { [weak router, self] in
+        startThread(named: "baldur-sentinel") { [weak router, self] in
             // One sentinel connection for the polls, kept while it works; this thread's alone.
             var pollConnection: RedisConnection?
             defer { pollConnection?.close() }
@@ -53,8 +53,6 @@ final class SentinelWatcher: Sendable {
                 Thread.sleep(forTimeInterval: Double(Self.pollInterval.components.seconds))
             }
         }
-        thread.name = "BaldurCache.sentinel-watch"
-        thread.start()
     }
 
     /// Stops watching: closes the subscription; the polling thread ends
