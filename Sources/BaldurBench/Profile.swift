@@ -69,14 +69,10 @@ enum Profile {
                         if workload == "asyncraw" { _ = try? await cache.rawClient.send("GET", "bench:swift:record") } else { _ = try? await cache.get("record") }
                     }
                 }
-                // `addTask(executorPreference: nil)` is not free: the guard
-                // counted 12% more instructions per call with it.
-                let onLoop = CommandLine.arguments.contains("--on-loop")
+                let executor = CommandLine.arguments.contains("--on-loop") ? cache.rawClient.eventLoopExecutor : nil
                 wait {
                     await withTaskGroup(of: Void.self) { group in
-                        for _ in 0..<tasks {
-                            if onLoop { group.addTask(executorPreference: cache.rawClient.eventLoopExecutor) { await calls() } } else { group.addTask { await calls() } }
-                        }
+                        for _ in 0..<tasks { group.addTask(preferring: executor) { await calls() } }
                     }
                 }
             default:
