@@ -355,9 +355,6 @@ func blockingAwait<R: Sendable>(_ body: @Sendable @escaping () async -> R) -> R 
     return result.withLock { $0! }
 }
 
-/// Runs `body` in `tasks` concurrent tasks for `seconds`: calls per second,
-/// client CPU per call, and each call's latency (p50, p99).
-/// `preferring`: the tasks run on this executor (`addTask(executorPreference:)`).
 /// `group.addTask`, with `executor` as the task's preference when there is
 /// one. Not `addTask(executorPreference: nil)`: that costs every call 12%
 /// more instructions (`baldur-bench --profile asyncraw`, callgrind).
@@ -367,6 +364,9 @@ extension TaskGroup {
     }
 }
 
+/// Runs `body` in `tasks` concurrent tasks for `seconds`: calls per second,
+/// client CPU per call, and each call's latency (p50, p99).
+/// `preferring`: the tasks run on this executor (`addTask(executorPreference:)`).
 func measureAsync(tasks: Int, preferring executor: (any TaskExecutor)? = nil, _ body: @Sendable @escaping () async throws -> Void) -> Sample {
     let measureSeconds = seconds
     return blockingAwait {
