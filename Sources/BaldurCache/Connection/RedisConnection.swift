@@ -44,6 +44,11 @@ final class RedisConnection: @unchecked Sendable {
     /// Busy-polls for replies before blocking (see ``ReplySpin``).
     @exclusivity(unchecked) private(set) var spin: ReplySpin
 
+    /// The connection's life: its setup here, then (in event-loop mode) the
+    /// ``EventLoopConnection`` that takes it over; a blocking connection
+    /// records only its close (it is open while it has a context).
+    @exclusivity(unchecked) private(set) var machine = ConnectionStateMachine(connecting: .init())
+
     /// What the commands sent so far changed about the session (see ``SessionState``).
     @exclusivity(unchecked) private(set) var session: SessionState
     /// The server refused this connection (`maxclients`) in place of a reply.
@@ -97,6 +102,7 @@ final class RedisConnection: @unchecked Sendable {
         self.commandTimeout = configuration.commandTimeout
         self.blockingMargin = configuration.blockingCommandTimeout ?? configuration.commandTimeout
         self.connectTimeout = configuration.connectTimeout
+        self.machine = ConnectionStateMachine(connecting: .init(configuration))
         try configuration.validate()
         try address.validate()
         let connectTimeout = timeval(configuration.connectTimeout)
@@ -114,60 +120,54 @@ final class RedisConnection: @unchecked Sendable {
         // deinit frees it on every path.
         context = raw
         if raw.pointee.err != 0 {
-            let error = classify(raw, savedErrno: errno, during: .connecting)
+            let error = machine.setupFailed(classify(raw, savedErrno: errno, during: .connecting), at: address)
             close(resetting: true)
             throw error
         }
         if let reason = abortHandle.attach(raw.pointee.fd) {
+            let error = machine.setupFailed(ConnectionAbort.connectError(to: address, reason), at: address)
             close(resetting: true)
-            throw ConnectionAbort.connectError(to: address, reason)
+            throw error
         }
         raw.pointee.reader.pointee.fn = replyCallbacks
         raw.pointee.reader.pointee.privdata = Unmanaged.passUnretained(replies).toOpaque()
-        // The server asked for a client certificate and none is configured.
-        var certificateMissing = false
         do throws(RedisError) {
-            if let settings = configuration.tls {
-                guard case .tcp(let host, _) = address else {
-                    throw RedisError(.invalidConfiguration, "TLS needs a TCP address, not \(address)")
-                }
-                tls = try TLSTransport(
-                    descriptor: raw.pointee.fd, host: host, configuration: settings,
-                    timeout: configuration.connectTimeout, address: address
-                )
-                certificateMissing = tls?.serverAskedForMissingCertificate == true
-            }
             if let timeout = configuration.commandTimeout {
-                guard redisSetTimeout(raw, timeval(timeout)) == REDIS_OK else {
-                    throw contextError()
+                guard redisSetTimeout(raw, timeval(timeout)) == REDIS_OK else { throw contextError() }
+            }
+            var action = machine.connected()
+            while true {
+                switch action {
+                case .handshakeTLS:
+                    guard let settings = configuration.tls, case .tcp(let host, _) = address else {
+                        throw RedisError(.invalidConfiguration, "TLS needs a TCP address, not \(address)")
+                    }
+                    let transport = try TLSTransport(
+                        descriptor: raw.pointee.fd, host: host, configuration: settings,
+                        timeout: configuration.connectTimeout, address: address
+                    )
+                    tls = transport
+                    action = machine.tlsEstablished(clientCertificateDemanded: transport.serverAskedForMissingCertificate)
+                case .authenticate:
+                    let credentials = configuration.username.map { [RedisArgument($0)] } ?? []
+                    action = machine.setupReplyReceived(try sendAllowingErrorReply(["AUTH"] + credentials + [RedisArgument(configuration.password ?? "")]))
+                case .select(let database):
+                    action = machine.setupReplyReceived(try sendAllowingErrorReply(["SELECT", RedisArgument(database)]))
+                case .verify:
+                    action = machine.setupReplyReceived(try sendAllowingErrorReply(["PING"]))
+                case .ready:
+                    // The connection's own AUTH and SELECT made the session the configured one.
+                    session = SessionState(configuredDatabase: configuration.database)
+                    return
+                case .fail(let error):
+                    throw error
                 }
             }
-            if let password = configuration.password {
-                if let username = configuration.username {
-                    try send(["AUTH", RedisArgument(username), RedisArgument(password)])
-                } else {
-                    try send(["AUTH", RedisArgument(password)])
-                }
-            }
-            if configuration.database != 0 {
-                try send(["SELECT", RedisArgument(configuration.database)])
-            }
-            if configuration.password == nil, configuration.database == 0, certificateMissing {
-                // Under TLS 1.3 a server that requires a client certificate
-                // says so only in its first record after the handshake: ask
-                // now, so the connect fails rather than the first command.
-                try send(["PING"])
-            }
-            // The connection's own AUTH and SELECT made the session the configured one.
-            session = SessionState(configuredDatabase: configuration.database)
         } catch {
+            let reported = machine.setupFailed(error, at: address)
             close(resetting: true)
             if let reason = abortHandle.reason { throw ConnectionAbort.connectError(to: address, reason) }
-            if certificateMissing, error.code == .connectionClosed || error.code == .io {
-                // The alert saying why may be lost to the reset that follows it.
-                throw RedisError(.tls, "\(address) asked for a client certificate and closed the connection without one: it demanded a client certificate; set ssl_certfile and ssl_keyfile (\(error.message))")
-            }
-            throw error
+            throw reported
         }
     }
 
@@ -223,6 +223,9 @@ final class RedisConnection: @unchecked Sendable {
         tls = nil
         redisFree(context)
         self.context = nil
+        // During the setup the failure that closed the socket is reported
+        // to the machine by init's catch, with its own error.
+        if machine.isOpen { _ = machine.closeRequested(graceful: false) }
     }
 
     /// Sends one command and waits for its reply: the command is written in
@@ -407,13 +410,14 @@ final class RedisConnection: @unchecked Sendable {
     // MARK: - Event-loop mode (the engine's side of the connection)
 
     /// Hands the socket to an event loop: makes it non-blocking and returns
-    /// the transport the loop reads and writes through. From here on the
+    /// the transport the loop reads and writes through, and the open
+    /// ``ConnectionStateMachine`` the event-loop connection drives from here on. From here on the
     /// engine writes requests itself and feeds what it reads to
     /// ``feedReplies(_:_:)``; hiredis' reader still parses every reply.
     /// The loop closes the connection (``close(resetting:)``) only after it
     /// stopped watching the socket, so a reused descriptor number is never
     /// taken for this one.
-    func enterEventLoopMode() throws(RedisError) -> Transport {
+    func enterEventLoopMode() throws(RedisError) -> (transport: Transport, machine: ConnectionStateMachine) {
         let context = try liveContext()
         let descriptor = context.pointee.fd
         let flags = fcntl(descriptor, F_GETFL)
@@ -423,8 +427,8 @@ final class RedisConnection: @unchecked Sendable {
             throw error
         }
         context.pointee.flags &= ~Int32(REDIS_BLOCK)
-        if let tls { return .tls(tls) }
-        return .plain(SocketTransport(descriptor: descriptor))
+        if let tls { return (.tls(tls), machine) }
+        return (.plain(SocketTransport(descriptor: descriptor)), machine)
     }
 
     /// Feeds bytes read from the socket to hiredis' reader

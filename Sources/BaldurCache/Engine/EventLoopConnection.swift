@@ -135,14 +135,14 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
         self.isDedicated = dedicated
         self.onPush = onPush
         self.onClose = onClose
-        self.machine = ConnectionStateMachine(pushMode: onPush != nil)
         self.session = SessionState(configuredDatabase: configuration.database)
         mutex = .allocate(capacity: 1)
         mutex.initialize(to: pthread_mutex_t())
         pthread_mutex_init(mutex, nil)
         id = loop.makeID()
         do {
-            transport = try connection.enterEventLoopMode()
+            (transport, machine) = try connection.enterEventLoopMode()
+            machine.pushMode = onPush != nil
         } catch {
             pthread_mutex_destroy(mutex)
             mutex.deallocate()
