@@ -115,6 +115,41 @@ extension RedisCacheAdapter {
         rawClient.telemetry.cacheLookup("mget", hits: hits, misses: missing.count - hits)
     }
 
+    /// An `mget` through the near cache: answered from memory, or the one
+    /// call that fetches what memory lacks.
+    enum NearMget<Value> {
+        case answered([String: Value])
+        /// Run this call; `keys` is how many it asks Redis for.
+        case fetch(CacheCall<[String: Value]>, keys: Int)
+    }
+
+    /// The near cache's part of `mget`, for both APIs: the keys found in
+    /// memory, and for the rest `MGET` plus a `PTTL` each, kept on arrival
+    /// (or a plain `MGET` when nothing can be kept: tracking is down, or
+    /// only hashes were found). A failed fetch forgets its placeholders.
+    @inline(never)
+    @_specialize(where T == JSONValue)
+    func nearMget<T: Decodable>(_ keys: [String], as type: T.Type, in near: NearCache) throws(RedisError) -> NearMget<T> {
+        let prefix = keyPrefix.resolve()
+        let (found, missing) = try nearLookup(mget: keys, prefix: prefix, as: type, in: near)
+        guard !missing.isEmpty else { return .answered(found) }
+        if missing.allSatisfy({ $0.ticket == nil }) {
+            let keys = missing.map(\.key)
+            let settle = { for key in keys { near.store.readWithoutKeeping(NearKey(prefix: prefix, key: key)) } }
+            let call = mgetCall(keys, as: type).map { fetched in
+                settle()
+                return found.merging(fetched) { kept, _ in kept }
+            }
+            return .fetch(call.onFailure(settle), keys: keys.count)
+        }
+        let call = CacheCall(.pipeline(Self.mgetCommands(missing, prefix: prefix))) { reply throws(RedisError) in
+            var found = found
+            try self.nearKeep(mget: reply.array ?? [], missing: missing, prefix: prefix, into: &found, in: near)
+            return found
+        }
+        return .fetch(call.onFailure { for (_, ticket) in missing { near.store.abandon(ticket) } }, keys: missing.count)
+    }
+
     /// `MGET` of the missing keys' storage keys, then `PTTL` of each.
     static func mgetCommands(_ missing: [(key: String, ticket: NearCacheStore.Ticket?)], prefix: String) -> [[RedisArgument]] {
         let keys = missing.map { RedisArgument(prefix: prefix, key: $0.key) }

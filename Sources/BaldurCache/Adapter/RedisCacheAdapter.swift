@@ -318,25 +318,10 @@ public final class RedisCacheAdapter: CacheProvider {
     public func mget<T: Decodable>(_ keys: [String], as type: T.Type) throws(RedisError) -> [String: T] {
         guard !keys.isEmpty else { return [:] }
         guard let nearCache else { return try run("mget", "\(keys.count) keys") { () throws(RedisError) in mgetCall(keys, as: type) } }
-        let prefix = keyPrefix.resolve()
-        var (found, missing) = try nearLookup(mget: keys, prefix: prefix, as: type, in: nearCache)
-        guard !missing.isEmpty else { return found }
-        if missing.allSatisfy({ $0.ticket == nil }) {
-            // Bypassed (tracking is down) or nothing keepable: a plain MGET, without the PTTLs.
-            let keys = missing.map(\.key)
-            defer { for key in keys { nearCache.store.readWithoutKeeping(NearKey(prefix: prefix, key: key)) } }
-            let fetched = try run("mget", "\(keys.count) keys") { () throws(RedisError) in mgetCall(keys, as: type) }
-            return found.merging(fetched) { kept, _ in kept }
+        switch try nearMget(keys, as: type, in: nearCache) {
+        case .answered(let found): return found
+        case .fetch(let call, let count): return try run("mget", "\(count) keys") { () throws(RedisError) in call }
         }
-        let replies: [RedisReply]
-        do {
-            replies = try logged("mget", "\(missing.count) keys") { () throws(RedisError) in try rawClient.pipeline(Self.mgetCommands(missing, prefix: prefix)) }
-        } catch {
-            for (_, ticket) in missing { nearCache.store.abandon(ticket) }
-            throw error
-        }
-        try nearKeep(mget: replies, missing: missing, prefix: prefix, into: &found, in: nearCache)
-        return found
     }
 
     func mgetCall<T: Decodable>(_ keys: [String], as type: T.Type) -> CacheCall<[String: T]> {
