@@ -47,37 +47,39 @@ extension AsyncCacheProvider {
         }
     }
 
+    /// The miss, as ``GetOrSetPlan`` decides it (factory errors propagate).
     private func missPath<T: Codable & Sendable>(
         _ key: String, ttl: Duration?, lockTimeout: Duration, waitTimeout: Duration, factory: () async throws -> T
     ) async throws -> T {
         let lock = getLock("singleflight:lock:\(key)", timeout: lockTimeout, blockingTimeout: nil)
-        // Backend errors while electing or polling fail open; factory errors propagate.
-        let acquired: Bool
-        do { acquired = try await lock.acquire(blocking: false) } catch is RedisError {
-            return try await computeAndStore(key, ttl: ttl, factory: factory)
-        }
-        if acquired { return try await computeAsWinner(key, ttl: ttl, lock: lock, factory: factory) }
-        let deadline = ContinuousClock.now + waitTimeout
-        while ContinuousClock.now < deadline {
-            // Checked every poll (50 ms), so a graceful shutdown ends the wait
-            // without a task watching for it.
-            if Task.isShuttingDownGracefully {
-                throw RedisError(.lockNotAcquired, "gave up waiting for '\(key)' to be computed elsewhere: the service is shutting down")
-            }
-            try await Task.sleep(for: .milliseconds(50) * Double.random(in: 0.8...1.2))
-            let value: T?
-            let won: Bool
-            do {
-                value = try await get(key, as: T.self)
-                won = value == nil ? try await lock.acquire(blocking: false) : false
-            } catch is RedisError {
+        var plan = GetOrSetPlan(waitTimeout: waitTimeout)
+        var step = plan.start
+        while true {
+            switch step {
+            case .elect:
+                do { step = plan.elected(try await lock.acquire(blocking: false)) } catch { step = try plan.failed(error) }
+            case .poll(let pause):
+                // Checked every poll, so a graceful shutdown ends the wait
+                // without a task watching for it.
+                if Task.isShuttingDownGracefully {
+                    throw RedisError(.lockNotAcquired, "gave up waiting for '\(key)' to be computed elsewhere: the service is shutting down")
+                }
+                try await Task.sleep(for: pause)
+                do {
+                    if let value = try await get(key, as: T.self) { return value }
+                    step = plan.polled(won: try await lock.acquire(blocking: false))
+                } catch {
+                    step = try plan.failed(error)
+                }
+            case .computeAsWinner:
+                return try await computeAsWinner(key, ttl: ttl, lock: lock, factory: factory)
+            case .lastLook:
+                if let value = try? await get(key, as: T.self) { return value }
+                return try await computeAndStore(key, ttl: ttl, factory: factory)
+            case .compute:
                 return try await computeAndStore(key, ttl: ttl, factory: factory)
             }
-            if let value { return value }
-            if won { return try await computeAsWinner(key, ttl: ttl, lock: lock, factory: factory) }
         }
-        if let value = try? await get(key, as: T.self) { return value }
-        return try await computeAndStore(key, ttl: ttl, factory: factory)
     }
 
     private func computeAsWinner<T: Codable & Sendable>(

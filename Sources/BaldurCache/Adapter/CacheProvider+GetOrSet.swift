@@ -57,31 +57,35 @@ extension CacheProvider {
         }
     }
 
+    /// The miss, as ``GetOrSetPlan`` decides it; `factory`'s errors
+    /// propagate from outside the do/catch blocks, so it never runs twice for them.
     private func missPath<T: Codable & Sendable>(
         _ key: String, ttl: Duration?, lockTimeout: Duration, waitTimeout: Duration, factory: () throws -> T
     ) throws -> T {
         let lock = getLock("singleflight:lock:\(key)", timeout: lockTimeout, blockingTimeout: nil)
-        // Backend errors while electing or polling fail open; factory errors propagate
-        // (they are thrown outside these do/catch blocks, so the factory never runs twice for them).
-        let acquired: Bool
-        do { acquired = try lock.acquire(blocking: false) } catch { return try computeAndStore(key, ttl: ttl, factory: factory) }
-        if acquired { return try computeAsWinner(key, ttl: ttl, lock: lock, factory: factory) }
-        let deadline = ContinuousClock.now + waitTimeout
-        while ContinuousClock.now < deadline {
-            Thread.sleep(forTimeInterval: 0.05 * Double.random(in: 0.8...1.2))
-            let value: T?
-            let won: Bool
-            do {
-                value = try get(key, as: T.self)
-                won = value == nil ? try lock.acquire(blocking: false) : false
-            } catch {
+        var plan = GetOrSetPlan(waitTimeout: waitTimeout)
+        var step = plan.start
+        while true {
+            switch step {
+            case .elect:
+                do { step = plan.elected(try lock.acquire(blocking: false)) } catch { step = try plan.failed(error) }
+            case .poll(let pause):
+                Thread.sleep(forTimeInterval: Double(pause.nanoseconds) / 1e9)
+                do {
+                    if let value = try get(key, as: T.self) { return value }
+                    step = plan.polled(won: try lock.acquire(blocking: false))
+                } catch {
+                    step = try plan.failed(error)
+                }
+            case .computeAsWinner:
+                return try computeAsWinner(key, ttl: ttl, lock: lock, factory: factory)
+            case .lastLook:
+                if let value = try? get(key, as: T.self) { return value }
+                return try computeAndStore(key, ttl: ttl, factory: factory)
+            case .compute:
                 return try computeAndStore(key, ttl: ttl, factory: factory)
             }
-            if let value { return value }
-            if won { return try computeAsWinner(key, ttl: ttl, lock: lock, factory: factory) }
         }
-        if let value = try? get(key, as: T.self) { return value }
-        return try computeAndStore(key, ttl: ttl, factory: factory)
     }
 
     private func computeAsWinner<T: Codable & Sendable>(
