@@ -85,12 +85,9 @@ extension RedisClient {
     }
 
     /// Where a call that failed on `pool` with `error` is sent once more, or
-    /// `nil` for nowhere:
-    /// - any command whose pool was closed before it was sent (`closed`)
-    ///   when the router serves another server now (a failover retired it);
-    /// - a `readOnly` one after a timeout or a dropped connection, when
-    ///   ``RedisConfiguration/retryOnTimeout`` allows, on the server the
-    ///   router serves now.
+    /// `nil` for nowhere, as ``RetryPolicy`` decides: a request that never
+    /// left goes to the server the router serves now, if another; a
+    /// read-only one whose reply was lost, on a fresh connection.
     ///
     /// In a cluster the call stays on `pool`, its node: the cluster route
     /// chose it (a redirect, a `SCAN` page's master) and follows redirects
@@ -98,7 +95,10 @@ extension RedisClient {
     private func retryPool(
         after error: RedisError, on pool: EnginePool, command: [RedisArgument], readOnly: @autoclosure () -> Bool
     ) async throws(RedisError) -> EnginePool? {
-        if error.code == .closed {
+        switch retryPolicy.decide(after: error, attempt: 1, readOnly: readOnly) {
+        case .fail:
+            return nil
+        case .resendOnNewServer:
             guard cluster == nil else { return nil }
             let next = try await enginePool(for: command)
             guard next !== pool else { return nil }
@@ -106,10 +106,10 @@ extension RedisClient {
                 "redis.address": "\(next.address)",
             ])
             return next
+        case .resendOnFreshConnection:
+            logger.debug("redis read-only command retried on a fresh connection", metadata: ["error": "\(error.code)"])
+            return cluster == nil ? try await enginePool(for: command) : pool
         }
-        guard mayRetry(error), readOnly() else { return nil }
-        logger.debug("redis read-only command retried on a fresh connection", metadata: ["error": "\(error.code)"])
-        return cluster == nil ? try await enginePool(for: command) : pool
     }
 
     /// The engine pool for `command`: at once when the router knows it,
@@ -251,12 +251,6 @@ extension RedisClient {
         if name.isCommand(in: blockingCommands) { return true }
         guard name.isCommand(in: ["XREAD", "XREADGROUP"]) else { return false }
         return arguments.dropFirst().contains { $0.isCommand(in: ["BLOCK"]) }
-    }
-
-    /// A timeout or a dropped connection, and retries allowed.
-    private func mayRetry(_ error: RedisError) -> Bool {
-        configuration.retryOnTimeout
-            && (error.code == .readTimeout || error.code == .writeTimeout || error.code == .connectionClosed || error.code == .io)
     }
 }
 

@@ -131,8 +131,7 @@ extension RedisClient {
             // A part that failed: what the one-node path does after a first
             // attempt failed (a read-only part once more on a fresh connection).
             for (group, error) in failures.sorted(by: { $0.group < $1.group }) {
-                let transient = error.code == .readTimeout || error.code == .writeTimeout || error.code == .connectionClosed || error.code == .io
-                guard configuration.retryOnTimeout, transient, retryable(parts[group]) else { throw error }
+                guard retryPolicy.decide(after: error, attempt: 1, readOnly: { retryable(parts[group]) }) == .resendOnFreshConnection else { throw error }
                 let partReplies = try withRetry(false) { connection throws(RedisError) in
                     try connection.pipeline(parts[group], pooled: true)
                 } pool: { () throws(RedisError) in groups[group].node.pool }

@@ -246,6 +246,9 @@ public final class RedisClient: Sendable {
         router.pools.reduce(0) { $0 + $1.openConnections } + router.enginePools.reduce(0) { $0 + $1.openConnections }
     }
 
+    /// When a failed call is sent again (see ``RetryPolicy``).
+    var retryPolicy: RetryPolicy { RetryPolicy(retryOnTimeout: configuration.retryOnTimeout) }
+
     /// `retryable` is only asked after a transient failure, so the happy path
     /// never looks the command names up. A result that `refusedAsReadOnly`
     /// (a `READONLY` refusal: the command did not run) is sent once more
@@ -257,15 +260,14 @@ public final class RedisClient: Sendable {
         pool choose: () throws(RedisError) -> ConnectionPool
     ) throws(RedisError) -> R {
         var attempt = 0
-        var movedOnce = false
         while true {
             attempt += 1
             let pool = try choose()
             let pooled: ConnectionPool.PooledConnection
             do { pooled = try pool.checkout() } catch {
                 // A pool a failover retired after it was chosen: nothing was sent, try the new one.
-                if error.code == .closed, !movedOnce, let current = try? choose(), current !== pool {
-                    movedOnce = true
+                if retryPolicy.decide(after: error, attempt: attempt, readOnly: retryable) == .resendOnNewServer,
+                   let current = try? choose(), current !== pool {
                     continue
                 }
                 router.failed(error, at: pool.address)
@@ -274,8 +276,7 @@ public final class RedisClient: Sendable {
             do {
                 let result = try body(pooled.connection)
                 pool.checkin(pooled)
-                if !movedOnce, refusedAsReadOnly(result), try router.refusedAsReadOnly(at: pool.address) {
-                    movedOnce = true
+                if attempt == 1, refusedAsReadOnly(result), try router.refusedAsReadOnly(at: pool.address) {
                     logger.debug("redis command sent again to the new master after READONLY", metadata: ["redis.address": "\(pool.address)"])
                     continue
                 }
@@ -283,8 +284,7 @@ public final class RedisClient: Sendable {
             } catch {
                 pool.checkin(pooled)
                 router.failed(error, at: pool.address)
-                let transient = error.code == .readTimeout || error.code == .writeTimeout || error.code == .connectionClosed || error.code == .io
-                guard configuration.retryOnTimeout, transient, attempt == 1, retryable() else { throw error }
+                guard retryPolicy.decide(after: error, attempt: attempt, readOnly: retryable) == .resendOnFreshConnection else { throw error }
                 logger.debug("redis read-only command retried on a fresh connection", metadata: [
                     "redis.address": "\(pool.address)", "error": "\(error.code)",
                 ])
