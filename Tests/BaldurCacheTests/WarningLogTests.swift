@@ -8,20 +8,39 @@ import Testing
 /// the failover tests' router). Never a value or a password.
 @Suite("Warnings in the log", .serialized)
 struct WarningLogTests {
-    @Test("connects failing in a row: one warning when the back-off starts, naming the address, without the password", .ownThread)
-    func connectBackOffIsAWarning() throws {
-        let capture = LogCapture()
+    /// A client of a port nothing listens on, with a password the log must never show.
+    private func refusingClient(_ capture: LogCapture) throws -> (client: RedisClient, port: Int) {
         let port = try freeLoopbackPort()
         var configuration = try RedisConfiguration(url: "redis://:hunter2@127.0.0.1:\(port)/0")
         configuration.connectTimeout = .milliseconds(200)
-        let client = try RedisClient(configuration: configuration, logger: capture.logger(level: .warning))
-        defer { client.close() }
-        for _ in 0..<4 { _ = try? client.send("PING") }
+        return (try RedisClient(configuration: configuration, logger: capture.logger(level: .warning)), port)
+    }
+
+    /// One warning, when the back-off started, naming the address; the password nowhere.
+    private func expectOneBackOffWarning(_ capture: LogCapture, port: Int) {
         let warnings = capture.all.filter { $0.level == .warning }
         #expect(warnings.count == 1, "\(warnings.map(\.fullText))")
         #expect(warnings.first?.fullText.contains("backing off") == true)
         #expect(warnings.first?.fullText.contains("127.0.0.1:\(port)") == true)
         #expect(!capture.all.contains { $0.fullText.contains("hunter2") })
+    }
+
+    @Test("connects failing in a row: one warning when the back-off starts, naming the address, without the password", .ownThread)
+    func connectBackOffIsAWarning() throws {
+        let capture = LogCapture()
+        let (client, port) = try refusingClient(capture)
+        defer { client.close() }
+        for _ in 0..<4 { _ = try? client.send("PING") }
+        expectOneBackOffWarning(capture, port: port)
+    }
+
+    @Test("the async API's failing connects warn once too, as the blocking pool does, without the password")
+    func asyncConnectBackOffIsAWarning() async throws {
+        let capture = LogCapture()
+        let (client, port) = try refusingClient(capture)
+        defer { client.close() }
+        for _ in 0..<4 { _ = try? await client.send("PING") }
+        expectOneBackOffWarning(capture, port: port)
     }
 
     @Test("a lock lost while it was renewed is a warning naming the lock", .ownThread)

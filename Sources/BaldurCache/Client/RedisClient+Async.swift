@@ -220,8 +220,7 @@ extension RedisClient {
     /// Closes every connection once its requests in flight are answered,
     /// then proves the server is back with a `PING` on a new one.
     public func reconnect() async throws {
-        for pool in router.enginePools { await pool.drain() }
-        for pool in router.pools { pool.drain() }
+        for server in router.servers { await server.drain() }
         logger.info("redis connections dropped for reconnect", metadata: ["redis.url": "\(configuration)"])
         try await ping()
     }
@@ -231,8 +230,7 @@ extension RedisClient {
     /// every connection closes. The synchronous ``close()`` closes at once.
     public func shutdown() async {
         router.close()
-        for pool in router.enginePools { await pool.close(graceful: true) }
-        for pool in router.pools { pool.close() }
+        for server in router.servers { await server.close(graceful: true) }
     }
 
     /// The commands that block the connection until data arrives or a

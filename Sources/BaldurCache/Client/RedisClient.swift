@@ -226,7 +226,7 @@ public final class RedisClient: Sendable {
     ///
     /// - Throws: ``RedisError`` when the `PING` fails.
     public func reconnect() throws(RedisError) {
-        for pool in router.pools { pool.drain() }
+        for server in router.servers { server.blocking.drain() }
         logger.info("redis connections dropped for reconnect", metadata: ["redis.url": "\(configuration)"])
         try ping()
     }
@@ -236,14 +236,13 @@ public final class RedisClient: Sendable {
     /// finish). Idempotent; later calls throw ``RedisError/Code/closed``.
     public func close() {
         router.close()
-        for pool in router.enginePools { pool.closeNow() }
-        for pool in router.pools { pool.close() }
+        for server in router.servers { server.close() }
     }
 
     /// The number of connections open now across all pools (idle or in
     /// use), the async API's pipelined and dedicated ones included.
     public var openConnections: Int {
-        router.pools.reduce(0) { $0 + $1.openConnections } + router.enginePools.reduce(0) { $0 + $1.openConnections }
+        router.servers.reduce(0) { $0 + $1.openConnections }
     }
 
     /// When a failed call is sent again (see ``RetryPolicy``).

@@ -10,9 +10,9 @@ import Logging
 ///   round-robin, opened on first use and replaced once they fail.
 /// - Dedicated: up to ``RedisConfiguration/maxConnections``; a caller that
 ///   finds them all held suspends (holding no thread) up to `poolTimeout`.
-/// - Connects back off as ``ConnectionPool`` does: from the second failure
-///   in a row, new connects wait 25 ms doubling to 1 s, and callers meanwhile
-///   get the last error at once.
+/// - Connects back off as ``ConnectBackoff`` says, the rule the blocking
+///   pool follows: from the second failure in a row, new connects wait
+///   25 ms doubling to 1 s, and callers meanwhile get the last error at once.
 final class EnginePool: Sendable {
     let address: RedisServerAddress
     private let configuration: RedisConfiguration
@@ -38,10 +38,6 @@ final class EnginePool: Sendable {
         var dedicated = 0
         var waiters = Deque<Waiter>()
         var nextWaiter: UInt64 = 0
-        var connectFailures = 0
-        var backoff = Backoff(initial: .milliseconds(25), cap: .seconds(1))
-        /// While set, connects are not tried and callers get this error.
-        var failingUntil: (error: RedisError, until: UInt64)?
         /// Open subscriptions, closed with the pool.
         var subscriptions: [UInt64: EventLoopConnection] = [:]
         var nextSubscription: UInt64 = 0
@@ -50,10 +46,19 @@ final class EnginePool: Sendable {
         var closed = false
     }
 
-    init(address: RedisServerAddress, configuration: RedisConfiguration, logger: Logger) {
+    /// When a new connect may be tried after failed ones: shared with the
+    /// server's ``ConnectionPool`` (see ``ServerPool``). Taken after `state`'s
+    /// lock when both are held, never before it.
+    private let connects: PlainMutex<ConnectBackoff>
+
+    init(
+        address: RedisServerAddress, configuration: RedisConfiguration, logger: Logger,
+        connects: PlainMutex<ConnectBackoff> = PlainMutex(ConnectBackoff())
+    ) {
         self.address = address
         self.configuration = configuration
         self.logger = logger
+        self.connects = connects
         state = PlainMutex(State(shared: Array(repeating: .empty, count: configuration.pipelinedConnections)))
     }
 
@@ -121,7 +126,7 @@ final class EnginePool: Sendable {
             case .connecting:
                 return .wait(index)
             case .ready, .empty:
-                if let failure = Self.backingOff(&state) { return .fail(failure) }
+                if let failure = backingOff() { return .fail(failure) }
                 state.shared[index] = .connecting([])
                 return .connect(index)
             }
@@ -142,7 +147,7 @@ final class EnginePool: Sendable {
                     case .ready(let connection):
                         return .success(connection)
                     case .empty:
-                        return .failure(state.failingUntil?.error ?? RedisError(.connectionClosed, "the connection to \(address) failed"))
+                        return .failure(connects.withLock { $0.refusal() } ?? RedisError(.connectionClosed, "the connection to \(address) failed"))
                     }
                 }
                 if let ready { continuation.resume(with: ready) }
@@ -151,7 +156,7 @@ final class EnginePool: Sendable {
             do {
                 let connection = try await open(dedicated: false)
                 let waiters = state.withLock { state -> [UnsafeContinuation<EventLoopConnection, any Error>] in
-                    Self.connected(&state)
+                    connected()
                     defer { state.shared[index] = .ready(connection) }
                     if case .connecting(let waiters) = state.shared[index] { return waiters }
                     return []
@@ -161,13 +166,14 @@ final class EnginePool: Sendable {
                 logger.debug("redis pipelined connection opened", metadata: ["redis.address": "\(address)"])
                 return connection
             } catch {
-                let waiters = state.withLock { state -> [UnsafeContinuation<EventLoopConnection, any Error>] in
-                    Self.failedToConnect(&state, error)
+                let (waiters, backingOff) = state.withLock { state -> ([UnsafeContinuation<EventLoopConnection, any Error>], Bool) in
+                    let backingOff = failedToConnect(error)
                     defer { state.shared[index] = .empty }
-                    if case .connecting(let waiters) = state.shared[index] { return waiters }
-                    return []
+                    if case .connecting(let waiters) = state.shared[index] { return (waiters, backingOff) }
+                    return ([], backingOff)
                 }
                 for waiter in waiters { waiter.resume(throwing: error) }
+                if backingOff { logBackingOff(error) }
                 throw error
             }
         }
@@ -199,7 +205,7 @@ final class EnginePool: Sendable {
                 state.dedicated -= 1
             }
             guard state.dedicated < configuration.maxConnections else { return .wait }
-            if let failure = Self.backingOff(&state) { return .fail(failure) }
+            if let failure = backingOff() { return .fail(failure) }
             state.dedicated += 1
             return .connect
         }
@@ -217,13 +223,14 @@ final class EnginePool: Sendable {
     private func connectDedicated() async throws -> EventLoopConnection {
         do {
             let connection = try await open(dedicated: true)
-            state.withLock { Self.connected(&$0) }
+            connected()
             return connection
         } catch {
-            state.withLock { state in
-                Self.failedToConnect(&state, error)
+            let backingOff = state.withLock { state in
                 state.dedicated -= 1
+                return failedToConnect(error)
             }
+            if backingOff { logBackingOff(error) }
             throw error
         }
     }
@@ -397,7 +404,7 @@ final class EnginePool: Sendable {
     /// new ones; requests in flight finish first.
     func drain() async {
         let connections = state.withLock { state -> [EventLoopConnection] in
-            state.failingUntil = nil
+            connects.withLock { $0.reset() }
             return Self.takeIdleAndShared(&state)
         }
         for connection in connections { await connection.close(graceful: true) }
@@ -410,26 +417,26 @@ final class EnginePool: Sendable {
         }
     }
 
-    // MARK: - Connect backoff
+    // MARK: - Connect backoff (see ``ConnectBackoff``)
 
-    private static func backingOff(_ state: inout State) -> RedisError? {
-        guard let failing = state.failingUntil else { return nil }
-        if Monotonic.now() < failing.until { return failing.error }
-        state.failingUntil = nil
-        return nil
+    private func backingOff() -> RedisError? {
+        connects.withLock { $0.refusal() }
     }
 
-    private static func connected(_ state: inout State) {
-        state.connectFailures = 0
-        state.backoff.reset()
-        state.failingUntil = nil
+    private func connected() {
+        connects.withLock { $0.reset() }
     }
 
-    private static func failedToConnect(_ state: inout State, _ error: any Error) {
-        state.connectFailures += 1
-        guard state.connectFailures >= 2, let error = error as? RedisError else { return }
-        let delay = state.backoff.nextDelay()
-        state.failingUntil = (error, Monotonic.deadline(after: delay))
+    /// Counts a failed connect; `true` when this one started the back-off.
+    private func failedToConnect(_ error: any Error) -> Bool {
+        guard let error = error as? RedisError else { return false }
+        return connects.withLock { $0.failed(error) }
+    }
+
+    /// Once per outage, as the blocking pool says it.
+    private func logBackingOff(_ error: any Error) {
+        let code = (error as? RedisError)?.code.description ?? "\(error)"
+        logger.warning("redis connects failing; backing off between attempts", metadata: ["redis.address": "\(address)", "error": "\(code)"])
     }
 
     private static func closedError(_ address: RedisServerAddress) -> RedisError {

@@ -17,11 +17,9 @@ import Synchronization
 ///   ``RedisConnection/close(resetting:)``), never returned to the pool. So
 ///   is one whose session a caller left changed (an open `MULTI`, another
 ///   database, unread replies): see ``RedisConnection/isReusable``.
-/// - Failed connects back off: after the second consecutive failure
-///   (refused, timed out, or `maxclients` reached), new connections to this
-///   address are not attempted for a jittered, doubling delay (25 ms up to
-///   1 s); callers that need one meanwhile get the last connect error at
-///   once. The first connection that works resets the delay.
+/// - Failed connects back off as ``ConnectBackoff`` says (from the second
+///   failure in a row, 25 ms doubling to 1 s; callers meanwhile get the last
+///   connect error at once). The first connection that works resets it.
 final class ConnectionPool: Sendable {
     let address: RedisServerAddress
     private let configuration: RedisConfiguration
@@ -41,12 +39,6 @@ final class ConnectionPool: Sendable {
         var closed = false
         /// Bumped by `drain()`: connections from an older generation are closed on return.
         var generation = 0
-        /// Consecutive failed connects (its `failures`) and when the next may be
-        /// tried. The first failure is not waited out, so the delays applied
-        /// are 25 ms, 50 ms, ... up to 1 s.
-        var connectBackoff = Backoff(initial: .microseconds(12_500), cap: .seconds(1))
-        var nextConnectAt: ContinuousClock.Instant?
-        var lastConnectError: RedisError?
     }
 
     /// A connection and the pool generation it was opened in.
@@ -57,12 +49,20 @@ final class ConnectionPool: Sendable {
 
     /// Gauges of idle and used connections and waiting callers, when metrics are on.
     private let meters: Telemetry.PoolMeters?
+    /// When a new connect may be tried after failed ones: shared with the
+    /// server's ``EnginePool`` (see ``ServerPool``). Taken after `state`'s
+    /// lock when both are held, never before it.
+    private let connects: PlainMutex<ConnectBackoff>
 
-    init(address: RedisServerAddress, configuration: RedisConfiguration, logger: Logger, meters: Telemetry.PoolMeters? = nil) {
+    init(
+        address: RedisServerAddress, configuration: RedisConfiguration, logger: Logger, meters: Telemetry.PoolMeters? = nil,
+        connects: PlainMutex<ConnectBackoff> = PlainMutex(ConnectBackoff())
+    ) {
         self.address = address
         self.configuration = configuration
         self.logger = logger
         self.meters = meters
+        self.connects = connects
         self.permits = DispatchSemaphore(value: configuration.maxConnections)
     }
 
@@ -156,13 +156,16 @@ final class ConnectionPool: Sendable {
         let connection = pooled.connection
         let reusable = connection.isReusable
         let refused = !reusable && connection.refusedByServer
-        let keep = state.withLock { state in
-            if reusable, state.connectBackoff.failures > 0 {
-                state.connectBackoff.reset()
-                state.nextConnectAt = nil
-            } else if refused {
-                Self.countConnectFailure(&state, RedisError(.connectionRefused, "\(address) refused the connection (\(RedisConnection.tooManyClients))"))
+        if reusable || refused {
+            connects.withLock { connects in
+                if reusable, connects.failures > 0 {
+                    connects.reset()
+                } else if refused {
+                    _ = connects.failed(RedisError(.connectionRefused, "\(address) refused the connection (\(RedisConnection.tooManyClients))"))
+                }
             }
+        }
+        let keep = state.withLock { state in
             guard !state.closed, reusable, pooled.generation == state.generation else { return false }
             state.idle.append(pooled)
             return true
@@ -182,8 +185,7 @@ final class ConnectionPool: Sendable {
     func drain() {
         let idle = state.withLock { state in
             state.generation += 1
-            state.connectBackoff.reset()
-            state.nextConnectAt = nil
+            connects.withLock { $0.reset() }
             defer { state.idle.removeAll() }
             return state.idle
         }
@@ -216,12 +218,7 @@ final class ConnectionPool: Sendable {
     }
 
     private func open(generation: Int) throws(RedisError) -> PooledConnection {
-        let backingOff: RedisError? = state.withLock { state in
-            guard let next = state.nextConnectAt, let last = state.lastConnectError else { return nil }
-            let wait = ContinuousClock.now.duration(to: next)
-            guard wait > .zero else { return nil }
-            return RedisError(last.code, "\(last.message) [no new connection tried for another \(wait.wholeMillisecondsRoundedUp) ms after \(state.connectBackoff.failures) failed connects]")
-        }
+        let backingOff = connects.withLock { $0.refusal() }
         if let backingOff {
             permits.signal()
             throw backingOff
@@ -245,12 +242,8 @@ final class ConnectionPool: Sendable {
             logger.debug("redis connection opened", metadata: ["redis.address": "\(address)"])
             return PooledConnection(connection: connection, generation: generation)
         } catch {
-            let backingOff = state.withLock { state -> Bool in
-                state.connecting[key] = nil
-                guard error.isConnectionFatal else { return false }
-                Self.countConnectFailure(&state, error)
-                return state.connectBackoff.failures == 2
-            }
+            state.withLock { _ = $0.connecting.removeValue(forKey: key) }
+            let backingOff = connects.withLock { $0.failed(error) }
             permits.signal()
             if backingOff {
                 // Once per outage: the second failed connect in a row starts the back-off.
@@ -260,15 +253,6 @@ final class ConnectionPool: Sendable {
             }
             throw error
         }
-    }
-
-    /// Counts a failed connect; from the second in a row on, new connects
-    /// wait out a growing, jittered delay.
-    private static func countConnectFailure(_ state: inout State, _ error: RedisError) {
-        state.lastConnectError = error
-        let delay = state.connectBackoff.nextDelay()
-        // A restart's first refused connect must not delay the one after it.
-        if state.connectBackoff.failures >= 2 { state.nextConnectAt = .now + delay }
     }
 
     private func discard(_ connection: RedisConnection) {

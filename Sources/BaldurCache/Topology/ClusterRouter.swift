@@ -2,16 +2,18 @@ import Dispatch
 import Foundation
 import Logging
 
-/// One cluster node BaldurCache talks to: its pools, kept while the client lives.
+/// One cluster node BaldurCache talks to: its pool, kept while the client lives.
 final class ClusterNode: Sendable {
     let address: RedisServerAddress
-    let pool: ConnectionPool
-    let enginePool: EnginePool
+    let server: ServerPool
+    /// The blocking API's connections to the node.
+    var pool: ConnectionPool { server.blocking }
+    /// The async API's connections to the node.
+    var enginePool: EnginePool { server.engine }
 
     init(address: RedisServerAddress, configuration: RedisConfiguration, logger: Logger, telemetry: Telemetry) {
         self.address = address
-        pool = ConnectionPool(address: address, configuration: configuration, logger: logger, meters: telemetry.poolMeters())
-        enginePool = EnginePool(address: address, configuration: configuration, logger: logger)
+        server = ServerPool(address: address, configuration: configuration, logger: logger, telemetry: telemetry)
     }
 }
 
@@ -175,7 +177,7 @@ final class ClusterRouter: ConnectionRouter {
         try node(for: Self.target(of: command)).pool
     }
 
-    var pools: [ConnectionPool] { state.withLock { Array($0.nodes.values) }.map(\.pool) }
+    var servers: [ServerPool] { state.withLock { Array($0.nodes.values) }.map(\.server) }
 
     func readyEnginePool(for command: [RedisArgument]) throws(RedisError) -> EnginePool? {
         try readyNode(for: Self.target(of: command))?.enginePool
@@ -185,7 +187,6 @@ final class ClusterRouter: ConnectionRouter {
         try await node(for: Self.target(of: command)).enginePool
     }
 
-    var enginePools: [EnginePool] { state.withLock { Array($0.nodes.values) }.map(\.enginePool) }
 
     func close() {
         state.withLock { $0.closed = true }

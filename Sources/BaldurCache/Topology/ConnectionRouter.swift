@@ -7,16 +7,14 @@ protocol ConnectionRouter: Sendable {
     /// The pool that must serve `command`; may block while the server is
     /// found (Sentinel).
     func pool(for command: [RedisArgument]) throws(RedisError) -> ConnectionPool
-    /// Every pool this router has opened.
-    var pools: [ConnectionPool] { get }
+    /// Every server's pool this router has opened.
+    var servers: [ServerPool] { get }
     /// The async API's connections for `command` (see ``EnginePool``) when
     /// known without waiting; `nil` when the server must be found first.
     func readyEnginePool(for command: [RedisArgument]) throws(RedisError) -> EnginePool?
     /// The async API's connections for `command`, found first if need be
     /// (off the cooperative pool).
     func enginePool(for command: [RedisArgument]) async throws(RedisError) -> EnginePool
-    /// Every engine pool this router has opened.
-    var enginePools: [EnginePool] { get }
     /// A call to `address` failed with `error`: the server may have moved.
     func failed(_ error: RedisError, at address: RedisServerAddress)
     /// `address` refused a command with `READONLY`. Returns `true` when the
@@ -37,18 +35,15 @@ extension ConnectionRouter {
 
 /// One server, one pool.
 struct StandaloneRouter: ConnectionRouter {
-    let pool: ConnectionPool
-    let enginePool: EnginePool
+    let server: ServerPool
 
-    func pool(for command: [RedisArgument]) throws(RedisError) -> ConnectionPool { pool }
+    func pool(for command: [RedisArgument]) throws(RedisError) -> ConnectionPool { server.blocking }
 
-    var pools: [ConnectionPool] { [pool] }
+    var servers: [ServerPool] { [server] }
 
-    func readyEnginePool(for command: [RedisArgument]) throws(RedisError) -> EnginePool? { enginePool }
+    func readyEnginePool(for command: [RedisArgument]) throws(RedisError) -> EnginePool? { server.engine }
 
-    func enginePool(for command: [RedisArgument]) async throws(RedisError) -> EnginePool { enginePool }
-
-    var enginePools: [EnginePool] { [enginePool] }
+    func enginePool(for command: [RedisArgument]) async throws(RedisError) -> EnginePool { server.engine }
 }
 
 enum ConnectionRouters {
@@ -56,10 +51,7 @@ enum ConnectionRouters {
     static func make(_ configuration: RedisConfiguration, logger: Logger, telemetry: Telemetry) throws(RedisError) -> any ConnectionRouter {
         switch configuration.topology {
         case .standalone(let address):
-            return StandaloneRouter(
-                pool: ConnectionPool(address: address, configuration: configuration, logger: logger, meters: telemetry.poolMeters()),
-                enginePool: EnginePool(address: address, configuration: configuration, logger: logger)
-            )
+            return StandaloneRouter(server: ServerPool(address: address, configuration: configuration, logger: logger, telemetry: telemetry))
         case .sentinel(let master, let sentinels):
             return SentinelRouter(masterName: master, sentinels: sentinels, configuration: configuration, logger: logger, telemetry: telemetry)
         case .cluster(let seeds):

@@ -41,8 +41,9 @@ final class SentinelRouter: ConnectionRouter {
 
     private struct Master {
         let address: RedisServerAddress
-        let pool: ConnectionPool
-        let enginePool: EnginePool
+        let server: ServerPool
+        var pool: ConnectionPool { server.blocking }
+        var enginePool: EnginePool { server.engine }
     }
 
     private struct State {
@@ -94,8 +95,8 @@ final class SentinelRouter: ConnectionRouter {
         try currentMaster().pool
     }
 
-    var pools: [ConnectionPool] {
-        state.withLock { state in (state.master.map { [$0] } ?? []) + state.retired }.map(\.pool)
+    var servers: [ServerPool] {
+        state.withLock { state in (state.master.map { [$0] } ?? []) + state.retired }.map(\.server)
     }
 
     func readyEnginePool(for command: [RedisArgument]) throws(RedisError) -> EnginePool? {
@@ -110,9 +111,6 @@ final class SentinelRouter: ConnectionRouter {
         return try await offPool(on: Self.queue, handoff: state) { () throws(RedisError) in try self.currentMaster().enginePool }
     }
 
-    var enginePools: [EnginePool] {
-        state.withLock { state in (state.master.map { [$0] } ?? []) + state.retired }.map(\.enginePool)
-    }
 
     func failed(_ error: RedisError, at address: RedisServerAddress) {
         guard error.isConnectionFatal else { return }
@@ -210,21 +208,16 @@ final class SentinelRouter: ConnectionRouter {
     private func install(_ address: RedisServerAddress) -> Master {
         let (master, old) = state.withLock { state -> (Master, Master?) in
             if let current = state.master, current.address == address { return (current, nil) }
-            let master = Master(
-                address: address,
-                pool: ConnectionPool(address: address, configuration: configuration, logger: logger, meters: telemetry.poolMeters()),
-                enginePool: EnginePool(address: address, configuration: configuration, logger: logger)
-            )
+            let master = Master(address: address, server: ServerPool(address: address, configuration: configuration, logger: logger, telemetry: telemetry))
             let old = state.master
-            state.retired.removeAll { $0.pool.openConnections == 0 && $0.enginePool.openConnections == 0 }
+            state.retired.removeAll { $0.server.openConnections == 0 }
             if let old { state.retired.append(old) }
             state.master = master
             return (master, old)
         }
         if let old {
             let reason = "the master '\(masterName)' moved from \(old.address) to \(address) (failover)"
-            old.pool.retire(because: reason)
-            old.enginePool.closeNow(because: reason)
+            old.server.retire(because: reason)
         }
         return master
     }
