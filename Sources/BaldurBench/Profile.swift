@@ -98,8 +98,8 @@ enum Profile {
 
     private static func adapter(_ url: String, connections: Int = 1, nearCache: NearCacheConfiguration? = nil) throws -> RedisCacheAdapter {
         var configuration = try RedisConfiguration(url: url)
-        configuration.maxConnections = connections
-        configuration.spinWait = .zero
+        configuration.pool.maxConnections = connections
+        configuration.pool.spinWait = .zero
         var logger = Logger(label: "baldur-bench")
         logger.logLevel = .critical
         return try RedisCacheAdapter(client: RedisClient(configuration: configuration, logger: logger), keyPrefix: "bench:swift:", logger: logger, nearCache: nearCache)

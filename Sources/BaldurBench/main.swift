@@ -43,7 +43,7 @@ let rounds = Int(option("--rounds") ?? "3") ?? 3
 let seconds = Double(option("--seconds") ?? "1") ?? 1
 let rssOps = Int(option("--rss-ops") ?? "1000000") ?? 1_000_000
 let hiredisLoop = option("--hiredis-loop")
-/// `--spin-wait-us N` sets ``RedisConfiguration/spinWait`` for every adapter but the `spinWait 0` rows.
+/// `--spin-wait-us N` sets ``RedisConfiguration/Pool/spinWait`` for every adapter but the `spinWait 0` rows.
 let defaultSpinWait = option("--spin-wait-us").flatMap(Int64.init).map { Duration.microseconds($0) }
 let python = option("--python")
 let pythonScript = option("--python-script")
@@ -214,8 +214,8 @@ let quiet: Logger = {
 func makeCache(url: String = url, connections: Int, spinWait: Duration? = nil, observability: RedisObservability = .global) -> RedisCacheAdapter {
     do {
         var configuration = try RedisConfiguration(url: url)
-        configuration.maxConnections = connections
-        if let spinWait = spinWait ?? defaultSpinWait { configuration.spinWait = spinWait }
+        configuration.pool.maxConnections = connections
+        if let spinWait = spinWait ?? defaultSpinWait { configuration.pool.spinWait = spinWait }
         let client = try RedisClient(configuration: configuration, logger: quiet, observability: observability)
         return try RedisCacheAdapter(client: client, keyPrefix: "bench:swift:", logger: quiet)
     } catch { die("\(error)") }
@@ -561,7 +561,7 @@ if runNearRows {
     func nearCache(connections: Int) -> RedisCacheAdapter {
         do {
             var configuration = try RedisConfiguration(url: url)
-            configuration.maxConnections = connections
+            configuration.pool.maxConnections = connections
             let cache = try RedisCacheAdapter(client: RedisClient(configuration: configuration), keyPrefix: "bench:swift:", nearCache: NearCacheConfiguration())
             let deadline = ContinuousClock.now + .seconds(10)
             while cache.nearCacheStatistics?.isTracking != true {

@@ -112,8 +112,8 @@ func blackHole(port: Int, writers: Int, drop: Duration) throws {
     var configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: port))
     configuration.commandTimeout = .milliseconds(500)
     configuration.connectTimeout = .milliseconds(500)
-    configuration.retryOnTimeout = false
-    configuration.maxConnections = writers
+    configuration.retry.onTimeout = false
+    configuration.pool.maxConnections = writers
     let client = try RedisClient(configuration: configuration)
     // Stores ARGV[1] at KEYS[1] and records it in the set KEYS[3]; counts at
     // KEYS[2] every arrival older than what is stored.

@@ -97,8 +97,8 @@ if case .cluster = (try? RedisConfiguration(url: url))?.topology {
 
 do {
     var configuration = try RedisConfiguration(url: url)
-    configuration.maxConnections = 4
-    configuration.poolTimeout = .milliseconds(50)
+    configuration.pool.maxConnections = 4
+    configuration.pool.timeout = .milliseconds(50)
     var logger = Logger(label: "baldur-workload")
     logger.logLevel = .warning
     let client = try RedisClient(configuration: configuration, logger: logger)
@@ -150,7 +150,7 @@ do {
             // A read timeout on a short-timeout client, and pool exhaustion.
             var short = configuration
             short.commandTimeout = .milliseconds(20)
-            short.maxConnections = 1
+            short.pool.maxConnections = 1
             let stalled = try RedisClient(configuration: short, logger: logger)
             try admin.send("CLIENT", "PAUSE", "60", "WRITE")
             _ = try? stalled.send("SET", key, "paused")
@@ -243,7 +243,7 @@ func asyncWorkload(configuration: RedisConfiguration, admin: RedisClient, logger
             // Request timeouts: the paused server answers nothing within 20 ms.
             var short = configuration
             short.commandTimeout = .milliseconds(20)
-            short.retryOnTimeout = false
+            short.retry.onTimeout = false
             let stalled = try RedisClient(configuration: short, logger: logger)
             try await stalled.ping()
             try await admin.send("CLIENT", "PAUSE", "60", "WRITE")

@@ -35,7 +35,7 @@ struct AsyncEngineTests {
     @Test("cancelling half of 10,000 in-flight calls leaves every other reply correct and the connection open")
     func cancellationDropsOnlyTheCancelledReplies() async throws {
         var configuration = try TestEnvironment.configuration()
-        configuration.pipelinedConnections = 1
+        configuration.pool.pipelinedConnections = 1
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
         let keys = TestKeys()
@@ -79,7 +79,7 @@ struct AsyncEngineTests {
         let server = try TestRedisServer()
         defer { server.stop() }
         var configuration = try server.configuration()
-        configuration.pipelinedConnections = 1
+        configuration.pool.pipelinedConnections = 1
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
         let keys = TestKeys()
@@ -152,7 +152,7 @@ struct AsyncEngineTests {
     @Test("BLPOP waits on a dedicated connection while the shared ones keep serving")
     func blockingCommandsDoNotStallTheSharedConnections() async throws {
         var configuration = try TestEnvironment.configuration()
-        configuration.pipelinedConnections = 1
+        configuration.pool.pipelinedConnections = 1
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
         let keys = TestKeys()
@@ -173,7 +173,7 @@ struct AsyncEngineTests {
         defer { server.stop() }
         var configuration = try RedisConfiguration(url: server.url)
         configuration.commandTimeout = .milliseconds(300)
-        configuration.retryOnTimeout = false
+        configuration.retry.onTimeout = false
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
         try await client.ping()
@@ -209,7 +209,7 @@ struct AsyncEngineTests {
         defer { server.stop() }
         var configuration = try RedisConfiguration(url: server.url)
         configuration.commandTimeout = .milliseconds(250)
-        configuration.retryOnTimeout = false
+        configuration.retry.onTimeout = false
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
         try await client.ping()

@@ -12,7 +12,7 @@ struct AsyncServiceTests {
         let server = try TestRedisServer()
         defer { server.stop() }
         var configuration = try server.configuration()
-        configuration.pipelinedConnections = 1
+        configuration.pool.pipelinedConnections = 1
         let client = try RedisClient(configuration: configuration)
         let keys = TestKeys()
         try await client.ping()

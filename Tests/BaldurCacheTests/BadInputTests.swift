@@ -85,7 +85,7 @@ struct BadInputTests {
     @Test("pool, socket and connect timeouts beyond 100 years are invalidConfiguration at creation, not a trap at first use")
     func hugeConfigurationDurations() throws {
         var configuration = try TestEnvironment.configuration()
-        configuration.poolTimeout = .seconds(1e10)
+        configuration.pool.timeout = .seconds(1e10)
         #expect((#expect(throws: RedisError.self) { try RedisClient(configuration: configuration) })?.code == .invalidConfiguration)
         configuration = try TestEnvironment.configuration()
         configuration.commandTimeout = .seconds(Int64.max)

@@ -11,7 +11,7 @@ struct BlockingCommandTimeoutTests {
     func blpopLongerThanSocketTimeout() async throws {
         var configuration = try TestEnvironment.configuration()
         configuration.commandTimeout = .milliseconds(300)
-        configuration.retryOnTimeout = false
+        configuration.retry.onTimeout = false
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
         let key = RedisArgument("bctest:blpop:\(UUID().uuidString)")
@@ -39,8 +39,8 @@ struct BlockingCommandTimeoutTests {
         defer { server.stop() }
         var configuration = try server.configuration(commandTimeout: .milliseconds(300))
         configuration.blockingCommandTimeout = .milliseconds(500)
-        configuration.retryOnTimeout = false
-        configuration.maxConnections = 1  // the blocking API's one connection serves both commands
+        configuration.retry.onTimeout = false
+        configuration.pool.maxConnections = 1  // the blocking API's one connection serves both commands
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
         // Served normally first: the socket's timeout is restored after the BLPOP.

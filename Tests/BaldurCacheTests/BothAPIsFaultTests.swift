@@ -20,7 +20,7 @@ struct BothAPIsFaultTests {
         let server = try TestRedisServer()
         defer { server.stop() }
         var configuration = try server.configuration(commandTimeout: .milliseconds(500))
-        configuration.retryOnTimeout = false
+        configuration.retry.onTimeout = false
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
         _ = try blockingSend(client, "PING")
@@ -56,7 +56,7 @@ struct BothAPIsFaultTests {
         let server = try TestRedisServer()
         defer { server.stop() }
         var configuration = try server.configuration(commandTimeout: .seconds(5))
-        configuration.retryOnTimeout = false
+        configuration.retry.onTimeout = false
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
         _ = try blockingSend(client, "PING")
@@ -103,7 +103,7 @@ struct ConnectIsolationTests {
         var hanging = try RedisConfiguration(url: "redis://:secret@127.0.0.1:\(stalled.port)/0")
         hanging.connectTimeout = .seconds(3)
         hanging.commandTimeout = .seconds(3)
-        hanging.retryOnTimeout = false
+        hanging.retry.onTimeout = false
         let hung = try RedisClient(configuration: hanging)
         defer { hung.close() }
         stalled.pause()

@@ -131,7 +131,7 @@ struct ClusterTests {
     func blockingMgetAfterTheNodesDroppedTheirClients() throws {
         let url = try Self.sharedURL()
         var configuration = try RedisConfiguration(url: url)
-        configuration.maxConnections = 1
+        configuration.pool.maxConnections = 1
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
         let keys = TestKeys()
@@ -155,7 +155,7 @@ struct ClusterTests {
         let cluster = try TestCluster()
         defer { cluster.stop() }
         var configuration = try cluster.configuration(commandTimeout: .milliseconds(300))
-        configuration.maxConnections = 1  // each node's one connection is reused: a reply left unread would cross
+        configuration.pool.maxConnections = 1  // each node's one connection is reused: a reply left unread would cross
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
         let nodes = try ClusterNodes(asking: cluster.ports[0])

@@ -166,12 +166,12 @@ struct ConfigurationTests {
     func environment() throws {
         let defaults = try RedisConfiguration.fromEnvironment([:])
         #expect(defaults.topology == .standalone(.tcp(host: "localhost", port: 6379)))
-        #expect(defaults.maxConnections == 100)
-        #expect(defaults.healthCheckInterval == .seconds(30))
+        #expect(defaults.pool.maxConnections == 100)
+        #expect(defaults.pool.healthCheckInterval == .seconds(30))
         #expect(defaults.commandTimeout == .seconds(5))
         #expect(defaults.connectTimeout == .seconds(5))
-        #expect(defaults.retryOnTimeout)
-        #expect(defaults.spinWait == .microseconds(100))
+        #expect(defaults.retry.onTimeout)
+        #expect(defaults.pool.spinWait == .microseconds(100))
 
         let set = try RedisConfiguration.fromEnvironment([
             "BALDUR_REDIS_URL": "redis://127.0.0.1:7001/3",
@@ -189,10 +189,10 @@ struct ConfigurationTests {
         #expect(set.username == "envuser")
         #expect(set.commandTimeout == .milliseconds(250))
         #expect(set.connectTimeout == .seconds(2))
-        #expect(!set.retryOnTimeout)
-        #expect(set.maxConnections == 7)
-        #expect(set.healthCheckInterval == .seconds(60))
-        #expect(set.spinWait == .zero)
+        #expect(!set.retry.onTimeout)
+        #expect(set.pool.maxConnections == 7)
+        #expect(set.pool.healthCheckInterval == .seconds(60))
+        #expect(set.pool.spinWait == .zero)
 
         let urlWins = try RedisConfiguration.fromEnvironment(["BALDUR_REDIS_URL": "redis://:urlpw@h", "BALDUR_REDIS_PASSWORD": "envpw"])
         #expect(urlWins.password == "urlpw")
@@ -214,5 +214,34 @@ struct ConfigurationTests {
         let error = #expect(throws: RedisError.self) { try RedisConfiguration.fromEnvironment([name: value]) }
         #expect(error?.code == .invalidConfiguration)
         #expect(error?.message.contains(expected) == true, "\(error?.message ?? "")")
+    }
+}
+
+/// The names the configuration had before its pool and retry settings were
+/// grouped keep working for one release. (Deprecated itself, so that using
+/// them here warns nobody.)
+@Suite("Deprecated configuration names")
+struct DeprecatedConfigurationNameTests {
+    @available(*, deprecated)
+    @Test("socketTimeout and the flat pool and retry names read and write the grouped settings")
+    func flatNamesMapToGroups() {
+        var configuration = RedisConfiguration()
+        configuration.maxConnections = 7
+        configuration.pipelinedConnections = 3
+        configuration.healthCheckInterval = .seconds(9)
+        configuration.poolTimeout = .seconds(2)
+        configuration.spinWait = .microseconds(5)
+        configuration.retryOnTimeout = false
+        configuration.lockOutageLimit = .seconds(4)
+        configuration.socketTimeout = .seconds(6)
+        #expect(configuration.pool.maxConnections == 7)
+        #expect(configuration.pool.pipelinedConnections == 3)
+        #expect(configuration.pool.healthCheckInterval == .seconds(9))
+        #expect(configuration.pool.timeout == .seconds(2))
+        #expect(configuration.pool.spinWait == .microseconds(5))
+        #expect(configuration.retry.onTimeout == false)
+        #expect(configuration.retry.lockOutageLimit == .seconds(4))
+        #expect(configuration.commandTimeout == .seconds(6))
+        #expect(configuration.maxConnections == 7 && configuration.poolTimeout == .seconds(2) && !configuration.retryOnTimeout)
     }
 }

@@ -63,7 +63,7 @@ struct ConnectionTests {
         let port = peer.port
         var configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: port))
         configuration.commandTimeout = .milliseconds(200)
-        configuration.spinWait = .zero
+        configuration.pool.spinWait = .zero
         let connection = try RedisConnection(address: .tcp(host: "127.0.0.1", port: port), configuration: configuration)
         let error = #expect(throws: RedisError.self) { try connection.send(["PING"]) }
         #expect(error?.code == .readTimeout)
@@ -163,7 +163,7 @@ struct ConnectionTests {
         let server = try TestRedisServer()
         defer { server.stop() }
         var configuration = try server.configuration()
-        configuration.retryOnTimeout = false
+        configuration.retry.onTimeout = false
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
         try client.send("SET", "k", "before")
@@ -238,7 +238,7 @@ struct ConnectionTests {
         #expect(error?.code == .readTimeout)
 
         var noRetry = try server.configuration(commandTimeout: .milliseconds(400))
-        noRetry.retryOnTimeout = false
+        noRetry.retry.onTimeout = false
         let strict = try RedisClient(configuration: noRetry)
         defer { strict.close() }
         try strict.ping()

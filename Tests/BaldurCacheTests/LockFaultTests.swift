@@ -73,8 +73,8 @@ struct LockFaultTests {
     @Test("four times maxConnections lock waiters leave the pool to other traffic: every get succeeds while they wait")
     func waitersDoNotStarveThePool() throws {
         var configuration = try TestEnvironment.configuration()
-        configuration.maxConnections = 4
-        configuration.poolTimeout = .milliseconds(500)
+        configuration.pool.maxConnections = 4
+        configuration.pool.timeout = .milliseconds(500)
         configuration.commandTimeout = .seconds(5)
         let cache = try RedisCacheAdapter(client: RedisClient(configuration: configuration), keyPrefix: TestKeys().prefix)
         defer {
@@ -123,7 +123,7 @@ struct LockFaultTests {
         let server = try TestRedisServer()
         defer { server.stop() }
         var configuration = try server.configuration(commandTimeout: .milliseconds(300))
-        configuration.retryOnTimeout = false
+        configuration.retry.onTimeout = false
         let cache = try RedisCacheAdapter(client: RedisClient(configuration: configuration), keyPrefix: "")
         defer { cache.close() }
         let lock = cache.getLock("retry-release", timeout: .seconds(30))

@@ -78,7 +78,7 @@ struct LockTests {
     func handoffNeverWaitsForThePoll() async throws {
         var configuration = try TestEnvironment.configuration()
         // A budget of 2 BLPOP waiters: 30 of the 32 wait without one.
-        configuration.maxConnections = 8
+        configuration.pool.maxConnections = 8
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
         let key = "bctest:handoff:\(UUID().uuidString)"

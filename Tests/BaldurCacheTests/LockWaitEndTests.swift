@@ -91,7 +91,7 @@ struct LockWaitEndTests {
     )
     func unreachableServerEndsAWait(mode: Mode, end: OutageEnd) async throws {
         var configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: try freeLoopbackPort()))
-        configuration.lockOutageLimit = .seconds(1)
+        configuration.retry.lockOutageLimit = .seconds(1)
         configuration.connectTimeout = .milliseconds(200)
         let cache = try RedisCacheAdapter(client: RedisClient(configuration: configuration), keyPrefix: "bctest:")
         defer { cache.close() }
@@ -109,7 +109,7 @@ struct LockWaitEndTests {
         let server = try TestRedisServer()
         defer { server.stop() }
         var configuration = try server.configuration(commandTimeout: .milliseconds(300))
-        configuration.lockOutageLimit = .seconds(20)
+        configuration.retry.lockOutageLimit = .seconds(20)
         let cache = try RedisCacheAdapter(client: RedisClient(configuration: configuration), keyPrefix: "bctest:")
         defer { cache.close() }
         let holder = cache.getLock("job", timeout: .seconds(2))
@@ -133,7 +133,7 @@ struct LockWaitEndTests {
     func outageLimitIsRangeChecked() throws {
         for bad in [Duration.milliseconds(999), .seconds(3601), .seconds(-1)] {
             var configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: 6379))
-            configuration.lockOutageLimit = bad
+            configuration.retry.lockOutageLimit = bad
             #expect(throws: RedisError.self) { try configuration.validate() }
         }
     }
@@ -152,8 +152,8 @@ struct DedicatedWaitTests {
         defer { server.stop() }
         // No socket timeout: the holder's BLPOP must not end on its own and hand the connection over.
         var configuration = try server.configuration(commandTimeout: nil)
-        configuration.maxConnections = 1
-        configuration.poolTimeout = .seconds(600)
+        configuration.pool.maxConnections = 1
+        configuration.pool.timeout = .seconds(600)
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
         let holding = Task {

@@ -80,7 +80,7 @@ struct ObservabilityTests {
         let server = try TestRedisServer()
         defer { server.stop() }
         var configuration = try server.configuration(commandTimeout: .milliseconds(200))
-        configuration.retryOnTimeout = false
+        configuration.retry.onTimeout = false
         let observed = try Observed(configuration: configuration)
         defer { observed.client.close() }
         #expect(throws: RedisError.self) { try observed.client.send("DEBUG", "SLEEP", "0.5") }

@@ -32,8 +32,8 @@ struct PoolTests {
     @Test("a caller that finds the pool full waits and gets the connection once it is returned")
     func fullPoolWaits() throws {
         var configuration = try TestEnvironment.configuration()
-        configuration.maxConnections = 1
-        configuration.poolTimeout = .seconds(5)
+        configuration.pool.maxConnections = 1
+        configuration.pool.timeout = .seconds(5)
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
         let holding = DispatchSemaphore(value: 0)
@@ -55,8 +55,8 @@ struct PoolTests {
     @Test("a caller that finds the pool full for longer than poolTimeout gets poolExhausted")
     func fullPoolFailsClearly() throws {
         var configuration = try TestEnvironment.configuration()
-        configuration.maxConnections = 1
-        configuration.poolTimeout = .milliseconds(200)
+        configuration.pool.maxConnections = 1
+        configuration.pool.timeout = .milliseconds(200)
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
         try client.withConnection { _ throws in
@@ -164,8 +164,8 @@ struct PoolHealthCheckTests {
         let server = try TestRedisServer()
         defer { server.stop() }
         var configuration = try server.configuration()
-        configuration.maxConnections = 1
-        configuration.healthCheckInterval = .seconds(5)
+        configuration.pool.maxConnections = 1
+        configuration.pool.healthCheckInterval = .seconds(5)
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
         try client.send("CONFIG", "RESETSTAT")

@@ -142,7 +142,7 @@ struct RedisAdapterTests {
         let made = try RedisCacheAdapter(url: "redis://127.0.0.1:1/0", commandTimeout: .milliseconds(250), socketConnectTimeout: .seconds(1), retryOnTimeout: false)
         #expect(made.rawClient.configuration.commandTimeout == .milliseconds(250))
         #expect(made.rawClient.configuration.connectTimeout == .seconds(1))
-        #expect(!made.rawClient.configuration.retryOnTimeout)
+        #expect(!made.rawClient.configuration.retry.onTimeout)
         #expect(!made.healthCheck())
         client.close()
     }

@@ -174,7 +174,7 @@ struct SentinelTests {
         // In flight: two pooled connections and both shared engine connections to the master.
         let inFlight = try RedisClient(configuration: configuration)
         defer { inFlight.close() }
-        #expect(configuration.pipelinedConnections == 2)
+        #expect(configuration.pool.pipelinedConnections == 2)
         try inFlight.withConnection { (_: RedisBlockingConnection) in
             try inFlight.withConnection { (_: RedisBlockingConnection) in }
         }

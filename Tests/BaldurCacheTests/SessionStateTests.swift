@@ -171,7 +171,7 @@ struct SessionStateTests {
         defer { Self.removeUser(user.name) }
         guard case .standalone(.tcp(let host, let port)) = try TestEnvironment.configuration().topology else { return }
         var configuration = try RedisConfiguration(url: "redis://\(user.name):\(user.password)@\(host):\(port)/3")
-        configuration.maxConnections = 1
+        configuration.pool.maxConnections = 1
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
         let blocking = try { () throws -> [RedisReply] in [try client.send("CLIENT", "ID"), try client.send("CLIENT", "ID")] }()
@@ -276,7 +276,7 @@ struct FailureTests {
         let server = try TestRedisServer()
         defer { server.stop() }
         var configuration = try server.configuration(commandTimeout: .milliseconds(200))
-        configuration.retryOnTimeout = false
+        configuration.retry.onTimeout = false
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
         let error = #expect(throws: RedisError.self) { try client.send("DEBUG", "SLEEP", "0.6") }
@@ -327,7 +327,7 @@ struct FailureTests {
     func earlyCloseWithoutTLSHasNoHint(mode: Mode) async throws {
         let peer = try ScriptedPeer(reply: "", hold: .zero)
         var configuration = try RedisConfiguration(url: "redis://127.0.0.1:\(peer.port)/0")
-        configuration.retryOnTimeout = false
+        configuration.retry.onTimeout = false
         let client = try RedisClient(configuration: configuration)
         defer { client.close() }
         let cache = mode.drive(try RedisCacheAdapter(client: client, keyPrefix: "bctest:early:"))

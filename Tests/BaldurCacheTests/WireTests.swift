@@ -62,7 +62,7 @@ struct WireTests {
     @Test("requests larger than the kept buffer, and pipelines, round-trip with and without spinning", arguments: [Duration.zero, .microseconds(100)])
     func largeRequests(spinWait: Duration) throws {
         var configuration = try TestEnvironment.configuration()
-        configuration.spinWait = spinWait
+        configuration.pool.spinWait = spinWait
         guard case .standalone(let address) = configuration.topology else { Issue.record("standalone expected"); return }
         let connection = try RedisConnection(address: address, configuration: configuration)
         defer { connection.close() }

@@ -77,7 +77,7 @@ public final class RedisCacheAdapter: CacheProvider {
             var configuration = try RedisConfiguration.fromEnvironment(environment)
             if let commandTimeout { configuration.commandTimeout = commandTimeout }
             if let socketConnectTimeout { configuration.connectTimeout = socketConnectTimeout }
-            if let retryOnTimeout { configuration.retryOnTimeout = retryOnTimeout }
+            if let retryOnTimeout { configuration.retry.onTimeout = retryOnTimeout }
             rawClient = try RedisClient(configuration: configuration, logger: logger, observability: observability)
         }
         let prefix = KeyPrefix(keyPrefix)

@@ -4,7 +4,7 @@ import Logging
 ///
 /// Calls suspend on BaldurCache's event loop instead of blocking a thread:
 /// concurrent calls are written back to back over a few shared connections
-/// (``RedisConfiguration/pipelinedConnections``) and each resumes when its
+/// (``RedisConfiguration/Pool/pipelinedConnections``) and each resumes when its
 /// reply arrives. Task-locals apply (``SyntheticMode``, the service context
 /// for tracing), and a cancelled call resumes at once with
 /// `CancellationError`; its reply is read and dropped when it comes.

@@ -3,7 +3,7 @@ import Logging
 /// A thread-safe, pooled Redis client: send any command, pipelines, scripts.
 ///
 /// `RedisClient` is `Sendable`; share one per process. Connections are opened
-/// lazily up to ``RedisConfiguration/maxConnections`` and reused.
+/// lazily up to ``RedisConfiguration/Pool/maxConnections`` and reused.
 ///
 /// ```swift
 /// let client = try RedisClient(url: "redis://127.0.0.1:6379/0")
@@ -12,7 +12,7 @@ import Logging
 /// ```
 ///
 /// ## Retries
-/// With ``RedisConfiguration/retryOnTimeout`` (the default), a command that
+/// With ``RedisConfiguration/Retry/onTimeout`` (the default), a command that
 /// fails with a read or write timeout, EOF or I/O error is sent once more on a fresh
 /// connection **only if it is read-only**, so a retry can never apply a write
 /// twice. The commands that retry are exactly those in
@@ -73,7 +73,7 @@ public final class RedisClient: Sendable {
         self.telemetry = Telemetry(observability, server: server, database: configuration.database)
         self.router = try ConnectionRouters.make(configuration, logger: logger, telemetry: telemetry)
         self.cluster = router as? ClusterRouter
-        self.blockingWaiters = BlockingWaiterBudget(maxConnections: configuration.maxConnections)
+        self.blockingWaiters = BlockingWaiterBudget(maxConnections: configuration.pool.maxConnections)
         logger.debug("redis client created", metadata: ["redis.url": "\(configuration)"])
     }
 
@@ -246,7 +246,7 @@ public final class RedisClient: Sendable {
     }
 
     /// When a failed call is sent again (see ``RetryPolicy``).
-    var retryPolicy: RetryPolicy { RetryPolicy(retryOnTimeout: configuration.retryOnTimeout) }
+    var retryPolicy: RetryPolicy { RetryPolicy(retryOnTimeout: configuration.retry.onTimeout) }
 
     /// `retryable` is only asked after a transient failure, so the happy path
     /// never looks the command names up. A result that `refusedAsReadOnly`

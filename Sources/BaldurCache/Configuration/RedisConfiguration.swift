@@ -6,7 +6,7 @@ import Foundation
 /// field:
 /// ```swift
 /// var configuration = try RedisConfiguration(url: "redis://:secret@127.0.0.1:6379/2")
-/// configuration.maxConnections = 16
+/// configuration.pool.maxConnections = 16
 /// let client = try RedisClient(configuration: configuration)
 /// ```
 ///
@@ -53,37 +53,103 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
     /// How long connecting may take. Default 5 s, allowed 1 ms to 100 years
     /// (`BALDUR_REDIS_SOCKET_CONNECT_TIMEOUT`).
     public var connectTimeout: Duration = .seconds(5)
-    /// Retry a read-only command once on a fresh connection after a timeout or
-    /// a dropped connection. Default `true` (`BALDUR_REDIS_RETRY_ON_TIMEOUT`).
-    /// See ``RedisClient`` for exactly which commands retry.
-    public var retryOnTimeout: Bool = true
-    /// The most connections the pool opens. Default 100, allowed 1...10,000
-    /// (`BALDUR_REDIS_MAX_CONNECTIONS`).
-    public var maxConnections: Int = 100
-    /// How many connections the async API keeps per server for pipelining:
-    /// concurrent calls are written back to back over them, round-robin.
-    /// Default 2, allowed 1...64. (Blocking commands and transactions use
-    /// dedicated connections, up to ``maxConnections``.)
-    public var pipelinedConnections: Int = 2
-    /// An idle connection older than this is checked with `PING` before reuse.
-    /// Default 30 s, allowed 5...300 s (`BALDUR_REDIS_HEALTH_CHECK_INTERVAL`).
-    public var healthCheckInterval: Duration = .seconds(30)
-    /// How long a caller waits for a connection when all `maxConnections` are
-    /// busy before failing with ``RedisError/Code/poolExhausted``. Default 5 s,
-    /// allowed 0 to 100 years.
-    public var poolTimeout: Duration = .seconds(5)
-    /// How long a lock wait rides out a server it cannot reach: a wait that
-    /// has failed to reach Redis for this long (every attempt and every wait
-    /// for a release failing with a connection error) ends with that error,
-    /// even without a `blockingTimeout`. A restart shorter than this goes
-    /// unnoticed by the waiters. Default 30 s, allowed 1 s to 1 hour.
-    public var lockOutageLimit: Duration = .seconds(30)
-    /// How long a thread polls its socket for a reply before sleeping in
-    /// `read(2)`; `.zero` never polls. Spinning only happens while few
-    /// pooled connections of the process are in use, and backs off on
-    /// connections whose replies are slow; see the README's performance section.
-    /// Default 100 µs, allowed 0...10 ms (`BALDUR_REDIS_SPIN_WAIT_US`).
-    public var spinWait: Duration = .microseconds(100)
+    /// The connection pools: how many connections, how long a caller waits
+    /// for one, how idle ones are checked.
+    public var pool = Pool()
+    /// When a failed call is tried again.
+    public var retry = Retry()
+
+    /// The connection pools' settings (one pool per server, see ``RedisClient``).
+    public struct Pool: Sendable, Hashable {
+        /// The most connections a caller holds at once, per server and per
+        /// API: the blocking API's calls (each holds one), and apart from
+        /// them the async API's blocking commands and transactions (its
+        /// other calls share ``pipelinedConnections``). Default 100, allowed
+        /// 1...10,000 (`BALDUR_REDIS_MAX_CONNECTIONS`).
+        public var maxConnections: Int = 100
+        /// How many connections the async API keeps per server for
+        /// pipelining: concurrent calls are written back to back over them,
+        /// round-robin. Default 2, allowed 1...64.
+        public var pipelinedConnections: Int = 2
+        /// An idle connection older than this is checked with `PING` before
+        /// reuse. Default 30 s, allowed 5...300 s (`BALDUR_REDIS_HEALTH_CHECK_INTERVAL`).
+        public var healthCheckInterval: Duration = .seconds(30)
+        /// How long a caller waits for a connection when all
+        /// ``maxConnections`` are held before failing with
+        /// ``RedisError/Code/poolExhausted``. Default 5 s, allowed 0 to 100 years.
+        public var timeout: Duration = .seconds(5)
+        /// How long a blocking call's thread polls its socket for a reply
+        /// before sleeping in `read(2)`; `.zero` never polls. Spinning only
+        /// happens while few pooled connections of the process are in use,
+        /// and backs off on connections whose replies are slow; see the
+        /// README's performance section. Default 100 µs, allowed 0...10 ms
+        /// (`BALDUR_REDIS_SPIN_WAIT_US`).
+        public var spinWait: Duration = .microseconds(100)
+
+        /// The documented defaults.
+        public init() {}
+    }
+
+    /// When a failed call is tried again (see ``RedisClient`` for exactly which).
+    public struct Retry: Sendable, Hashable {
+        /// Send a read-only command once more, on a fresh connection, after
+        /// a timeout or a dropped connection. Default `true`
+        /// (`BALDUR_REDIS_RETRY_ON_TIMEOUT`, redis-py's `retry_on_timeout`).
+        public var onTimeout: Bool = true
+        /// How long a lock wait rides out a server it cannot reach: a wait
+        /// that has failed to reach Redis for this long (every attempt and
+        /// every wait for a release failing with a connection error) ends
+        /// with that error, even without a `blockingTimeout`. A restart
+        /// shorter than this goes unnoticed by the waiters. Default 30 s,
+        /// allowed 1 s to 1 hour.
+        public var lockOutageLimit: Duration = .seconds(30)
+
+        /// The documented defaults.
+        public init() {}
+    }
+
+    /// The former name of ``Pool/maxConnections``.
+    @available(*, deprecated, message: "use pool.maxConnections")
+    public var maxConnections: Int {
+        get { pool.maxConnections }
+        set { pool.maxConnections = newValue }
+    }
+    /// The former name of ``Pool/pipelinedConnections``.
+    @available(*, deprecated, message: "use pool.pipelinedConnections")
+    public var pipelinedConnections: Int {
+        get { pool.pipelinedConnections }
+        set { pool.pipelinedConnections = newValue }
+    }
+    /// The former name of ``Pool/healthCheckInterval``.
+    @available(*, deprecated, message: "use pool.healthCheckInterval")
+    public var healthCheckInterval: Duration {
+        get { pool.healthCheckInterval }
+        set { pool.healthCheckInterval = newValue }
+    }
+    /// The former name of ``Pool/timeout``.
+    @available(*, deprecated, message: "use pool.timeout")
+    public var poolTimeout: Duration {
+        get { pool.timeout }
+        set { pool.timeout = newValue }
+    }
+    /// The former name of ``Pool/spinWait``.
+    @available(*, deprecated, message: "use pool.spinWait")
+    public var spinWait: Duration {
+        get { pool.spinWait }
+        set { pool.spinWait = newValue }
+    }
+    /// The former name of ``Retry/onTimeout``.
+    @available(*, deprecated, message: "use retry.onTimeout")
+    public var retryOnTimeout: Bool {
+        get { retry.onTimeout }
+        set { retry.onTimeout = newValue }
+    }
+    /// The former name of ``Retry/lockOutageLimit``.
+    @available(*, deprecated, message: "use retry.lockOutageLimit")
+    public var lockOutageLimit: Duration {
+        get { retry.lockOutageLimit }
+        set { retry.lockOutageLimit = newValue }
+    }
 
     /// A configuration for `localhost:6379`, database 0, with the documented defaults.
     public init() {}
@@ -144,8 +210,8 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
         }
         if let raw = value("BALDUR_REDIS_RETRY_ON_TIMEOUT") {
             switch raw.lowercased() {
-            case "1", "true", "yes", "on": configuration.retryOnTimeout = true
-            case "0", "false", "no", "off": configuration.retryOnTimeout = false
+            case "1", "true", "yes", "on": configuration.retry.onTimeout = true
+            case "0", "false", "no", "off": configuration.retry.onTimeout = false
             default: throw RedisError(.invalidConfiguration, "BALDUR_REDIS_RETRY_ON_TIMEOUT must be true or false, not '\(raw)'")
             }
         }
@@ -153,16 +219,16 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
             guard let count = Int(raw) else {
                 throw RedisError(.invalidConfiguration, "BALDUR_REDIS_MAX_CONNECTIONS must be a whole number, not '\(raw)'")
             }
-            configuration.maxConnections = count
+            configuration.pool.maxConnections = count
         }
         if let raw = value("BALDUR_REDIS_HEALTH_CHECK_INTERVAL") {
-            configuration.healthCheckInterval = try seconds(raw, name: "BALDUR_REDIS_HEALTH_CHECK_INTERVAL")
+            configuration.pool.healthCheckInterval = try seconds(raw, name: "BALDUR_REDIS_HEALTH_CHECK_INTERVAL")
         }
         if let raw = value("BALDUR_REDIS_SPIN_WAIT_US") {
             guard let microseconds = Int64(raw) else {
                 throw RedisError(.invalidConfiguration, "BALDUR_REDIS_SPIN_WAIT_US must be a whole number of microseconds, not '\(raw)'")
             }
-            configuration.spinWait = .microseconds(microseconds)
+            configuration.pool.spinWait = .microseconds(microseconds)
         }
         try configuration.validate()
         return configuration
@@ -172,17 +238,17 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
     ///
     /// - Throws: ``RedisError/Code/invalidConfiguration`` naming the first bad field.
     public func validate() throws(RedisError) {
-        guard maxConnections >= 1 else {
-            throw RedisError(.invalidConfiguration, "maxConnections must be at least 1, not \(maxConnections)")
+        guard pool.maxConnections >= 1 else {
+            throw RedisError(.invalidConfiguration, "pool.maxConnections must be at least 1, not \(pool.maxConnections)")
         }
-        guard maxConnections <= Self.mostConnections else {
-            throw RedisError(.invalidConfiguration, "maxConnections must be at most \(Self.mostConnections), not \(maxConnections)")
+        guard pool.maxConnections <= Self.mostConnections else {
+            throw RedisError(.invalidConfiguration, "pool.maxConnections must be at most \(Self.mostConnections), not \(pool.maxConnections)")
         }
-        guard (1...64).contains(pipelinedConnections) else {
-            throw RedisError(.invalidConfiguration, "pipelinedConnections must be between 1 and 64, not \(pipelinedConnections)")
+        guard (1...64).contains(pool.pipelinedConnections) else {
+            throw RedisError(.invalidConfiguration, "pool.pipelinedConnections must be between 1 and 64, not \(pool.pipelinedConnections)")
         }
-        guard healthCheckInterval >= .seconds(5), healthCheckInterval <= .seconds(300) else {
-            throw RedisError(.invalidConfiguration, "healthCheckInterval must be between 5 and 300 seconds, not \(healthCheckInterval.readable)")
+        guard pool.healthCheckInterval >= .seconds(5), pool.healthCheckInterval <= .seconds(300) else {
+            throw RedisError(.invalidConfiguration, "pool.healthCheckInterval must be between 5 and 300 seconds, not \(pool.healthCheckInterval.readable)")
         }
         _ = try connectTimeout.checked("connectTimeout", in: .milliseconds(1)...Duration.longestAccepted, code: .invalidConfiguration)
         if let commandTimeout {
@@ -191,10 +257,10 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
         if let blockingCommandTimeout {
             _ = try blockingCommandTimeout.checked("blockingCommandTimeout", in: .milliseconds(1)...Duration.longestAccepted, code: .invalidConfiguration)
         }
-        _ = try poolTimeout.checked("poolTimeout", in: .zero...Duration.longestAccepted, code: .invalidConfiguration)
-        _ = try lockOutageLimit.checked("lockOutageLimit", in: .seconds(1)...Duration.seconds(3600), code: .invalidConfiguration)
-        guard spinWait >= .zero, spinWait <= .milliseconds(10) else {
-            throw RedisError(.invalidConfiguration, "spinWait must be between 0 and 10 ms, not \(spinWait)")
+        _ = try pool.timeout.checked("pool.timeout", in: .zero...Duration.longestAccepted, code: .invalidConfiguration)
+        _ = try retry.lockOutageLimit.checked("retry.lockOutageLimit", in: .seconds(1)...Duration.seconds(3600), code: .invalidConfiguration)
+        guard pool.spinWait >= .zero, pool.spinWait <= .milliseconds(10) else {
+            throw RedisError(.invalidConfiguration, "pool.spinWait must be between 0 and 10 ms, not \(pool.spinWait)")
         }
         guard database >= 0, database <= Int(Int32.max) else {
             throw RedisError(.invalidConfiguration, "database must be between 0 and \(Int32.max), not \(database)")

@@ -97,7 +97,7 @@ final class RedisConnection: @unchecked Sendable {
         self.abortHandle = abortHandle
         self.address = address
         self.lastUsed = .now
-        self.spin = ReplySpin(budget: configuration.spinWait)
+        self.spin = ReplySpin(budget: configuration.pool.spinWait)
         self.session = SessionState(configuredDatabase: configuration.database)
         self.commandTimeout = configuration.commandTimeout
         self.blockingMargin = configuration.blockingCommandTimeout ?? configuration.commandTimeout

@@ -12,7 +12,7 @@ import Synchronization
 /// kernel's `busy_poll` and of guest halt-polling.
 ///
 /// The spinning is kept to where it pays and bounded where it does not:
-/// - at most ``RedisConfiguration/spinWait`` per reply, then the ordinary
+/// - at most ``RedisConfiguration/Pool/spinWait`` per reply, then the ordinary
 ///   blocking read;
 /// - only while few threads of this process are inside Redis calls
 ///   (``maxSpinners``): pooled connections checked out, or direct

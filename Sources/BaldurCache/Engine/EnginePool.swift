@@ -6,9 +6,9 @@ import Logging
 /// a time, for what must not share a stream (blocking commands such as lock
 /// waits and `BLPOP`, `MULTI`/`EXEC`, `WATCH`).
 ///
-/// - Shared: ``RedisConfiguration/pipelinedConnections`` of them, used
+/// - Shared: ``RedisConfiguration/Pool/pipelinedConnections`` of them, used
 ///   round-robin, opened on first use and replaced once they fail.
-/// - Dedicated: up to ``RedisConfiguration/maxConnections``; a caller that
+/// - Dedicated: up to ``RedisConfiguration/Pool/maxConnections``; a caller that
 ///   finds them all held suspends (holding no thread) up to `poolTimeout`.
 /// - Connects back off as ``ConnectBackoff`` says, the rule the blocking
 ///   pool follows: from the second failure in a row, new connects wait
@@ -59,7 +59,7 @@ final class EnginePool: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.connects = connects
-        state = PlainMutex(State(shared: Array(repeating: .empty, count: configuration.pipelinedConnections)))
+        state = PlainMutex(State(shared: Array(repeating: .empty, count: configuration.pool.pipelinedConnections)))
     }
 
     // MARK: - Shared connections
@@ -93,7 +93,7 @@ final class EnginePool: Sendable {
 
     private func onFreshShared<R>(_ body: (EventLoopConnection) async throws -> R) async throws -> R {
         var reason = RedisError(.closed, "the connections to \(address) kept closing")
-        for _ in 0...configuration.pipelinedConnections {
+        for _ in 0...configuration.pool.pipelinedConnections {
             let connection = try await shared()
             do { return try await body(connection) } catch let unsent as UnsentRequest {
                 reason = unsent.reason
@@ -204,7 +204,7 @@ final class EnginePool: Sendable {
                 if connection.isOpen { return .use(connection) }
                 state.dedicated -= 1
             }
-            guard state.dedicated < configuration.maxConnections else { return .wait }
+            guard state.dedicated < configuration.pool.maxConnections else { return .wait }
             if let failure = backingOff() { return .fail(failure) }
             state.dedicated += 1
             return .connect
@@ -240,7 +240,7 @@ final class EnginePool: Sendable {
             defer { state.nextWaiter += 1 }
             return state.nextWaiter
         }
-        let timeout = configuration.poolTimeout
+        let timeout = configuration.pool.timeout
         let timer = Task { [weak self] in
             try await Task.sleep(for: timeout)
             self?.timeOutWaiter(id)
@@ -279,7 +279,7 @@ final class EnginePool: Sendable {
         }
         waiter?.continuation.resume(throwing: RedisError(
             .poolExhausted,
-            "all \(configuration.maxConnections) dedicated connections to \(address) stayed busy for \(configuration.poolTimeout.readable) (poolTimeout)"
+            "all \(configuration.pool.maxConnections) dedicated connections to \(address) stayed busy for \(configuration.pool.timeout.readable) (poolTimeout)"
         ))
     }
 

@@ -10,7 +10,7 @@
 ///   backs off with jitter and marks the next attempt as following one of
 ///   unknown outcome, so a refusal is checked against the stored owner.
 /// - Failures with no answer from Redis in between end the wait with the
-///   last error once they have lasted ``RedisConfiguration/lockOutageLimit``,
+///   last error once they have lasted ``RedisConfiguration/Retry/lockOutageLimit``,
 ///   or once the wait's deadline passed: a wait never reports "not
 ///   acquired" for a server it could not reach, and never waits forever for one.
 struct AcquirePlan {

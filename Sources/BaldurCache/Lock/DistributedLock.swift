@@ -25,7 +25,7 @@ protocol LockStore: Sendable {
     var telemetry: Telemetry { get }
     /// Where a lost lock is logged (at `.warning`).
     var logger: Logger? { get }
-    /// How long a wait rides out failures to reach the store (``RedisConfiguration/lockOutageLimit``).
+    /// How long a wait rides out failures to reach the store (``RedisConfiguration/Retry/lockOutageLimit``).
     var outageLimit: Duration { get }
 
     // The same, for the `async` lock calls: they suspend, never block a thread.

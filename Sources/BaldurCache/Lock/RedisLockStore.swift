@@ -6,7 +6,7 @@ import Foundation
 /// fencing counter that Python ignores.
 struct RedisLockStore: LockStore {
     let client: RedisClient
-    var outageLimit: Duration { client.configuration.lockOutageLimit }
+    var outageLimit: Duration { client.configuration.retry.lockOutageLimit }
     var logger: Logger? { client.logger }
 
     var telemetry: Telemetry { client.telemetry }

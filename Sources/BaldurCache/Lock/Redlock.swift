@@ -65,7 +65,7 @@ public final class Redlock: Sendable {
             var configuration = try RedisConfiguration(url: url)
             configuration.commandTimeout = nodeTimeout
             configuration.connectTimeout = nodeTimeout
-            configuration.retryOnTimeout = false
+            configuration.retry.onTimeout = false
             clients.append(try RedisClient(configuration: configuration))
         }
         try self.init(key: key, ttl: ttl, clients: clients)

@@ -63,7 +63,7 @@ final class ConnectionPool: Sendable {
         self.logger = logger
         self.meters = meters
         self.connects = connects
-        self.permits = DispatchSemaphore(value: configuration.maxConnections)
+        self.permits = DispatchSemaphore(value: configuration.pool.maxConnections)
     }
 
     /// The number of connections open now, idle or in use.
@@ -109,12 +109,12 @@ final class ConnectionPool: Sendable {
 
     private func takeConnection() throws(RedisError) -> PooledConnection {
         if isClosed.load(ordering: .acquiring) { throw closedError() }
-        let waitUntil = DispatchTime.now() + .nanoseconds(Int(configuration.poolTimeout.nanoseconds))
+        let waitUntil = DispatchTime.now() + .nanoseconds(Int(configuration.pool.timeout.nanoseconds))
         guard takePermit(until: waitUntil) else {
             logger.debug("redis pool exhausted", metadata: ["redis.address": "\(address)"])
             throw RedisError(
                 .poolExhausted,
-                "all \(configuration.maxConnections) connections to \(address) stayed busy for \(configuration.poolTimeout)"
+                "all \(configuration.pool.maxConnections) connections to \(address) stayed busy for \(configuration.pool.timeout)"
             )
         }
         // From here on the permit is ours: give it back on every failure path.
@@ -136,7 +136,7 @@ final class ConnectionPool: Sendable {
                 discard(idle.connection)
                 continue
             }
-            if ContinuousClock.now - idle.connection.lastUsed < configuration.healthCheckInterval {
+            if ContinuousClock.now - idle.connection.lastUsed < configuration.pool.healthCheckInterval {
                 return idle
             }
             do {

@@ -3,7 +3,7 @@ import Logging
 /// Everything a client holds for one server: one pool, leased two ways.
 ///
 /// - The blocking API takes a connection per calling thread
-///   (``ConnectionPool``: up to ``RedisConfiguration/maxConnections``).
+///   (``ConnectionPool``: up to ``RedisConfiguration/Pool/maxConnections``).
 /// - The async API pipelines over a few shared connections and leases
 ///   dedicated ones for blocking commands and transactions (``EnginePool``).
 ///

@@ -77,7 +77,7 @@ final class ClusterRouter: ConnectionRouter {
         self.configuration = configuration
         var discoveryConfiguration = configuration
         discoveryConfiguration.commandTimeout = configuration.connectTimeout
-        discoveryConfiguration.spinWait = .zero
+        discoveryConfiguration.pool.spinWait = .zero
         self.discoveryConfiguration = discoveryConfiguration
         self.logger = logger
         self.telemetry = telemetry

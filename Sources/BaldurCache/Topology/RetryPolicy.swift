@@ -6,11 +6,11 @@
 ///   serves now, whatever the command: it did not run.
 /// - A request whose reply was lost (``RedisError/isLostReply``: a timeout
 ///   or a dropped connection) may have run. It goes once more, on a fresh
-///   connection, only when ``RedisConfiguration/retryOnTimeout`` allows
+///   connection, only when ``RedisConfiguration/Retry/onTimeout`` allows
 ///   and the call is read-only (running it twice changes nothing).
 /// - Anything else, and any second failure, is the answer.
 struct RetryPolicy: Sendable, Equatable {
-    /// ``RedisConfiguration/retryOnTimeout``.
+    /// ``RedisConfiguration/Retry/onTimeout``.
     let retryOnTimeout: Bool
 
     enum Decision: Sendable, Equatable {

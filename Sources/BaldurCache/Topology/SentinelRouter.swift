@@ -76,7 +76,7 @@ final class SentinelRouter: ConnectionRouter {
         sentinelConfiguration.database = 0
         // A sentinel that stops answering must not hold a discovery longer than a connect.
         sentinelConfiguration.commandTimeout = configuration.connectTimeout
-        sentinelConfiguration.spinWait = .zero
+        sentinelConfiguration.pool.spinWait = .zero
         self.sentinelConfiguration = sentinelConfiguration
         self.logger = logger
         self.telemetry = telemetry

@@ -22,7 +22,7 @@ enum TestEnvironment {
 
     static func client(maxConnections: Int = 8) throws -> RedisClient {
         var configuration = try configuration()
-        configuration.maxConnections = maxConnections
+        configuration.pool.maxConnections = maxConnections
         return try RedisClient(configuration: configuration)
     }
 
