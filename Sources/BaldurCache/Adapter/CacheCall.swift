@@ -41,19 +41,15 @@ struct CacheCall<Value> {
     /// the decoder's context need not go to the heap.
     @inline(__always)
     func run(on client: RedisClient) throws(RedisError) -> Value {
-        guard let onFailure else { return try perform(on: client) }
-        do { return try perform(on: client) } catch {
-            onFailure()
+        do {
+            switch request {
+            case .command(let command): return try decode(client.send(command))
+            case .script(let script, let keys, let arguments): return try decode(script.run(on: client, keys: keys, arguments: arguments))
+            case .pipeline(let commands): return try decode(.array(client.pipeline(commands)))
+            }
+        } catch {
+            onFailure?()
             throw error
-        }
-    }
-
-    @inline(__always)
-    private func perform(on client: RedisClient) throws(RedisError) -> Value {
-        switch request {
-        case .command(let command): return try decode(client.send(command))
-        case .script(let script, let keys, let arguments): return try decode(script.run(on: client, keys: keys, arguments: arguments))
-        case .pipeline(let commands): return try decode(.array(client.pipeline(commands)))
         }
     }
 
@@ -65,22 +61,18 @@ struct CacheCall<Value> {
     /// synchronous ``read(_:)`` frame and `@inline(never)`.
     @inline(never)
     func run(on client: RedisClient) async throws -> Value {
-        guard let onFailure else { return try await perform(on: client) }
-        do { return try await perform(on: client) } catch {
-            onFailure()
+        do {
+            let reply: RedisReply
+            switch request {
+            case .command(let command): reply = try await client.send(command)
+            case .script(let script, let keys, let arguments): reply = try await script.run(on: client, keys: keys, arguments: arguments)
+            case .pipeline(let commands): reply = .array(try await client.pipeline(commands))
+            }
+            return try read(reply)
+        } catch {
+            onFailure?()
             throw error
         }
-    }
-
-    @inline(__always)
-    private func perform(on client: RedisClient) async throws -> Value {
-        let reply: RedisReply
-        switch request {
-        case .command(let command): reply = try await client.send(command)
-        case .script(let script, let keys, let arguments): reply = try await script.run(on: client, keys: keys, arguments: arguments)
-        case .pipeline(let commands): reply = .array(try await client.pipeline(commands))
-        }
-        return try read(reply)
     }
 
     @inline(never)

@@ -49,11 +49,11 @@ final class EnginePool: Sendable {
     /// When a new connect may be tried after failed ones: shared with the
     /// server's ``ConnectionPool`` (see ``ServerPool``). Taken after `state`'s
     /// lock when both are held, never before it.
-    private let connects: PlainMutex<ConnectBackoff>
+    private let connects: SharedConnectBackoff
 
     init(
         address: RedisServerAddress, configuration: RedisConfiguration, logger: Logger,
-        connects: PlainMutex<ConnectBackoff> = PlainMutex(ConnectBackoff())
+        connects: SharedConnectBackoff = SharedConnectBackoff()
     ) {
         self.address = address
         self.configuration = configuration
@@ -147,7 +147,7 @@ final class EnginePool: Sendable {
                     case .ready(let connection):
                         return .success(connection)
                     case .empty:
-                        return .failure(connects.withLock { $0.refusal() } ?? RedisError(.connectionClosed, "the connection to \(address) failed"))
+                        return .failure(connects.refusal() ?? RedisError(.connectionClosed, "the connection to \(address) failed"))
                     }
                 }
                 if let ready { continuation.resume(with: ready) }
@@ -404,7 +404,7 @@ final class EnginePool: Sendable {
     /// new ones; requests in flight finish first.
     func drain() async {
         let connections = state.withLock { state -> [EventLoopConnection] in
-            connects.withLock { $0.reset() }
+            connects.reset()
             return Self.takeIdleAndShared(&state)
         }
         for connection in connections { await connection.close(graceful: true) }
@@ -420,17 +420,17 @@ final class EnginePool: Sendable {
     // MARK: - Connect backoff (see ``ConnectBackoff``)
 
     private func backingOff() -> RedisError? {
-        connects.withLock { $0.refusal() }
+        connects.refusal()
     }
 
     private func connected() {
-        connects.withLock { $0.reset() }
+        connects.reset()
     }
 
     /// Counts a failed connect; `true` when this one started the back-off.
     private func failedToConnect(_ error: any Error) -> Bool {
         guard let error = error as? RedisError else { return false }
-        return connects.withLock { $0.failed(error) }
+        return connects.failed(error)
     }
 
     /// Once per outage, as the blocking pool says it.

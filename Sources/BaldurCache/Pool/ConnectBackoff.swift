@@ -1,3 +1,5 @@
+import Synchronization
+
 /// When a pool may try a new connection after connects failed: one rule
 /// for the blocking pool (``ConnectionPool``) and the engine's
 /// (``EnginePool``), kept in each pool's state under its lock.
@@ -47,5 +49,39 @@ struct ConnectBackoff: Sendable {
         backoff.reset()
         nextConnectAt = nil
         lastError = nil
+    }
+}
+
+/// One server's ``ConnectBackoff``, shared by its blocking and async pools
+/// (see ``ServerPool``). Every call checks in a connection that may reset
+/// it, so the common case (no failures) is one relaxed atomic load, no lock.
+final class SharedConnectBackoff: Sendable {
+    private let state = PlainMutex(ConnectBackoff())
+    /// `true` while failures are counted; a stale read costs at most one
+    /// lock taken for nothing, or a reset one call later.
+    private let failing = Atomic<Bool>(false)
+
+    /// See ``ConnectBackoff/refusal(at:)``.
+    func refusal() -> RedisError? {
+        guard failing.load(ordering: .relaxed) else { return nil }
+        return state.withLock { $0.refusal() }
+    }
+
+    /// See ``ConnectBackoff/failed(_:at:)``.
+    func failed(_ error: RedisError) -> Bool {
+        state.withLock { backoff in
+            let started = backoff.failed(error)
+            failing.store(backoff.failures > 0, ordering: .relaxed)
+            return started
+        }
+    }
+
+    /// See ``ConnectBackoff/reset()``.
+    func reset() {
+        guard failing.load(ordering: .relaxed) else { return }
+        state.withLock { backoff in
+            backoff.reset()
+            failing.store(false, ordering: .relaxed)
+        }
     }
 }

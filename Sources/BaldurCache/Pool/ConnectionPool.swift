@@ -52,11 +52,11 @@ final class ConnectionPool: Sendable {
     /// When a new connect may be tried after failed ones: shared with the
     /// server's ``EnginePool`` (see ``ServerPool``). Taken after `state`'s
     /// lock when both are held, never before it.
-    private let connects: PlainMutex<ConnectBackoff>
+    private let connects: SharedConnectBackoff
 
     init(
         address: RedisServerAddress, configuration: RedisConfiguration, logger: Logger, meters: Telemetry.PoolMeters? = nil,
-        connects: PlainMutex<ConnectBackoff> = PlainMutex(ConnectBackoff())
+        connects: SharedConnectBackoff = SharedConnectBackoff()
     ) {
         self.address = address
         self.configuration = configuration
@@ -156,14 +156,10 @@ final class ConnectionPool: Sendable {
         let connection = pooled.connection
         let reusable = connection.isReusable
         let refused = !reusable && connection.refusedByServer
-        if reusable || refused {
-            connects.withLock { connects in
-                if reusable, connects.failures > 0 {
-                    connects.reset()
-                } else if refused {
-                    _ = connects.failed(RedisError(.connectionRefused, "\(address) refused the connection (\(RedisConnection.tooManyClients))"))
-                }
-            }
+        if reusable {
+            connects.reset()
+        } else if refused {
+            _ = connects.failed(RedisError(.connectionRefused, "\(address) refused the connection (\(RedisConnection.tooManyClients))"))
         }
         let keep = state.withLock { state in
             guard !state.closed, reusable, pooled.generation == state.generation else { return false }
@@ -185,7 +181,7 @@ final class ConnectionPool: Sendable {
     func drain() {
         let idle = state.withLock { state in
             state.generation += 1
-            connects.withLock { $0.reset() }
+            connects.reset()
             defer { state.idle.removeAll() }
             return state.idle
         }
@@ -218,7 +214,7 @@ final class ConnectionPool: Sendable {
     }
 
     private func open(generation: Int) throws(RedisError) -> PooledConnection {
-        let backingOff = connects.withLock { $0.refusal() }
+        let backingOff = connects.refusal()
         if let backingOff {
             permits.signal()
             throw backingOff
@@ -243,7 +239,7 @@ final class ConnectionPool: Sendable {
             return PooledConnection(connection: connection, generation: generation)
         } catch {
             state.withLock { _ = $0.connecting.removeValue(forKey: key) }
-            let backingOff = connects.withLock { $0.failed(error) }
+            let backingOff = connects.failed(error)
             permits.signal()
             if backingOff {
                 // Once per outage: the second failed connect in a row starts the back-off.

@@ -19,7 +19,7 @@ final class ServerPool: Sendable {
     let engine: EnginePool
 
     init(address: RedisServerAddress, configuration: RedisConfiguration, logger: Logger, telemetry: Telemetry) {
-        let connects = PlainMutex(ConnectBackoff())
+        let connects = SharedConnectBackoff()
         self.address = address
         blocking = ConnectionPool(address: address, configuration: configuration, logger: logger, meters: telemetry.poolMeters(), connects: connects)
         engine = EnginePool(address: address, configuration: configuration, logger: logger, connects: connects)
