@@ -93,6 +93,15 @@ stop_servers() {
     done
     for pid in "${BALDUR_PIDS[@]}"; do
         wait "$pid" 2>/dev/null || true
+        # The cluster's and the sentinels' servers are started by helper
+        # scripts, so they are not this shell's children and `wait` returns
+        # at once: wait (up to 10 s) until the PID is gone, or a node still
+        # writing nodes.conf on its way out races the rm below.
+        local tries=0
+        while kill -0 "$pid" 2>/dev/null && [ "$tries" -lt 100 ]; do
+            sleep 0.1
+            tries=$((tries + 1))
+        done
     done
     BALDUR_PIDS=()
     [ -n "$BALDUR_TMP" ] && rm -rf "$BALDUR_TMP"

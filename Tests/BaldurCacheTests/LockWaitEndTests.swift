@@ -146,7 +146,7 @@ private func blockingRelease(_ lock: DistributedLock) throws { try lock.release(
 /// Waits for a dedicated connection end when their task is cancelled.
 @Suite("Dedicated connection waits end")
 struct DedicatedWaitTests {
-    @Test("a task waiting for a dedicated connection (all held) ends at once with CancellationError when cancelled, not after poolTimeout", .timeLimit(.minutes(1)))
+    @Test("a task waiting for a dedicated connection (all held) ends at once with CancellationError when cancelled, not after pool.timeout", .timeLimit(.minutes(1)))
     func cancelledWaitForADedicatedConnectionEnds() async throws {
         let server = try TestRedisServer()
         defer { server.stop() }

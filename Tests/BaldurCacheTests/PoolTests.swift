@@ -52,7 +52,7 @@ struct PoolTests {
         #expect(client.openConnections == 1)
     }
 
-    @Test("a caller that finds the pool full for longer than poolTimeout gets poolExhausted")
+    @Test("a caller that finds the pool full for longer than pool.timeout gets poolExhausted")
     func fullPoolFailsClearly() throws {
         var configuration = try TestEnvironment.configuration()
         configuration.pool.maxConnections = 1

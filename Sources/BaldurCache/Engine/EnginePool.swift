@@ -9,7 +9,7 @@ import Logging
 /// - Shared: ``RedisConfiguration/Pool/pipelinedConnections`` of them, used
 ///   round-robin, opened on first use and replaced once they fail.
 /// - Dedicated: up to ``RedisConfiguration/Pool/maxConnections``; a caller that
-///   finds them all held suspends (holding no thread) up to `poolTimeout`.
+///   finds them all held suspends (holding no thread) up to `pool.timeout`.
 /// - Connects back off as ``ConnectBackoff`` says, the rule the blocking
 ///   pool follows: from the second failure in a row, new connects wait
 ///   25 ms doubling to 1 s, and callers meanwhile get the last error at once.
@@ -126,7 +126,7 @@ final class EnginePool: Sendable {
             case .connecting:
                 return .wait(index)
             case .ready, .empty:
-                if let failure = backingOff() { return .fail(failure) }
+                if let failure = connects.refusal() { return .fail(failure) }
                 state.shared[index] = .connecting([])
                 return .connect(index)
             }
@@ -156,7 +156,7 @@ final class EnginePool: Sendable {
             do {
                 let connection = try await open(dedicated: false)
                 let waiters = state.withLock { state -> [UnsafeContinuation<EventLoopConnection, any Error>] in
-                    connected()
+                    connects.reset()
                     defer { state.shared[index] = .ready(connection) }
                     if case .connecting(let waiters) = state.shared[index] { return waiters }
                     return []
@@ -205,7 +205,7 @@ final class EnginePool: Sendable {
                 state.dedicated -= 1
             }
             guard state.dedicated < configuration.pool.maxConnections else { return .wait }
-            if let failure = backingOff() { return .fail(failure) }
+            if let failure = connects.refusal() { return .fail(failure) }
             state.dedicated += 1
             return .connect
         }
@@ -223,7 +223,7 @@ final class EnginePool: Sendable {
     private func connectDedicated() async throws -> EventLoopConnection {
         do {
             let connection = try await open(dedicated: true)
-            connected()
+            connects.reset()
             return connection
         } catch {
             let backingOff = state.withLock { state in
@@ -279,7 +279,7 @@ final class EnginePool: Sendable {
         }
         waiter?.continuation.resume(throwing: RedisError(
             .poolExhausted,
-            "all \(configuration.pool.maxConnections) dedicated connections to \(address) stayed busy for \(configuration.pool.timeout.readable) (poolTimeout)"
+            "all \(configuration.pool.maxConnections) dedicated connections to \(address) stayed busy for \(configuration.pool.timeout.readable) (pool.timeout)"
         ))
     }
 
@@ -418,14 +418,6 @@ final class EnginePool: Sendable {
     }
 
     // MARK: - Connect backoff (see ``ConnectBackoff``)
-
-    private func backingOff() -> RedisError? {
-        connects.refusal()
-    }
-
-    private func connected() {
-        connects.reset()
-    }
 
     /// Counts a failed connect; `true` when this one started the back-off.
     private func failedToConnect(_ error: any Error) -> Bool {
