@@ -48,11 +48,11 @@ struct ConnectionStateMachine: Sendable, Equatable {
     /// No credentials: the driver builds `AUTH` from its configuration.
     struct Setup: Sendable, Equatable {
         /// `rediss://`: a TLS handshake first.
-        var tls = false
+        let tls: Bool
         /// A password is configured: `AUTH` (with the user name, if any).
-        var authenticates = false
+        let authenticates: Bool
         /// The database to `SELECT`; 0 sends nothing.
-        var database = 0
+        let database: Int
 
         init(tls: Bool = false, authenticates: Bool = false, database: Int = 0) {
             self.tls = tls

@@ -47,7 +47,7 @@ final class RedisConnection: @unchecked Sendable {
     /// The connection's life: its setup here, then (in event-loop mode) the
     /// ``EventLoopConnection`` that takes it over; a blocking connection
     /// records only its close (it is open while it has a context).
-    @exclusivity(unchecked) private(set) var machine = ConnectionStateMachine(connecting: .init())
+    @exclusivity(unchecked) private(set) var machine: ConnectionStateMachine
 
     /// What the commands sent so far changed about the session (see ``SessionState``).
     @exclusivity(unchecked) private(set) var session: SessionState
