@@ -78,6 +78,51 @@ struct JSONTests {
         #expect(mismatches.isEmpty, "\(mismatches.prefix(10))")
     }
 
+    @Test("a byte that ends the word-at-a-time string scan is found at every offset and alignment: quote, backslash, control character, DEL, non-ASCII, invalid UTF-8")
+    func stringScanStopsAtEveryOffset() throws {
+        // (bytes to place, the string they read as, or nil where the text must be refused)
+        let cases: [([UInt8], String?)] = [
+            (Array(#"\""#.utf8), "\""), (Array(#"\\"#.utf8), "\\"), (Array(#"\n"#.utf8), "\n"),
+            ([0x01], nil), ([0x1F], nil), ([0x7F], "\u{7F}"), (Array("é".utf8), "é"), ([0xFF], nil), ([], ""),
+        ]
+        var mismatches: [String] = []
+        for padding in 0..<8 {
+            for offset in 0..<24 {
+                for (special, expected) in cases {
+                    // `padding` spaces shift where the string starts against 8-byte words.
+                    let before = Array(repeating: UInt8(ascii: "a"), count: offset)
+                    let after = Array("tail-after-the-byte".utf8)
+                    let bytes = Array(repeating: UInt8(ascii: " "), count: padding) + [UInt8(ascii: "[")]
+                        + [0x22] + before + special + after + [0x22] + Array(#","x"]"#.utf8)
+                    let label = "padding \(padding), offset \(offset), bytes \(special)"
+                    do {
+                        let parsed = try JSONValue(parsing: bytes)
+                        let wanted = expected.map { String(repeating: "a", count: offset) + $0 + "tail-after-the-byte" }
+                        if wanted == nil || parsed != [.string(wanted!), "x"] { mismatches.append("\(label): read as \(parsed)") }
+                    } catch {
+                        if expected != nil { mismatches.append("\(label): \(error)") }
+                    }
+                }
+            }
+        }
+        #expect(mismatches.isEmpty, "\(mismatches.prefix(10))")
+    }
+
+    @Test("integers of 18 digits take the fast path, 19 the checked one; past Int64 they are doubles", arguments: [
+        ("999999999999999999", JSONValue.int(999_999_999_999_999_999)), ("-999999999999999999", .int(-999_999_999_999_999_999)),
+        ("1000000000000000000", .int(1_000_000_000_000_000_000)), ("9223372036854775807", .int(.max)),
+        ("-9223372036854775808", .int(.min)), ("9223372036854775808", .double(9_223_372_036_854_775_808)),
+        ("-0", .int(0)), ("0", .int(0)), ("120", .int(120)),
+    ])
+    func integerDigits(text: String, expected: JSONValue) throws {
+        #expect(try JSONValue(parsing: text) == expected)
+    }
+
+    @Test("numbers the JSON grammar refuses are refused", arguments: ["01", "-", "1.", ".5", "1e", "1e+", "-a", "1.e5", "+1"])
+    func malformedNumbers(text: String) {
+        #expect(throws: RedisError.self) { try JSONValue(parsing: text) }
+    }
+
     @Test("integers are written digit for digit and read back", arguments: [Int64.min, Int64.min + 1, -1, 0, 7, 10, Int64.max])
     func integers(value: Int64) throws {
         let text = try JSONValue.int(value).jsonString()

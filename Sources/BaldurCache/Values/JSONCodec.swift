@@ -354,7 +354,7 @@ struct JSONReader {
     private mutating func object() throws(Failure) -> JSONValue {
         try nest()
         index += 1
-        var members = [String: JSONValue](minimumCapacity: 8)
+        var members = Self.emptyMembers
         skipWhitespace()
         if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; depth -= 1; return .object(members) }
         while true {
@@ -373,6 +373,16 @@ struct JSONReader {
             throw failure("expected ',' or '}'")
         }
     }
+
+    /// An empty object with room for 8 members, which each object read
+    /// starts as. The first member copies its storage: a copy made inside
+    /// the library's specialized code, where `Dictionary(minimumCapacity:)`
+    /// would run the standard library's generic code, looking up the
+    /// storage class's metadata (about 340 instructions) and seeding a
+    /// hasher per object. Copies keep this one's per-instance seed until
+    /// they outgrow it; tables that small cannot show the quadratic merge
+    /// that per-instance seeds guard against.
+    private static let emptyMembers = [String: JSONValue](minimumCapacity: 8)
 
     private mutating func array() throws(Failure) -> JSONValue {
         try nest()
@@ -397,7 +407,9 @@ struct JSONReader {
         var scalars: [UInt8] = []
         let start = index
         var ascii = true
-        // Fast path: no escapes; ASCII needs no UTF-8 validation.
+        // Fast path: no escapes; ASCII needs no UTF-8 validation. Eight
+        // bytes at a time up to the first byte that needs a look of its own.
+        index = Self.plainASCIIEnd(bytes, from: index)
         while index < bytes.count {
             let byte = bytes[index]
             if byte == UInt8(ascii: "\"") {
@@ -405,7 +417,7 @@ struct JSONReader {
                 @inline(__always) func make(_ raw: UnsafeBufferPointer<UInt8>) -> String? {
                     ascii ? String(decoding: raw, as: UTF8.self) : String(validating: raw, as: UTF8.self)
                 }
-                let text = raw.count <= JSONStringTable.maxLength ? strings.string(raw, make: make) : make(raw)
+                let text = raw.count <= JSONStringTable.maxLength ? strings.string(raw, readable: bytes.count &- start, make: make) : make(raw)
                 guard let text else { throw failure("invalid UTF-8 in a string") }
                 index += 1
                 return text
@@ -459,6 +471,36 @@ struct JSONReader {
         throw failure("unterminated string")
     }
 
+    /// The index of the first byte at or after `start` that is a quote, a
+    /// backslash, a control character or not ASCII, reading whole 8-byte
+    /// words while eight bytes remain; at most `bytes.count`, and short of
+    /// the first such byte when fewer than eight bytes remain (the caller
+    /// reads on byte by byte).
+    ///
+    /// Per byte `b` of a little-endian word, `(w - 0x01…) & ~w & 0x80…`
+    /// flags the zero bytes: every flag below the first true one is exact (a
+    /// borrow only runs upwards), so the lowest flag of each test, and of
+    /// their union, is a true one.
+    @inline(__always)
+    static func plainASCIIEnd(_ bytes: UnsafeBufferPointer<UInt8>, from start: Int) -> Int {
+        guard let base = bytes.baseAddress else { return start }
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        var index = start
+        while bytes.count &- index >= 8 {
+            let word = UInt64(littleEndian: UnsafeRawPointer(base + index).loadUnaligned(as: UInt64.self))
+            let quote = word ^ (ones &* 0x22)
+            let backslash = word ^ (ones &* 0x5C)
+            var flags = (quote &- ones) & ~quote
+            flags |= (backslash &- ones) & ~backslash
+            flags |= (word &- ones &* 0x20) & ~word  // below 0x20
+            flags = (flags | word) & highs  // or 0x80 and above
+            if flags != 0 { return index &+ flags.trailingZeroBitCount / 8 }
+            index &+= 8
+        }
+        return index
+    }
+
     private mutating func hex4() throws(Failure) -> UInt32 {
         guard index + 4 <= bytes.count else { throw failure("short \\u escape") }
         var code: UInt32 = 0
@@ -477,36 +519,63 @@ struct JSONReader {
 
     private mutating func number() throws(Failure) -> JSONValue {
         let start = index
-        var isInteger = true
-        if bytes[index] == UInt8(ascii: "-") { index += 1 }
-        guard index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) else { throw failure("invalid number") }
+        let negative = bytes[index] == UInt8(ascii: "-")
+        if negative { index += 1 }
+        // The digits before and after the point, read into `mantissa` as
+        // they are checked (at most 19 of them fit it without overflow).
+        var mantissa: UInt64 = 0
+        var digits = 0
+        guard index < bytes.count, Self.isDigit(bytes[index]) else { throw failure("invalid number") }
         if bytes[index] == UInt8(ascii: "0") {
             index += 1
+            digits = 1
         } else {
-            while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) { index += 1 }
+            while index < bytes.count, Self.isDigit(bytes[index]) {
+                if digits < 19 { mantissa = mantissa &* 10 &+ UInt64(bytes[index] &- UInt8(ascii: "0")) }
+                digits += 1
+                index += 1
+            }
         }
+        var fractionDigits = 0
         if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
-            isInteger = false
             index += 1
-            let digits = index
-            while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) { index += 1 }
-            guard index > digits else { throw failure("invalid number") }
+            while index < bytes.count, Self.isDigit(bytes[index]) {
+                if digits < 19 { mantissa = mantissa &* 10 &+ UInt64(bytes[index] &- UInt8(ascii: "0")) }
+                digits += 1
+                fractionDigits += 1
+                index += 1
+            }
+            guard fractionDigits > 0 else { throw failure("invalid number") }
         }
+        var hasExponent = false
         if index < bytes.count, bytes[index] == UInt8(ascii: "e") || bytes[index] == UInt8(ascii: "E") {
-            isInteger = false
+            hasExponent = true
             index += 1
             if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") { index += 1 }
-            let digits = index
-            while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) { index += 1 }
-            guard index > digits else { throw failure("invalid number") }
+            let exponentDigits = index
+            while index < bytes.count, Self.isDigit(bytes[index]) { index += 1 }
+            guard index > exponentDigits else { throw failure("invalid number") }
         }
-        let digits = UnsafeBufferPointer(rebasing: bytes[start..<index])
-        if isInteger, let integer = Self.integer(digits) { return .int(integer) }
-        if let number = Self.exactDouble(digits) { return .double(number) }
-        let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
-        guard let number = Double(text), number.isFinite else { throw failure("number out of range") }
+        if !hasExponent {
+            if fractionDigits == 0 {
+                // An integer: up to 18 digits are exact in `mantissa`, and within Int64.
+                if digits <= 18 { return .int(negative ? -Int64(mantissa) : Int64(mantissa)) }
+            } else if digits <= 15 {
+                // Clinger's fast path (see `exactDouble`), the digits already read.
+                let value = Double(mantissa) / Self.exactPowersOfTen[fractionDigits]
+                return .double(negative ? -value : value)
+            }
+        }
+        let text = UnsafeBufferPointer(rebasing: bytes[start..<index])
+        if !hasExponent && fractionDigits == 0, let integer = Self.integer(text) { return .int(integer) }
+        if let number = Self.exactDouble(text) { return .double(number) }
+        let decimal = String(decoding: text, as: UTF8.self)
+        guard let number = Double(decimal), number.isFinite else { throw failure("number out of range") }
         return .double(number)
     }
+
+    @inline(__always)
+    private static func isDigit(_ byte: UInt8) -> Bool { byte &- UInt8(ascii: "0") < 10 }
 
     /// The powers of ten that a `Double` holds exactly.
     private static let exactPowersOfTen: [Double] = [

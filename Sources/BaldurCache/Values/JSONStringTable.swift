@@ -40,9 +40,23 @@ final class JSONStringTable {
         entries.deallocate()
     }
 
-    /// `bytes` (at most ``maxLength``) packed as a key.
+    /// `bytes` (at most ``maxLength``) packed as a key. When at least 16
+    /// bytes may be read from `bytes.baseAddress` (`readable`), two word
+    /// loads and masks do what the byte loop does.
     @inline(__always)
-    static func pack(_ bytes: UnsafeBufferPointer<UInt8>) -> Packed {
+    static func pack(_ bytes: UnsafeBufferPointer<UInt8>, readable: Int) -> Packed {
+        if readable >= 16, let base = bytes.baseAddress {
+            let count = bytes.count
+            var low = UInt64(littleEndian: UnsafeRawPointer(base).loadUnaligned(as: UInt64.self))
+            var high = UInt64(littleEndian: UnsafeRawPointer(base + 8).loadUnaligned(as: UInt64.self))
+            if count < 8 {
+                low &= (1 &<< UInt64(8 &* count)) &- 1
+                high = 0
+            } else {
+                high &= (1 &<< UInt64(8 &* (count &- 8))) &- 1
+            }
+            return Packed(low: low, high: high | UInt64(count) &<< 56)
+        }
         var packed = Packed(low: 0, high: UInt64(bytes.count) << 56)
         var index = 0
         while index < bytes.count && index < 8 {
@@ -58,9 +72,10 @@ final class JSONStringTable {
 
     /// The string of `bytes` (at most ``maxLength``), from the table or made
     /// by `make` (which validates) and kept; `nil` when `make` refuses them.
+    /// `readable`: how many bytes from `bytes.baseAddress` may be read.
     @inline(__always)
-    func string(_ bytes: UnsafeBufferPointer<UInt8>, make: (UnsafeBufferPointer<UInt8>) -> String?) -> String? {
-        let packed = Self.pack(bytes)
+    func string(_ bytes: UnsafeBufferPointer<UInt8>, readable: Int, make: (UnsafeBufferPointer<UInt8>) -> String?) -> String? {
+        let packed = Self.pack(bytes, readable: readable)
         let slot = Int(truncatingIfNeeded: (packed.low &* 0x9E37_79B9_7F4A_7C15 ^ packed.high &* 0xC2B2_AE3D_27D4_EB4F) >> 56)
         if entries[slot].packed == packed { return entries[slot].text }
         guard let text = make(bytes) else { return nil }
