@@ -15,6 +15,17 @@ enum TestEnvironment {
         return value
     }
 
+    /// Whether the suite runs under ThreadSanitizer (`scripts/run-tests.sh
+    /// --sanitize=thread` says so in `BALDUR_TEST_SANITIZER`). Every memory
+    /// access is then checked, at 5-10 times the CPU: the few tests whose
+    /// point is volume (a million keys) run a fifth of it there, enough for
+    /// what the sanitizer looks for (two threads touching one thing), while
+    /// the plain run keeps the full volume.
+    static var underThreadSanitizer: Bool { ProcessInfo.processInfo.environment["BALDUR_TEST_SANITIZER"] == "thread" }
+
+    /// `full`, or a fifth of it under ThreadSanitizer (see ``underThreadSanitizer``).
+    static func volume(_ full: Int) -> Int { underThreadSanitizer ? full / 5 : full }
+
     /// The plain server's URL.
     static func url() throws -> String { try value("BALDUR_TEST_REDIS_URL") }
 
