@@ -2,7 +2,8 @@ import Synchronization
 
 /// When a pool may try a new connection after connects failed: one rule
 /// for the blocking pool (``ConnectionPool``) and the engine's
-/// (``EnginePool``), kept in each pool's state under its lock.
+/// (``EnginePool``), one per server, which both share through
+/// ``SharedConnectBackoff``.
 ///
 /// - Only failures of the connection itself count (refused, timed out,
 ///   reset, TLS, `maxclients`: ``RedisError/isConnectionFatal``); a wrong
