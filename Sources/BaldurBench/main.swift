@@ -364,6 +364,13 @@ extension TaskGroup {
     }
 }
 
+extension ThrowingTaskGroup {
+    /// ``TaskGroup/addTask(preferring:_:)`` for a throwing group.
+    mutating func addTask(preferring executor: (any TaskExecutor)?, _ body: sending @escaping @isolated(any) () async throws -> ChildTaskResult) {
+        if let executor { addTask(executorPreference: executor, operation: body) } else { addTask(operation: body) }
+    }
+}
+
 /// Runs `body` in `tasks` concurrent tasks for `seconds`: calls per second,
 /// client CPU per call, and each call's latency (p50, p99).
 /// `preferring`: the tasks run on this executor (`addTask(executorPreference:)`).

@@ -112,6 +112,34 @@ struct AsyncEngineTests {
         try await client.send("DEL", key)
     }
 
+    @Test("replies of every size around the reader's 1 KiB feed slices, many to a read, arrive whole and in order")
+    func repliesAcrossFeedSlicesArriveWhole() async throws {
+        let client = try TestEnvironment.client()
+        defer { client.close() }
+        let keys = TestKeys()
+        // Lengths whose replies end just before, on and after a slice edge,
+        // and values longer than one read (64 KiB) and than many slices.
+        let lengths = Array(0...40) + Array(990...1060) + [2047, 2048, 2049, 65_535, 65_536, 65_537, 200_003]
+        func value(_ index: Int, _ length: Int) -> [UInt8] { (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ index) } }
+        try await client.pipeline(lengths.enumerated().map { index, length in
+            ["SET", RedisArgument(keys("v\(index)")), .bytes(value(index, length)), "EX", "60"]
+        })
+        // One pipeline: all the replies back to back, several to a read.
+        let replies = try await client.pipeline(lengths.indices.map { ["GET", RedisArgument(keys("v\($0)"))] })
+        #expect(replies.count == lengths.count)
+        for (index, length) in lengths.enumerated() {
+            #expect(replies[index] == .bulk(value(index, length)), "value \(index) of \(length) bytes")
+        }
+        // Many tasks at once: their replies interleave in the same reads.
+        let wrong = try await withThrowingTaskGroup(of: Int.self) { group in
+            for (index, length) in lengths.enumerated() {
+                group.addTask { try await client.send("GET", RedisArgument(keys("v\(index)"))) == .bulk(value(index, length)) ? 0 : 1 }
+            }
+            return try await group.reduce(0, +)
+        }
+        #expect(wrong == 0)
+    }
+
     @Test("an error reply is thrown with the server's message")
     func errorReplyIsThrown() async throws {
         let client = try TestEnvironment.client()

@@ -37,8 +37,14 @@ enum Monotonic {
 
     /// `now` plus `timeout`, saturating; `UInt64.max` for no timeout.
     static func deadline(after timeout: Duration?, from now: UInt64 = now()) -> UInt64 {
-        guard let timeout else { return .max }
-        let (sum, overflow) = now.addingReportingOverflow(UInt64(clamping: timeout.nanoseconds))
+        deadline(afterNanoseconds: timeout.map { UInt64(clamping: $0.nanoseconds) }, from: now)
+    }
+
+    /// `now` plus `nanoseconds`, saturating; `UInt64.max` for no timeout.
+    @inline(__always)
+    static func deadline(afterNanoseconds nanoseconds: UInt64?, from now: UInt64) -> UInt64 {
+        guard let nanoseconds else { return .max }
+        let (sum, overflow) = now.addingReportingOverflow(nanoseconds)
         return overflow ? .max : sum
     }
 }

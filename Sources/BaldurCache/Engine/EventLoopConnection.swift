@@ -49,6 +49,9 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     let isDedicated: Bool
     private let loop: EventLoop
     private let timeout: Duration?
+    /// ``timeout`` in nanoseconds, converted once: `Duration` arithmetic
+    /// (128-bit) cost about 190 instructions a request.
+    private let timeoutNanoseconds: UInt64?
     /// A blocking command's allowance beyond its own timeout (see ``BlockingCommand``).
     private let blockingMargin: Duration?
     /// Timeouts of 100 ms and more start from the coarse clock (cheaper; a
@@ -95,8 +98,11 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     @exclusivity(unchecked) private var writtenBytes: UInt64 = 0
     @exclusivity(unchecked) private var waitingForWritable = false
     private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 8)
-    @exclusivity(unchecked) private var arrived: [RedisReply] = []
-    @exclusivity(unchecked) private var resumptions: [(UnsafeContinuation<RedisReply, any Error>, Result<RedisReply, any Error>)] = []
+    /// Replies read and not yet matched, and the requests they complete,
+    /// loop-thread only. Deques, so that each reply is moved out
+    /// (`popFirst`), not copied and released again.
+    @exclusivity(unchecked) private var arrived = Deque<RedisReply>()
+    @exclusivity(unchecked) private var resumptions = Deque<(UnsafeContinuation<RedisReply, any Error>, Result<RedisReply, any Error>)>()
     private let onPush: (@Sendable (RedisReply) -> Void)?
     private let onClose: (@Sendable (RedisError) -> Void)?
 
@@ -130,6 +136,7 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
         self.connection = connection
         self.loop = loop
         self.timeout = configuration.commandTimeout
+        self.timeoutNanoseconds = configuration.commandTimeout.map { UInt64(clamping: $0.nanoseconds) }
         self.blockingMargin = configuration.blockingCommandTimeout ?? configuration.commandTimeout
         self.coarseDeadlines = (configuration.commandTimeout ?? .zero) >= .milliseconds(100)
         self.isDedicated = dedicated
@@ -186,7 +193,9 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     func send(_ arguments: [RedisArgument]) async throws -> RedisReply {
         try admit(arguments)
         // Blocking commands run on dedicated connections only: the shared ones pay no parsing.
-        let replyTimeout = isDedicated ? BlockingCommand.replyTimeout(for: arguments, base: timeout, margin: blockingMargin) : timeout
+        let replyTimeout = isDedicated
+            ? BlockingCommand.replyTimeout(for: arguments, base: timeout, margin: blockingMargin).map { UInt64(clamping: $0.nanoseconds) }
+            : timeoutNanoseconds
         return try await submit(replies: 1, batch: false, timeout: replyTimeout) { buffer in
             RESPEncoding.append(arguments, to: &buffer)
             if isDedicated { session.observe(arguments) }
@@ -197,7 +206,7 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     func pipeline(_ commands: [[RedisArgument]]) async throws -> [RedisReply] {
         for command in commands { try admit(command) }
         guard !commands.isEmpty else { return [] }
-        let reply = try await submit(replies: commands.count, batch: true, timeout: timeout) { buffer in
+        let reply = try await submit(replies: commands.count, batch: true, timeout: timeoutNanoseconds) { buffer in
             for command in commands {
                 RESPEncoding.append(command, to: &buffer)
                 if isDedicated { session.observe(command) }
@@ -241,8 +250,9 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     /// Queues a request and suspends until its replies arrive. Inlined into
     /// ``send(_:)`` and ``pipeline(_:)``: one async frame less per call.
     @inline(__always)
-    private func submit(replies: Int, batch: Bool, timeout: Duration?, _ encode: (inout OutputBuffer) -> Void) async throws -> RedisReply {
-        let ticket = Ticket()
+    /// `timeout` is in nanoseconds (`nil`: none).
+    private func submit(replies: Int, batch: Bool, timeout: UInt64?, _ encode: (inout OutputBuffer) -> Void) async throws -> RedisReply {
+        let ticket = Ticket()  // in the task's frame: no allocation
         defer { receive() }
         return try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { continuation in
@@ -254,10 +264,10 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     }
 
     private func enqueue(
-        _ ticket: Ticket, _ continuation: UnsafeContinuation<RedisReply, any Error>, replies: Int, batch: Bool, timeout: Duration?,
+        _ ticket: borrowing Ticket, _ continuation: UnsafeContinuation<RedisReply, any Error>, replies: Int, batch: Bool, timeout: UInt64?,
         _ encode: (inout OutputBuffer) -> Void
     ) {
-        let deadline = Monotonic.deadline(after: timeout, from: coarseDeadlines ? Monotonic.coarseNow() : Monotonic.now())
+        let deadline = Monotonic.deadline(afterNanoseconds: timeout, from: coarseDeadlines ? Monotonic.coarseNow() : Monotonic.now())
         pthread_mutex_lock(mutex)
         if case .refuse(let error) = machine.submit(replies: replies) {
             pthread_mutex_unlock(mutex)
@@ -275,8 +285,7 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
         pthread_mutex_unlock(mutex)
         // From here the loop may resume the continuation, even before this
         // closure returns (which the runtime allows).
-        ticket.sequence.store(sequence &+ 1, ordering: .sequentiallyConsistent)
-        if ticket.cancelled.load(ordering: .sequentiallyConsistent) { cancel(sequence: sequence) }
+        ticket.queued(sequence, on: self)
         if deadline != .max { loop.noteDeadline(deadline) }
         if schedule { loop.schedule(self) }
     }
@@ -435,7 +444,7 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
         var protocolFailure: RedisError?
         var closeAfter = false
         locked {
-            for reply in arrived {
+            while let reply = arrived.popFirst() {
                 let action = machine.replyReceived()
                 switch action {
                 case .deliver, .deliverAndClose:
@@ -464,10 +473,8 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
                 }
             }
         }
-        arrived.removeAll(keepingCapacity: true)
         publish()
-        for (continuation, result) in resumptions { continuation.resume(with: result) }
-        resumptions.removeAll(keepingCapacity: true)
+        while let (continuation, result) = resumptions.popFirst() { continuation.resume(with: result) }
         if let onPush { for reply in pushed { onPush(reply) } }
         if let protocolFailure { fail(protocolFailure) } else if closeAfter { finishClose(RedisError(.closed, "the connection to \(address) was closed")) }
     }
@@ -537,18 +544,29 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
         for waiter in waiters { waiter.resume() }
     }
 
-    /// How a cancellation finds its request: the sequence number, once queued.
-    private final class Ticket: Sendable {
-        /// The request's sequence number plus one; 0 until queued.
-        let sequence = Atomic<UInt64>(0)
-        let cancelled = Atomic<Bool>(false)
+    /// Where a request's cancellation handler and its ``enqueue(_:_:replies:batch:timeout:_:)``
+    /// meet, whichever runs first: one word, swapped by each. It lives in
+    /// the calling task's frame (it is not copyable), so a request allocates
+    /// nothing for it.
+    private struct Ticket: ~Copyable, Sendable {
+        /// 0 until either side runs; then the request's sequence number
+        /// plus one (queued) or ``cancelledMark`` (cancelled first).
+        private let state = Atomic<UInt64>(0)
+        private static let cancelledMark = UInt64.max
+
+        /// The request is queued as `sequence`: if the task was cancelled
+        /// before, resume it now.
+        func queued(_ sequence: UInt64, on connection: EventLoopConnection) {
+            if state.exchange(sequence &+ 1, ordering: .sequentiallyConsistent) == Self.cancelledMark {
+                connection.cancel(sequence: sequence)
+            }
+        }
 
         /// The task was cancelled: resume its request now if it is queued;
-        /// otherwise ``enqueue(_:_:replies:batch:_:)`` sees the flag.
+        /// otherwise ``queued(_:on:)`` will.
         func cancel(on connection: EventLoopConnection) {
-            cancelled.store(true, ordering: .sequentiallyConsistent)
-            let sequence = sequence.load(ordering: .sequentiallyConsistent)
-            if sequence != 0 { connection.cancel(sequence: sequence - 1) }
+            let queued = state.exchange(Self.cancelledMark, ordering: .sequentiallyConsistent)
+            if queued != 0, queued != Self.cancelledMark { connection.cancel(sequence: queued - 1) }
         }
     }
 }
