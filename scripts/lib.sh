@@ -85,6 +85,28 @@ start_tls_redis() {
         --tls-key-file "$certs/server.key" --tls-ca-cert-file "$certs/ca.crt" --tls-auth-clients no "$@"
 }
 
+# stop_test_servers : stops the servers a test process started and did not
+# stop because it ended first (ThreadSanitizer's halt_on_error, a crash).
+# Each writes its PID into BALDUR_TMP/tests/*/pid (a group: pids) and a
+# test that stops it removes the file (TestEnvironment.serverDirectory);
+# a PID is signalled only while it is a process working in that directory
+# (redis-server's --dir), never a reused one. SIGKILL, which also ends a
+# server the test had paused with SIGSTOP.
+stop_test_servers() {
+    [ -n "$BALDUR_TMP" ] && [ -d "$BALDUR_TMP/tests" ] || return 0
+    local file pid cwd
+    for file in "$BALDUR_TMP"/tests/*/pid "$BALDUR_TMP"/tests/*/pids; do
+        [ -f "$file" ] || continue
+        while read -r pid; do
+            [[ "$pid" =~ ^[0-9]+$ ]] || continue
+            cwd=$(readlink "/proc/$pid/cwd" 2>/dev/null) || continue
+            [[ "$cwd" == "$(dirname "$file")"* ]] || continue
+            log "stopping test server $pid, left running by the test process"
+            kill -KILL "$pid" 2>/dev/null || true
+        done <"$file"
+    done
+}
+
 # stop_servers : stops every server this script started, by PID, and removes the temp dir.
 stop_servers() {
     local pid
@@ -104,6 +126,7 @@ stop_servers() {
         done
     done
     BALDUR_PIDS=()
+    stop_test_servers
     [ -n "$BALDUR_TMP" ] && rm -rf "$BALDUR_TMP"
     BALDUR_TMP=""
 }

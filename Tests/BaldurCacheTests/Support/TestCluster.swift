@@ -14,7 +14,7 @@ final class TestCluster: @unchecked Sendable {
 
     init(tls: Bool = false) throws {
         self.tls = tls
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("bctest-cluster-\(UUID().uuidString)")
+        directory = try TestEnvironment.serverDirectory("cluster")
         let group = try startServerGroup(
             script: TestEnvironment.value("BALDUR_TEST_CLUSTER_SCRIPT"), directory: directory,
             arguments: tls ? [try TestEnvironment.tlsDirectory()] : [], ports: 6, what: "the test cluster (scripts/cluster.sh)"

@@ -26,6 +26,19 @@ enum TestEnvironment {
     /// `full`, or a fifth of it under ThreadSanitizer (see ``underThreadSanitizer``).
     static func volume(_ full: Int) -> Int { underThreadSanitizer ? full / 5 : full }
 
+    /// A new directory for one test's own servers. Under the run's temp
+    /// directory (`BALDUR_TEST_TMPDIR`) when `scripts/run-tests.sh` runs the
+    /// suite: a server writes its PID there (`pid`, or a group's `pids`), and
+    /// when the test process ends before it stops them (ThreadSanitizer's
+    /// `halt_on_error`, a crash) the script stops what is listed there.
+    static func serverDirectory(_ prefix: String) throws -> URL {
+        let root = ProcessInfo.processInfo.environment["BALDUR_TEST_TMPDIR"].map { URL(fileURLWithPath: $0).appendingPathComponent("tests") }
+            ?? FileManager.default.temporaryDirectory
+        let directory = root.appendingPathComponent("\(prefix)-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        return directory
+    }
+
     /// The plain server's URL.
     static func url() throws -> String { try value("BALDUR_TEST_REDIS_URL") }
 

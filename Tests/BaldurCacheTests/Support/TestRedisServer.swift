@@ -16,8 +16,7 @@ final class TestRedisServer: @unchecked Sendable {
     init(extraArguments: [String] = [], tlsCertificate: String? = nil) throws {
         port = try freeLoopbackPort()
         self.tlsCertificate = tlsCertificate
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("bctest-redis-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        directory = try TestEnvironment.serverDirectory("redis")
         self.extraArguments = extraArguments
         try start()
     }
@@ -60,6 +59,8 @@ final class TestRedisServer: @unchecked Sendable {
         process.standardError = FileHandle.nullDevice
         try process.run()
         self.process = process
+        // For scripts/run-tests.sh, should this process end without stopping it.
+        try? "\(process.processIdentifier)\n".write(to: pidFile, atomically: true, encoding: .utf8)
         let deadline = ContinuousClock.now + .seconds(10)
         var configuration = try RedisConfiguration(url: url)
         configuration.connectTimeout = .milliseconds(200)
@@ -81,7 +82,11 @@ final class TestRedisServer: @unchecked Sendable {
         Foundation.kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
         self.process = nil
+        try? FileManager.default.removeItem(at: pidFile)
     }
+
+    /// Where the server's PID is written (see ``TestEnvironment/serverDirectory(_:)``).
+    private var pidFile: URL { directory.appendingPathComponent("pid") }
 
     /// Stops the server with SIGSTOP: it keeps its sockets and answers nothing (a stall).
     func pause() {

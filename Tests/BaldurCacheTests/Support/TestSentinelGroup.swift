@@ -19,7 +19,7 @@ final class TestSentinelGroup: @unchecked Sendable {
 
     init(tls: Bool = false) throws {
         self.tls = tls
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("bctest-sentinel-\(UUID().uuidString)")
+        directory = try TestEnvironment.serverDirectory("sentinel")
         let group = try startServerGroup(
             script: TestEnvironment.value("BALDUR_TEST_SENTINEL_SCRIPT"), directory: directory,
             arguments: [masterPassword, sentinelPassword] + (tls ? [try TestEnvironment.tlsDirectory()] : []),
