@@ -121,7 +121,7 @@ struct AsyncEngineTests {
         // and values longer than one read (64 KiB) and than many slices.
         let lengths = Array(0...40) + Array(990...1060) + [2047, 2048, 2049, 65_535, 65_536, 65_537, 200_003]
         func value(_ index: Int, _ length: Int) -> [UInt8] { (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ index) } }
-        try await client.pipeline(lengths.enumerated().map { index, length in
+        _ = try await client.pipeline(lengths.enumerated().map { index, length in
             ["SET", RedisArgument(keys("v\(index)")), .bytes(value(index, length)), "EX", "60"]
         })
         // One pipeline: all the replies back to back, several to a read.
