@@ -10,7 +10,7 @@ struct BadInputTests {
     /// A duration far past anything representable in milliseconds or nanoseconds.
     static let absurd: Duration = .seconds(Int64.max) + .milliseconds(500)
 
-    @Test("set and expire with a TTL near Int64.max seconds are invalidArgument, and nothing is written", arguments: Provider.allCases)
+    @Test("set and expire with a TTL near Int64.max seconds are invalidArgument, and nothing is written", .ownThread, arguments: Provider.allCases)
     func hugeTTLsAreRefused(provider: Provider) throws {
         try withProvider(provider) { cache throws in
             for ttl in [Self.absurd, .seconds(Int64.max), .seconds(9.3e18), .seconds(3_155_760_001)] {
@@ -37,7 +37,7 @@ struct BadInputTests {
         }
     }
 
-    @Test("lock timeouts and waits near Int64.max are invalidArgument, auto-renewing ones included", arguments: Provider.allCases)
+    @Test("lock timeouts and waits near Int64.max are invalidArgument, auto-renewing ones included", .ownThread, arguments: Provider.allCases)
     func hugeLockDurationsAreRefused(provider: Provider) throws {
         try withProvider(provider) { cache throws in
             let forever = cache.getLock("huge", timeout: .seconds(Int64.max))
@@ -55,7 +55,7 @@ struct BadInputTests {
         }
     }
 
-    @Test("getOrSet with a lockTimeout or waitTimeout near Int64.max is invalidArgument, and the factory never runs", arguments: Provider.allCases)
+    @Test("getOrSet with a lockTimeout or waitTimeout near Int64.max is invalidArgument, and the factory never runs", .ownThread, arguments: Provider.allCases)
     func getOrSetRefusesHugeTimeouts(provider: Provider) throws {
         try withProvider(provider) { cache throws in
             let runs = Atomic<Int>(0)
@@ -72,7 +72,7 @@ struct BadInputTests {
         }
     }
 
-    @Test("a Redlock with a century-plus TTL, or absurd attempts, is refused")
+    @Test("a Redlock with a century-plus TTL, or absurd attempts, is refused", .ownThread)
     func redlockBounds() throws {
         let url = try TestEnvironment.url()
         #expect(throws: RedisError.self) { try Redlock(key: "k", ttl: .seconds(Int64.max), urls: [url]) }
@@ -82,7 +82,7 @@ struct BadInputTests {
         #expect((#expect(throws: RedisError.self) { try lock.acquire(retryDelay: Self.absurd) })?.code == .invalidArgument)
     }
 
-    @Test("pool, socket and connect timeouts beyond 100 years are invalidConfiguration at creation, not a trap at first use")
+    @Test("pool, socket and connect timeouts beyond 100 years are invalidConfiguration at creation, not a trap at first use", .ownThread)
     func hugeConfigurationDurations() throws {
         var configuration = try TestEnvironment.configuration()
         configuration.pool.timeout = .seconds(1e10)
@@ -103,7 +103,7 @@ struct BadInputTests {
         })?.code == .invalidConfiguration)
     }
 
-    @Test("environment durations too large to represent are invalidConfiguration naming the variable", arguments: [
+    @Test("environment durations too large to represent are invalidConfiguration naming the variable", .ownThread, arguments: [
         ("BALDUR_REDIS_SOCKET_TIMEOUT", "1e17"),
         ("BALDUR_REDIS_SOCKET_CONNECT_TIMEOUT", "1e300"),
         ("BALDUR_REDIS_HEALTH_CHECK_INTERVAL", "1e300"),
@@ -121,7 +121,7 @@ struct BadInputTests {
         #expect(names.contains { error?.message.contains($0) == true }, "\(error?.message ?? "")")
     }
 
-    @Test("a cluster or Sentinel URL that points at a plain server is invalidConfiguration saying what the server is not", arguments: ["redis+cluster", "redis+sentinel"])
+    @Test("a cluster or Sentinel URL that points at a plain server is invalidConfiguration saying what the server is not", .ownThread, arguments: ["redis+cluster", "redis+sentinel"])
     func topologyURLAtAPlainServer(scheme: String) throws {
         guard case .standalone(.tcp(let host, let port)) = try TestEnvironment.configuration().topology else { return }
         let url = scheme == "redis+cluster" ? "redis+cluster://\(host):\(port)" : "redis+sentinel://mymaster@\(host):\(port)/0"
@@ -135,7 +135,7 @@ struct BadInputTests {
         #expect(error?.message.contains(expected) == true, "\(String(describing: error))")
     }
 
-    @Test("a port outside 1...65535 built in code is invalidConfiguration, never a trap", arguments: [0, -1, 65536, Int.max, Int.min, 1 << 40])
+    @Test("a port outside 1...65535 built in code is invalidConfiguration, never a trap", .ownThread, arguments: [0, -1, 65536, Int.max, Int.min, 1 << 40])
     func portsOutOfRange(port: Int) {
         let configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: port))
         #expect((#expect(throws: RedisError.self) { try RedisClient(configuration: configuration) })?.code == .invalidConfiguration)
@@ -144,7 +144,7 @@ struct BadInputTests {
         })?.code == .invalidConfiguration)
     }
 
-    @Test("a badly percent-encoded password is invalidConfiguration, never a silent connect without AUTH", arguments: [
+    @Test("a badly percent-encoded password is invalidConfiguration, never a silent connect without AUTH", .ownThread, arguments: [
         "redis://:real%zzPW@127.0.0.1:6379/0", "redis://user:pa%2@127.0.0.1/0", "redis://secret%@127.0.0.1/0", "unix://:bad%G0@/tmp/x.sock",
     ])
     func badlyEncodedPassword(url: String) {
@@ -155,7 +155,7 @@ struct BadInputTests {
         #expect(error?.message.contains("pa%2") == false)
     }
 
-    @Test("hosts with NUL, spaces or other stray characters, and ports with signs or spaces, are refused", arguments: [
+    @Test("hosts with NUL, spaces or other stray characters, and ports with signs or spaces, are refused", .ownThread, arguments: [
         "redis://127.0.0.1\u{0}.evil.example:6379/0", "redis://127.0.0.1 :6379/0", "redis://exa mple:6379/0", "redis://127.0.0.1:+6379/0",
         "redis://127.0.0.1: 6379/0", "redis://127.0.0.1:-1/0", "redis://127.0.0.1:06379x/0", "redis://host\tname/0", "redis://h\u{e9}st/0",
         "redis+cluster://127.0.0.1:7000,bad\u{0}host:7001", "redis+sentinel://mymaster@127.0.0.1:+26379",
@@ -170,7 +170,7 @@ struct BadInputTests {
         }
     }
 
-    @Test("ordinary hosts still parse: names, IPv4, bracketed IPv6, and a port with leading zero")
+    @Test("ordinary hosts still parse: names, IPv4, bracketed IPv6, and a port with leading zero", .ownThread)
     func ordinaryHostsParse() throws {
         #expect(try RedisConfiguration(url: "redis://cache-1.internal_zone.example:6380/2").topology == .standalone(.tcp(host: "cache-1.internal_zone.example", port: 6380)))
         #expect(try RedisConfiguration(url: "redis://[::1]:6379").topology == .standalone(.tcp(host: "::1", port: 6379)))
@@ -178,7 +178,7 @@ struct BadInputTests {
         #expect(try RedisConfiguration(url: "redis://:p%40ss@127.0.0.1").password == "p@ss")
     }
 
-    @Test("a JSON value nested 513 deep is invalidArgument before anything is written; 512 deep round-trips", arguments: Provider.allCases)
+    @Test("a JSON value nested 513 deep is invalidArgument before anything is written; 512 deep round-trips", .ownThread, arguments: Provider.allCases)
     func jsonDepthIsSharedByWriterAndReader(provider: Provider) throws {
         try withProvider(provider) { cache throws in
             let deepest = Self.nested(JSONCodec.maxDepth)
@@ -202,7 +202,7 @@ struct BadInputTests {
     /// value would overflow the stack doing. `set` must not need that depth.
     static let abyss = nested(100_000)
 
-    @Test("a JSON value nested 100,000 deep is invalidArgument, not a stack overflow", arguments: Provider.allCases)
+    @Test("a JSON value nested 100,000 deep is invalidArgument, not a stack overflow", .ownThread, arguments: Provider.allCases)
     func jsonHundredThousandDeep(provider: Provider) throws {
         try withProvider(provider) { cache throws in
             let error = #expect(throws: RedisError.self) { try cache.set("abyss", Self.abyss, ttl: .seconds(60)) }
@@ -212,7 +212,7 @@ struct BadInputTests {
         }
     }
 
-    @Test("getOrSet of one key as Int and as String at once: each gets its own type, no trap", arguments: Provider.allCases)
+    @Test("getOrSet of one key as Int and as String at once: each gets its own type, no trap", .ownThread, arguments: Provider.allCases)
     func getOrSetKeepsTypesApart(provider: Provider) throws {
         try withProvider(provider) { cache throws in
             let results = PlainMutex<(Int?, String?)>((nil, nil))
@@ -237,7 +237,7 @@ struct BadInputTests {
         }
     }
 
-    @Test("casDictField refuses numbers of 2^53 and above, which a double cannot tell apart; below that it compares exactly", arguments: Provider.allCases)
+    @Test("casDictField refuses numbers of 2^53 and above, which a double cannot tell apart; below that it compares exactly", .ownThread, arguments: Provider.allCases)
     func casDictFieldNeverMatchesFalsely(provider: Provider) throws {
         try withProvider(provider) { cache throws in
             try cache.set("record", ["version": .int(9_007_199_254_740_993)] as JSONValue, ttl: nil)

@@ -37,7 +37,7 @@ private final class NetworkNamespace {
 /// Hardening: a request that timed out must never reach the server later.
 @Suite("Network black hole")
 struct BlackHoleTests {
-    @Test("after a 3 s black hole (iptables DROP), no write that failed lands when the network heals: timed-out connections are reset, not closed")
+    @Test("after a 3 s black hole (iptables DROP), no write that failed lands when the network heals: timed-out connections are reset, not closed", .ownThread)
     func noLateWritesAfterABlackHole() throws {
         let (made, reason) = try NetworkNamespace.make()
         guard let namespace = made else {

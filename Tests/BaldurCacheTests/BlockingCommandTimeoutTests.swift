@@ -76,7 +76,7 @@ struct BlockingCommandTimeoutTests {
         #expect(waited >= .milliseconds(1400) && waited < .seconds(15), "async BLPOP ended after \(waited)")
     }
 
-    @Test("the timeout a blocking command asks for, in each command's form: seconds or milliseconds, 0 for forever, none for a non-number or another command")
+    @Test("the timeout a blocking command asks for, in each command's form: seconds or milliseconds, 0 for forever, none for a non-number or another command", .ownThread)
     func blockOfEachCommand() {
         func block(_ arguments: RedisArgument...) -> BlockingCommand.Block? { BlockingCommand.block(of: arguments) }
         #expect(block("BLPOP", "a", "b", "2.5") == .upTo(.milliseconds(2500)))
@@ -102,7 +102,7 @@ struct BlockingCommandTimeoutTests {
         #expect(BlockingCommand.replyTimeout(for: ["BLPOP", "a", "2"], base: nil, margin: nil) == nil, "no commandTimeout: no deadline")
     }
 
-    @Test("blockingCommandTimeout is range-checked: 1 ms to 100 years")
+    @Test("blockingCommandTimeout is range-checked: 1 ms to 100 years", .ownThread)
     func blockingCommandTimeoutIsRangeChecked() {
         for bad in [Duration.zero, .seconds(-1), .seconds(3_155_760_001)] {
             var configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: 6379))

@@ -16,7 +16,7 @@ struct ClusterTests {
         return url.dropFirst("redis+cluster://".count).split(separator: ",").compactMap { $0.split(separator: ":").last.flatMap { Int($0) } }
     }
 
-    @Test("slots: CRC16 as Redis computes it, hash tags, and lock companion keys in the lock key's slot")
+    @Test("slots: CRC16 as Redis computes it, hash tags, and lock companion keys in the lock key's slot", .ownThread)
     func slots() throws {
         let node = try TestCluster.nodeClient(port: Self.sharedPorts()[0])
         defer { node.close() }
@@ -127,7 +127,7 @@ struct ClusterTests {
         }
     }
 
-    @Test("a blocking MGET over every node after the nodes dropped their clients (CLIENT KILL): answered on fresh connections")
+    @Test("a blocking MGET over every node after the nodes dropped their clients (CLIENT KILL): answered on fresh connections", .ownThread)
     func blockingMgetAfterTheNodesDroppedTheirClients() throws {
         let url = try Self.sharedURL()
         var configuration = try RedisConfiguration(url: url)
@@ -150,7 +150,7 @@ struct ClusterTests {
         _ = try blockingSend(client, ["DEL"] + names)
     }
 
-    @Test("a blocking MGET with one node stalled (SIGSTOP): a typed timeout, the other nodes' replies all read, none crossed after")
+    @Test("a blocking MGET with one node stalled (SIGSTOP): a typed timeout, the other nodes' replies all read, none crossed after", .ownThread)
     func blockingMgetWithOneNodeStalled() throws {
         let cluster = try TestCluster()
         defer { cluster.stop() }
@@ -226,7 +226,7 @@ struct ClusterTests {
         _ = try await client.send(["DEL", RedisArgument(a), RedisArgument(b)])
     }
 
-    @Test("scan and keys walk every master; the cursor names the master and is 0 only at the end")
+    @Test("scan and keys walk every master; the cursor names the master and is 0 only at the end", .ownThread)
     func scanEveryMaster() throws {
         let client = try RedisClient(url: Self.sharedURL())
         defer { client.close() }
@@ -271,7 +271,15 @@ struct ClusterTests {
         probeConfiguration.commandTimeout = .milliseconds(50)
         let probe = try RedisClient(configuration: probeConfiguration)
         defer { probe.close() }
-        while (try? blockingPing(probe)) != nil { try await Task.sleep(for: .milliseconds(5)) }
+        // Bounded: a stall missed (the test delayed past the 0.7 s) fails the test, not hangs it.
+        let stallDeadline = ContinuousClock.now + .seconds(5)
+        while (try? blockingPing(probe)) != nil {
+            guard ContinuousClock.now < stallDeadline else {
+                Issue.record("the master on port \(second.port) never stalled: DEBUG SLEEP was over before it was seen")
+                return
+            }
+            try await Task.sleep(for: .milliseconds(5))
+        }
 
         let outcome: Result<RedisReply, any Error>
         do { outcome = .success(try await client.send("SCAN", RedisArgument(UInt64(1) << 48), "MATCH", RedisArgument(keys.prefix + "*"), "COUNT", 1000)) } catch {
@@ -289,7 +297,7 @@ struct ClusterTests {
         }
     }
 
-    @Test("getOrSet runs the factory once for 64 callers in 4 processes, and a lock excludes 4 processes x 8 threads, on the cluster")
+    @Test("getOrSet runs the factory once for 64 callers in 4 processes, and a lock excludes 4 processes x 8 threads, on the cluster", .ownThread)
     func acrossProcesses() throws {
         let url = try Self.sharedURL()
         try expectGetOrSetAcrossProcesses(url: url)
@@ -479,7 +487,7 @@ struct ClusterTests {
         try cache.getLock("job").withLock { () throws in #expect(try cache.get("k7") == .int(7)) }
     }
 
-    @Test("Python Baldur on redis+cluster:// and BaldurCache read each other's values and respect each other's locks")
+    @Test("Python Baldur on redis+cluster:// and BaldurCache read each other's values and respect each other's locks", .ownThread)
     func pythonInterop() throws {
         let url = try Self.sharedURL()
         let prefix = "bctest:\(UUID().uuidString):"

@@ -4,7 +4,7 @@ import Testing
 
 @Suite("Connection and replies")
 struct ConnectionTests {
-    @Test("every byte value 0...255, CRLF, NUL and spaces round-trip in keys and values")
+    @Test("every byte value 0...255, CRLF, NUL and spaces round-trip in keys and values", .ownThread)
     func binarySafety() throws {
         let client = try TestEnvironment.client()
         defer { client.close() }
@@ -19,7 +19,7 @@ struct ConnectionTests {
         }
     }
 
-    @Test("an empty value round-trips and differs from a missing key")
+    @Test("an empty value round-trips and differs from a missing key", .ownThread)
     func emptyValue() throws {
         let client = try TestEnvironment.client()
         defer { client.close() }
@@ -30,7 +30,7 @@ struct ConnectionTests {
         try client.send("DEL", RedisArgument(keys("empty")))
     }
 
-    @Test("nested arrays from a Lua script come back intact")
+    @Test("nested arrays from a Lua script come back intact", .ownThread)
     func nestedArrays() throws {
         let client = try TestEnvironment.client()
         defer { client.close() }
@@ -43,7 +43,7 @@ struct ConnectionTests {
         ]))
     }
 
-    @Test("a reply nested deeper than hiredis parses is a protocolError that drops the connection; the client goes on")
+    @Test("a reply nested deeper than hiredis parses is a protocolError that drops the connection; the client goes on", .ownThread)
     func tooDeeplyNested() throws {
         let client = try TestEnvironment.client()
         defer { client.close() }
@@ -56,7 +56,7 @@ struct ConnectionTests {
         #expect(try client.send("PING") == .status("PONG"))
     }
 
-    @Test("a reply cut off inside an array times out, and the partial reply goes with the connection")
+    @Test("a reply cut off inside an array times out, and the partial reply goes with the connection", .ownThread)
     func partialReply() throws {
         // A peer that answers the first command with half an array, then stalls.
         let peer = try ScriptedPeer(reply: "*3\r\n:1\r\n*2\r\n$5\r\nhello\r\n$5\r\nwor", hold: .seconds(1))
@@ -71,7 +71,7 @@ struct ConnectionTests {
         #expect(throws: RedisError.self) { try connection.send(["PING"]) }
     }
 
-    @Test("a server error carries its prefix and leaves the connection usable")
+    @Test("a server error carries its prefix and leaves the connection usable", .ownThread)
     func serverErrorKeepsConnection() throws {
         let connection = try RedisConnection(address: .tcp(host: "127.0.0.1", port: plainPort()), configuration: TestEnvironment.configuration())
         let keys = TestKeys()
@@ -85,7 +85,7 @@ struct ConnectionTests {
         try connection.send(["DEL", RedisArgument(keys("text"))])
     }
 
-    @Test("a pipeline returns one reply per command, errors as values, in order")
+    @Test("a pipeline returns one reply per command, errors as values, in order", .ownThread)
     func pipelineOrder() throws {
         let client = try TestEnvironment.client()
         defer { client.close() }
@@ -105,7 +105,7 @@ struct ConnectionTests {
         try client.send("DEL", key)
     }
 
-    @Test("connecting to a port nobody listens on gives connectionRefused")
+    @Test("connecting to a port nobody listens on gives connectionRefused", .ownThread)
     func connectionRefused() throws {
         let port = try freeLoopbackPort()
         let client = try RedisClient(url: "redis://127.0.0.1:\(port)")
@@ -114,14 +114,14 @@ struct ConnectionTests {
         #expect(error?.message.contains("127.0.0.1:\(port)") == true)
     }
 
-    @Test("a unix socket that does not exist gives connectionRefused")
+    @Test("a unix socket that does not exist gives connectionRefused", .ownThread)
     func unixSocketMissing() throws {
         let client = try RedisClient(url: "unix:///nonexistent/baldur-\(UUID().uuidString).sock")
         let error = #expect(throws: RedisError.self) { try client.ping() }
         #expect(error?.code == .connectionRefused)
     }
 
-    @Test("the unix-socket server answers, with SELECT applied from ?db=")
+    @Test("the unix-socket server answers, with SELECT applied from ?db=", .ownThread)
     func unixSocket() throws {
         let socket = try TestEnvironment.value("BALDUR_TEST_REDIS_UNIX_SOCKET")
         let client = try RedisClient(url: "unix://\(socket)?db=3")
@@ -136,7 +136,7 @@ struct ConnectionTests {
         try client.send("DEL", RedisArgument(keys("db")))
     }
 
-    @Test("AUTH with the password, and with an ACL user, succeeds; wrong or missing credentials give their codes")
+    @Test("AUTH with the password, and with an ACL user, succeeds; wrong or missing credentials give their codes", .ownThread)
     func authentication() throws {
         let address = try TestEnvironment.authAddress()
         let password = try TestEnvironment.value("BALDUR_TEST_REDIS_AUTH_PASSWORD")
@@ -158,7 +158,7 @@ struct ConnectionTests {
         #expect(noneError?.prefix == "NOAUTH")
     }
 
-    @Test("a server killed mid-session gives a typed error; after a restart on the same port the next call succeeds")
+    @Test("a server killed mid-session gives a typed error; after a restart on the same port the next call succeeds", .ownThread)
     func serverKilledAndRestarted() throws {
         let server = try TestRedisServer()
         defer { server.stop() }
@@ -176,7 +176,7 @@ struct ConnectionTests {
         #expect(try client.send("GET", "k").string == "after")
     }
 
-    @Test("a stalled server gives readTimeout near the configured timeout, and that connection is discarded")
+    @Test("a stalled server gives readTimeout near the configured timeout, and that connection is discarded", .ownThread)
     func stalledServerTimesOut() throws {
         let server = try TestRedisServer()
         defer { server.stop() }
@@ -199,7 +199,7 @@ struct ConnectionTests {
         #expect(try client.send("ECHO", "fresh").string == "fresh")
     }
 
-    @Test("a pooled connection the server closed while idle is replaced before the next command, writes included")
+    @Test("a pooled connection the server closed while idle is replaced before the next command, writes included", .ownThread)
     func staleIdleConnectionReplaced() throws {
         let client = try TestEnvironment.client(maxConnections: 1)
         defer { client.close() }
@@ -218,7 +218,7 @@ struct ConnectionTests {
         try client.send("DEL", key)
     }
 
-    @Test("a read-only command that times out is retried once on a fresh connection; a write is not")
+    @Test("a read-only command that times out is retried once on a fresh connection; a write is not", .ownThread)
     func retryOnlyReadOnly() throws {
         let server = try TestRedisServer()
         defer { server.stop() }
@@ -257,7 +257,7 @@ func plainPort() throws -> Int {
 
 @Suite("Connect timeout")
 struct ConnectTimeoutTests {
-    @Test("a listener that never completes the handshake gives connectTimeout near the configured timeout")
+    @Test("a listener that never completes the handshake gives connectTimeout near the configured timeout", .ownThread)
     func connectTimeout() throws {
         // A loopback listener with a backlog of 0 that never accepts: once its
         // queue is full, the kernel drops further SYNs and connect() hangs.

@@ -15,7 +15,7 @@ struct InteropTests {
         [1, "two", [3.5, nil, ["deep": [true]]]], [], [:],
     ]
 
-    @Test("values of every JSON kind written by Python read back equal in Swift, and the reverse")
+    @Test("values of every JSON kind written by Python read back equal in Swift, and the reverse", .ownThread)
     func values() throws {
         let prefix = "bctest:\(UUID().uuidString):"
         let cache = try RedisCacheAdapter(url: TestEnvironment.url(), keyPrefix: prefix)
@@ -47,7 +47,7 @@ struct InteropTests {
         #expect(try cache.rawClient.send("GET", RedisArgument(prefix + "pywire")).bytes == Array(#"{"s":"héllo"}"#.utf8))
     }
 
-    @Test("strings are written byte for byte as Python writes them: every control character, quotes, backslashes, escapes at either end")
+    @Test("strings are written byte for byte as Python writes them: every control character, quotes, backslashes, escapes at either end", .ownThread)
     func stringBytes() throws {
         let prefix = "bctest:\(UUID().uuidString):"
         let cache = try RedisCacheAdapter(url: TestEnvironment.url(), keyPrefix: prefix)
@@ -69,7 +69,7 @@ struct InteropTests {
         }
     }
 
-    @Test("Codable structs written by Swift are plain records to Python, and Python records decode into them")
+    @Test("Codable structs written by Swift are plain records to Python, and Python records decode into them", .ownThread)
     func codableRecords() throws {
         let prefix = "bctest:\(UUID().uuidString):"
         let cache = try RedisCacheAdapter(url: TestEnvironment.url(), keyPrefix: prefix)
@@ -84,7 +84,7 @@ struct InteropTests {
         #expect(try cache.get("pyorder", as: Order.self) == Order(id: 2, customer: "Ada", total: 3.25, tags: [], shipped: nil))
     }
 
-    @Test("hashes, bounded lists and counters are shared both ways")
+    @Test("hashes, bounded lists and counters are shared both ways", .ownThread)
     func structures() throws {
         let prefix = "bctest:\(UUID().uuidString):"
         let p = JSONValue.string(prefix)
@@ -122,7 +122,7 @@ struct InteropTests {
         #expect(try cache.get("c") == -4)
     }
 
-    @Test("casDictField and casTakeover work from each side on records the other wrote")
+    @Test("casDictField and casTakeover work from each side on records the other wrote", .ownThread)
     func compareAndSet() throws {
         let prefix = "bctest:\(UUID().uuidString):"
         let p = JSONValue.string(prefix)
@@ -151,7 +151,7 @@ struct InteropTests {
         #expect(try !cache.casTakeover("stale", newRecord: ["status": "executing"] as JSONValue, staleBefore: now - 60))
     }
 
-    @Test("the same names give the same storage keys under static, none, dynamic, namespaced and synthetic prefixes")
+    @Test("the same names give the same storage keys under static, none, dynamic, namespaced and synthetic prefixes", .ownThread)
     func storageKeys() throws {
         let name = "orders:\(UUID().uuidString)"
         let python = try PythonPeer.run([
@@ -187,7 +187,7 @@ struct InteropTests {
         }
     }
 
-    @Test("a value written in synthetic mode by one side is read in synthetic mode by the other")
+    @Test("a value written in synthetic mode by one side is read in synthetic mode by the other", .ownThread)
     func syntheticScope() throws {
         let name = "bctest:synthetic:\(UUID().uuidString)"
         let cache = try RedisCacheAdapter(url: TestEnvironment.url())
@@ -207,7 +207,7 @@ struct InteropTests {
         #expect(try cache.get(name + "py") == nil)
     }
 
-    @Test("a lock held by either side keeps the other out and is released only by its owner")
+    @Test("a lock held by either side keeps the other out and is released only by its owner", .ownThread)
     func locks() throws {
         let prefix = "bctest:\(UUID().uuidString):"
         let p = JSONValue.string(prefix)

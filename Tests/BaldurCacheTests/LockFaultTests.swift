@@ -10,7 +10,7 @@ import Testing
 /// another's.
 @Suite("Locks under faults")
 struct LockFaultTests {
-    @Test("blocking waiters ride out a server restart: connection errors inside the wait are retried until the budget is spent")
+    @Test("blocking waiters ride out a server restart: connection errors inside the wait are retried until the budget is spent", .ownThread)
     func waitersSurviveRestart() throws {
         let server = try TestRedisServer()
         defer { server.stop() }
@@ -45,7 +45,7 @@ struct LockFaultTests {
         #expect(acquired.load(ordering: .relaxed) == 4)
     }
 
-    @Test("a renewal stuck on a stalled server does not delay another lock's renewal on a healthy one")
+    @Test("a renewal stuck on a stalled server does not delay another lock's renewal on a healthy one", .ownThread)
     func renewalsAreIndependent() throws {
         let stalled = try TestRedisServer()
         defer { stalled.stop() }
@@ -70,7 +70,7 @@ struct LockFaultTests {
         try quick.release()
     }
 
-    @Test("four times maxConnections lock waiters leave the pool to other traffic: every get succeeds while they wait")
+    @Test("four times maxConnections lock waiters leave the pool to other traffic: every get succeeds while they wait", .ownThread)
     func waitersDoNotStarveThePool() throws {
         var configuration = try TestEnvironment.configuration()
         configuration.pool.maxConnections = 4
@@ -103,7 +103,7 @@ struct LockFaultTests {
         try holder.release()
     }
 
-    @Test("no SET NX is attempted once the wait is over: a lock freed by expiry just after the deadline is not taken late", arguments: Provider.allCases)
+    @Test("no SET NX is attempted once the wait is over: a lock freed by expiry just after the deadline is not taken late", .ownThread, arguments: Provider.allCases)
     func noAttemptAfterDeadline(provider: Provider) throws {
         try withProvider(provider) { cache throws in
             let holder = cache.getLock("deadline", timeout: .milliseconds(200))
@@ -118,7 +118,7 @@ struct LockFaultTests {
         }
     }
 
-    @Test("a release that timed out can be retried on the same handle, and the retry releases the lock")
+    @Test("a release that timed out can be retried on the same handle, and the retry releases the lock", .ownThread)
     func releaseRetriesAfterTimeout() throws {
         let server = try TestRedisServer()
         defer { server.stop() }
@@ -138,7 +138,7 @@ struct LockFaultTests {
         #expect((#expect(throws: RedisError.self) { try lock.release() })?.code == .lockNotOwned)
     }
 
-    @Test("a second acquire on a handle that holds the lock is invalidArgument at once, not a wait on itself", arguments: Provider.allCases)
+    @Test("a second acquire on a handle that holds the lock is invalidArgument at once, not a wait on itself", .ownThread, arguments: Provider.allCases)
     func secondAcquireIsAnError(provider: Provider) throws {
         try withProvider(provider) { cache throws in
             let lock = cache.getLock("twice", timeout: .seconds(30))
@@ -154,7 +154,7 @@ struct LockFaultTests {
         }
     }
 
-    @Test("a fenced acquire whose reply was lost is recognised on the next attempt: the lock and its token are this handle's")
+    @Test("a fenced acquire whose reply was lost is recognised on the next attempt: the lock and its token are this handle's", .ownThread)
     func lostAcquireReplyIsRecognised() throws {
         let cache = try RedisCacheAdapter(url: TestEnvironment.url(), keyPrefix: TestKeys().prefix)
         defer {

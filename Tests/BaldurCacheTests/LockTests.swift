@@ -48,7 +48,7 @@ func expectGetOrSetAcrossProcesses(url: String) throws {
 
 @Suite("Distributed lock")
 struct LockTests {
-    @Test("a released lock is handed to a blocked waiter by the release signal, not by polling", arguments: Provider.allCases)
+    @Test("a released lock is handed to a blocked waiter by the release signal, not by polling", .ownThread, arguments: Provider.allCases)
     func signalledHandoff(provider: Provider) throws {
         try withProvider(provider) { cache throws in
             let holder = cache.getLock("handoff", timeout: .seconds(30))
@@ -127,7 +127,7 @@ struct LockTests {
         #expect(elapsed < .seconds(15), "the 32 handoffs took \(elapsed)")
     }
 
-    @Test("uncontended acquire + release is two commands: SET NX PX and one EVALSHA")
+    @Test("uncontended acquire + release is two commands: SET NX PX and one EVALSHA", .ownThread)
     func twoRoundTrips() throws {
         let server = try TestRedisServer()
         defer { server.stop() }
@@ -150,7 +150,7 @@ struct LockTests {
         #expect(calls == ["set": 1, "evalsha": 1, "get": 1, "del": 1, "lpush": 1, "ltrim": 1, "pexpire": 1])
     }
 
-    @Test("fencing tokens grow strictly, and a holder that outlived its lease is refused by the resource", arguments: Provider.allCases)
+    @Test("fencing tokens grow strictly, and a holder that outlived its lease is refused by the resource", .ownThread, arguments: Provider.allCases)
     func fencing(provider: Provider) throws {
         try withProvider(provider) { cache throws in
             let paused = cache.getLock("fenced", timeout: .milliseconds(200))
@@ -174,7 +174,7 @@ struct LockTests {
         }
     }
 
-    @Test("auto-renewal keeps a short lock alive while held and stops at release", arguments: Provider.allCases)
+    @Test("auto-renewal keeps a short lock alive while held and stops at release", .ownThread, arguments: Provider.allCases)
     func autoRenewal(provider: Provider) throws {
         try withProvider(provider) { cache throws in
             let lock = cache.getLock("renewed", timeout: .milliseconds(600))
@@ -191,7 +191,7 @@ struct LockTests {
         }
     }
 
-    @Test("auto-renewal reports a lost lock to the holder and does not take it back", arguments: Provider.allCases)
+    @Test("auto-renewal reports a lost lock to the holder and does not take it back", .ownThread, arguments: Provider.allCases)
     func renewalReportsLoss(provider: Provider) throws {
         try withProvider(provider) { cache throws in
             let lock = cache.getLock("lost", timeout: .milliseconds(300))
@@ -210,7 +210,7 @@ struct LockTests {
         }
     }
 
-    @Test("auto-renewal never outlives its handle", arguments: Provider.allCases)
+    @Test("auto-renewal never outlives its handle", .ownThread, arguments: Provider.allCases)
     func renewalEndsWithHandle(provider: Provider) throws {
         try withProvider(provider) { cache throws in
             do {
@@ -223,7 +223,7 @@ struct LockTests {
         }
     }
 
-    @Test("getOrSet runs the factory once for 16 concurrent callers, shares errors, and fails open", arguments: Provider.allCases)
+    @Test("getOrSet runs the factory once for 16 concurrent callers, shares errors, and fails open", .ownThread, arguments: Provider.allCases)
     func getOrSetInProcess(provider: Provider) throws {
         try withProvider(provider) { cache throws in
             let runs = Atomic<Int>(0)
@@ -250,12 +250,12 @@ struct LockTests {
         #expect(try closed.getOrSet("any", as: Int.self) { 7 } == 7)
     }
 
-    @Test("64 concurrent callers in 4 processes on a cold key run the factory once")
+    @Test("64 concurrent callers in 4 processes on a cold key run the factory once", .ownThread)
     func getOrSetAcrossProcesses() throws {
         try expectGetOrSetAcrossProcesses(url: TestEnvironment.url())
     }
 
-    @Test("mutual exclusion: 4 processes x 8 threads never lose an update, also while Redis is paused")
+    @Test("mutual exclusion: 4 processes x 8 threads never lose an update, also while Redis is paused", .ownThread)
     func mutualExclusion() throws {
         let server = try TestRedisServer()
         defer { server.stop() }
@@ -283,7 +283,7 @@ struct LockTests {
         }
     }
 
-    @Test("mutual exclusion holds when a holder is killed mid-section: its lock expires and the others go on")
+    @Test("mutual exclusion holds when a holder is killed mid-section: its lock expires and the others go on", .ownThread)
     func killedHolder() throws {
         let server = try TestRedisServer()
         defer { server.stop() }
@@ -318,7 +318,7 @@ struct LockTests {
         #expect(done >= Int64(completed))
     }
 
-    @Test("Redlock over 5 masters: held with 2 down, refused with 3 held by others, validity reported honestly")
+    @Test("Redlock over 5 masters: held with 2 down, refused with 3 held by others, validity reported honestly", .ownThread)
     func redlock() throws {
         let servers = try (0..<5).map { _ in try TestRedisServer() }
         defer { servers.forEach { $0.stop() } }
@@ -372,7 +372,7 @@ struct LockTests {
         #expect(try survivor.acquire(attempts: 1) == nil)
     }
 
-    @Test("Redlock refuses per-node timeouts that are not far below the TTL")
+    @Test("Redlock refuses per-node timeouts that are not far below the TTL", .ownThread)
     func redlockTimeouts() throws {
         let client = try TestEnvironment.client()
         defer { client.close() }

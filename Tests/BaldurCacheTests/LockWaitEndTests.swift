@@ -129,7 +129,7 @@ struct LockWaitEndTests {
         try await waiter.release()
     }
 
-    @Test("lockOutageLimit is range-checked: 1 s to 1 hour")
+    @Test("lockOutageLimit is range-checked: 1 s to 1 hour", .ownThread)
     func outageLimitIsRangeChecked() throws {
         for bad in [Duration.milliseconds(999), .seconds(3601), .seconds(-1)] {
             var configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: 6379))

@@ -26,7 +26,25 @@ struct NearCacheTests {
         }
     }
 
-    @Test("a value read twice is served from memory the second time; writes through the adapter are read back at once")
+    /// ``nearAdapter(url:prefix:_:)`` for async tests: waits without holding a thread.
+    static func nearAdapter(url: String? = nil, prefix: String = "bctest:\(UUID().uuidString):",
+                            _ configuration: NearCacheConfiguration = NearCacheConfiguration()) async throws -> RedisCacheAdapter {
+        let cache = try RedisCacheAdapter(url: url ?? TestEnvironment.url(), keyPrefix: prefix, nearCache: configuration)
+        try await waitUntilTracking(cache)
+        return cache
+    }
+
+    /// ``waitUntilTracking(_:within:)`` for async tests: a blocked thread of
+    /// the cooperative pool could be the one the tracking connection's setup waits for.
+    static func waitUntilTracking(_ cache: RedisCacheAdapter, within limit: Duration = .seconds(10)) async throws {
+        let deadline = ContinuousClock.now + limit
+        while cache.nearCacheStatistics?.isTracking != true {
+            guard ContinuousClock.now < deadline else { throw RedisError(.connectTimeout, "the near cache did not start tracking") }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+    }
+
+    @Test("a value read twice is served from memory the second time; writes through the adapter are read back at once", .ownThread)
     func hitsAndOwnWrites() throws {
         let cache = try Self.nearAdapter()
         defer { _ = try? cache.flushAll(); cache.close() }
@@ -62,7 +80,7 @@ struct NearCacheTests {
     @Test("another client (redis-cli, Python Baldur) changes or deletes a key: the reader sees it within milliseconds, never the old value after", arguments: Mode.allCases)
     func changesByOthers(mode: Mode) async throws {
         let prefix = "bctest:\(UUID().uuidString):"
-        let adapter = try Self.nearAdapter(prefix: prefix)
+        let adapter = try await Self.nearAdapter(prefix: prefix)
         let cache = mode.drive(adapter)
         defer { _ = try? adapter.flushAll(); adapter.close() }
         try await cache.set("shared", "v1")
@@ -94,7 +112,7 @@ struct NearCacheTests {
         print("Near cache (\(mode)): changes by redis-cli, Python Baldur, redis-cli DEL seen after \(delays.map(\.description).joined(separator: ", ")) (the change's own process start and exit not counted)")
     }
 
-    @Test("one writer INCRs a counter 100,000 times (20,000 under ThreadSanitizer) while 8 readers read through near caches: no reader sees it go back, each sees the final value")
+    @Test("one writer INCRs a counter 100,000 times (20,000 under ThreadSanitizer) while 8 readers read through near caches: no reader sees it go back, each sees the final value", .ownThread)
     func monotonicUnderWrites() throws {
         let prefix = "bctest:\(UUID().uuidString):"
         let writer = try RedisClient(url: TestEnvironment.url())
@@ -146,7 +164,7 @@ struct NearCacheTests {
         defer { writer.close() }
         let counter = RedisArgument(prefix + "counter")
         try await writer.send("SET", counter, 0)
-        let cache = try Self.nearAdapter(prefix: prefix)
+        let cache = try await Self.nearAdapter(prefix: prefix)
         defer { cache.close() }
         let bursts = 100, perBurst = 20
         let final = Int64(bursts * perBurst)
@@ -212,7 +230,7 @@ struct NearCacheTests {
         func descriptors() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0 }
         // Warm up: the event loops and the observer's connection exist before the baseline.
         let warm = try RedisCacheAdapter(url: server.url, keyPrefix: "bctest:warm:", nearCache: NearCacheConfiguration())
-        try Self.waitUntilTracking(warm)
+        try await Self.waitUntilTracking(warm)
         await warm.close()
         try await Task.sleep(for: .milliseconds(200))
         // Every shared connection of the observer open (they are used in turn).
@@ -221,7 +239,7 @@ struct NearCacheTests {
         var stuck = 0
         for index in 0..<1000 {
             let cache = try RedisCacheAdapter(url: server.url, keyPrefix: "bctest:leak:\(index % 7):", nearCache: NearCacheConfiguration())
-            if index % 2 == 0 { try Self.waitUntilTracking(cache) }
+            if index % 2 == 0 { try await Self.waitUntilTracking(cache) }
             _ = try await cache.get("k", as: Int.self)
             switch index % 3 {
             case 0: (cache as any CacheProvider).close()
@@ -250,7 +268,7 @@ struct NearCacheTests {
     func trackingConnectionKilled(mode: Mode) async throws {
         let server = try TestRedisServer()
         defer { server.stop() }
-        let adapter = try Self.nearAdapter(url: server.url)
+        let adapter = try await Self.nearAdapter(url: server.url)
         let cache = mode.drive(adapter)
         defer { adapter.close() }
         let writer = try RedisCacheAdapter(url: server.url, keyPrefix: adapter.keyPrefix.resolve())
@@ -292,8 +310,10 @@ struct NearCacheTests {
         stop.store(true, ordering: .releasing)
         try await writing.value
         #expect(stale.isEmpty, "\(stale.prefix(5))")
+        // Tracking again (a reconnect is a task, which may wait for a thread
+        // while the suite runs), on a second connection, not the first one unnoticed dead.
+        try await Self.waitUntilTracking(adapter)
         #expect(adapter.nearCache?.tracker.connects == 2, "a new tracking connection was made")
-        try Self.waitUntilTracking(adapter)
         let hits = adapter.nearCacheStatistics?.hits ?? 0
         _ = try await cache.get("v", as: Int64.self)
         _ = try await cache.get("v", as: Int64.self)
@@ -301,7 +321,7 @@ struct NearCacheTests {
         print("Near cache (\(mode)): \(reads) reads across a CLIENT KILL of the tracking connection, none stale")
     }
 
-    @Test("memory stays within the bounds under 1,000,000 distinct keys (200,000 under ThreadSanitizer); oldest entries are evicted")
+    @Test("memory stays within the bounds under 1,000,000 distinct keys (200,000 under ThreadSanitizer); oldest entries are evicted", .ownThread)
     func bounded() throws {
         let server = try TestRedisServer()
         defer { server.stop() }
@@ -331,7 +351,7 @@ struct NearCacheTests {
         print("Near cache: \(keyCount) keys through a 20,000-entry, 1 MiB near cache: at most \(peak.entries) entries and \(peak.bytes) bytes; \(statistics.evictions) evicted")
     }
 
-    @Test("through Sentinel: the tracking connection goes to the master the sentinels name")
+    @Test("through Sentinel: the tracking connection goes to the master the sentinels name", .ownThread)
     func throughSentinel() throws {
         let prefix = "bctest:\(UUID().uuidString):"
         let cache = try RedisCacheAdapter(client: RedisClient(configuration: TestEnvironment.sentinelConfiguration()), keyPrefix: prefix,
@@ -352,7 +372,7 @@ struct NearCacheTests {
         #expect(try cache.get("k") == "v2")
     }
 
-    @Test("bad bounds are configuration errors; a cluster is refused clearly")
+    @Test("bad bounds are configuration errors; a cluster is refused clearly", .ownThread)
     func badConfiguration() throws {
         for bad in [NearCacheConfiguration(maxEntries: 0), NearCacheConfiguration(maxBytes: 10), NearCacheConfiguration(localTTL: .zero)] {
             let error = #expect(throws: RedisError.self) { try RedisCacheAdapter(url: TestEnvironment.url(), nearCache: bad) }
@@ -364,7 +384,7 @@ struct NearCacheTests {
         #expect(error?.code == .unsupported)
     }
 
-    @Test("hits, misses, invalidations and evictions are counted as baldur.near_cache.*")
+    @Test("hits, misses, invalidations and evictions are counted as baldur.near_cache.*", .ownThread)
     func counters() throws {
         let metrics = TestMetrics()
         let client = try RedisClient(configuration: TestEnvironment.configuration(), observability: RedisObservability(metrics: metrics))
@@ -413,7 +433,7 @@ struct NearCacheStoreTests {
         return false
     }
 
-    @Test("a reply to a replaced placeholder drops the replacement's value, which may be older")
+    @Test("a reply to a replaced placeholder drops the replacement's value, which may be older", .ownThread)
     func replyToAReplacedPlaceholderDropsTheReplacement() throws {
         let store = Self.trackingStore()
         let key = NearKey(prefix: "p:", key: "counter")
@@ -428,7 +448,7 @@ struct NearCacheStoreTests {
         #expect(!Self.isHit(store.lookup(key, placeholder: false)))
     }
 
-    @Test("a reply read without a placeholder (bypass, HGET, EXISTS) drops what is kept or pending for its key")
+    @Test("a reply read without a placeholder (bypass, HGET, EXISTS) drops what is kept or pending for its key", .ownThread)
     func replyReadWithoutKeepingDropsTheEntry() {
         let store = Self.trackingStore()
         let key = NearKey(prefix: "p:", key: "k")
@@ -438,7 +458,7 @@ struct NearCacheStoreTests {
         #expect(!Self.isHit(store.lookup(key, placeholder: false)))
     }
 
-    @Test("two reads sharing a placeholder with the same answer keep it; different answers keep neither")
+    @Test("two reads sharing a placeholder with the same answer keep it; different answers keep neither", .ownThread)
     func sharedPlaceholder() {
         let store = Self.trackingStore()
         let key = NearKey(prefix: "p:", key: "k")
@@ -470,7 +490,7 @@ struct NearCacheStoreTests {
         for _ in 0..<3 { #expect(kept(store, key) == value) }
     }
 
-    @Test("a thread's copy is never served once its value left the store, whichever way it left")
+    @Test("a thread's copy is never served once its value left the store, whichever way it left", .ownThread)
     func threadCopiesNeverOutliveTheirValue() {
         let key = NearKey(prefix: "p:", key: "k")
         let ways: [(String, (NearCacheStore) -> Void)] = [
@@ -498,7 +518,7 @@ struct NearCacheStoreTests {
         }
     }
 
-    @Test("another thread's invalidation ends this thread's copy; hits from copies are counted")
+    @Test("another thread's invalidation ends this thread's copy; hits from copies are counted", .ownThread)
     func anotherThreadsInvalidationEndsThisThreadsCopy() {
         let store = Self.trackingStore()
         let key = NearKey(prefix: "p:", key: "k")
@@ -513,7 +533,7 @@ struct NearCacheStoreTests {
         #expect(store.statistics.hits == 6)
     }
 
-    @Test("a copy expires with its entry")
+    @Test("a copy expires with its entry", .ownThread)
     func threadCopiesExpireWithTheirEntry() throws {
         let store = Self.trackingStore()
         let key = NearKey(prefix: "p:", key: "k")
@@ -524,7 +544,7 @@ struct NearCacheStoreTests {
         #expect(Self.kept(store, key) == nil)
     }
 
-    @Test("copies of two stores on one thread stay apart")
+    @Test("copies of two stores on one thread stay apart", .ownThread)
     func threadCopiesOfTwoStoresStayApart() {
         let first = Self.trackingStore()
         let second = Self.trackingStore()

@@ -29,7 +29,7 @@ struct ObservabilityTests {
         func spans(named name: String) -> [FinishedInMemorySpan] { tracer.finishedSpans.filter { $0.operationName == name } }
     }
 
-    @Test("a successful command: one call, one duration, no error, and a client span with the OpenTelemetry database attributes")
+    @Test("a successful command: one call, one duration, no error, and a client span with the OpenTelemetry database attributes", .ownThread)
     func successfulCommand() throws {
         let observed = try Observed()
         defer { observed.client.close() }
@@ -59,7 +59,7 @@ struct ObservabilityTests {
         }
     }
 
-    @Test("a server error counts under its code, and its span is an error with the server's prefix")
+    @Test("a server error counts under its code, and its span is an error with the server's prefix", .ownThread)
     func serverError() throws {
         let observed = try Observed()
         defer { observed.client.close() }
@@ -75,7 +75,7 @@ struct ObservabilityTests {
         #expect(span.errors.count == 1)
     }
 
-    @Test("a timeout counts as readTimeout, and its span says so")
+    @Test("a timeout counts as readTimeout, and its span says so", .ownThread)
     func timeout() throws {
         let server = try TestRedisServer()
         defer { server.stop() }
@@ -90,7 +90,7 @@ struct ObservabilityTests {
         #expect(span.status?.code == .error)
     }
 
-    @Test("lock contention: acquisitions, one contended wait with its handoff time, and a loss")
+    @Test("lock contention: acquisitions, one contended wait with its handoff time, and a loss", .ownThread)
     func lockContention() throws {
         let observed = try Observed()
         let cache = try RedisCacheAdapter(client: observed.client, keyPrefix: TestKeys().prefix)
@@ -119,7 +119,7 @@ struct ObservabilityTests {
         #expect(observed.metrics.counterTotal(label: "baldur.lock.lost", dimensions: system) == 1)
     }
 
-    @Test("get, mget and getOrSet count hits and misses by operation")
+    @Test("get, mget and getOrSet count hits and misses by operation", .ownThread)
     func hitsAndMisses() throws {
         let observed = try Observed()
         let cache = try RedisCacheAdapter(client: observed.client, keyPrefix: TestKeys().prefix)
@@ -146,7 +146,7 @@ struct ObservabilityTests {
         #expect(count("baldur.cache.misses", "get") >= 2)
     }
 
-    @Test("a pipeline is one span with its batch size; an adapter call that sends several is the parent of its commands' spans")
+    @Test("a pipeline is one span with its batch size; an adapter call that sends several is the parent of its commands' spans", .ownThread)
     func pipelineAndParentSpans() throws {
         let observed = try Observed()
         let cache = try RedisCacheAdapter(client: observed.client, keyPrefix: TestKeys().prefix)
@@ -163,7 +163,7 @@ struct ObservabilityTests {
         #expect(children.allSatisfy { $0.traceID == flush.traceID })
     }
 
-    @Test("the pool reports idle and used connections")
+    @Test("the pool reports idle and used connections", .ownThread)
     func poolGauges() throws {
         let observed = try Observed()
         defer { observed.client.close() }
@@ -174,7 +174,7 @@ struct ObservabilityTests {
         #expect(throws: Never.self) { try observed.metrics.expectMeter("db.client.connection.pending_requests", system) }
     }
 
-    @Test("keys are recorded on spans only when asked, as baldur.redis.key")
+    @Test("keys are recorded on spans only when asked, as baldur.redis.key", .ownThread)
     func keysOnlyWhenAsked() throws {
         let observed = try Observed(recordsKeys: true)
         defer { observed.client.close() }
@@ -182,7 +182,7 @@ struct ObservabilityTests {
         #expect(observed.spans(named: "GET").first?.attributes["baldur.redis.key"]?.toSpanAttribute() == "bctest:visible-key")
     }
 
-    @Test("with no backend bootstrapped, a client does no metrics or tracing work; odd command names never become labels")
+    @Test("with no backend bootstrapped, a client does no metrics or tracing work; odd command names never become labels", .ownThread)
     func disabledAndLabels() throws {
         let client = try TestEnvironment.client()
         defer { client.close() }

@@ -6,7 +6,7 @@ import Testing
 
 @Suite("Connection pool")
 struct PoolTests {
-    @Test("32 threads x 1,000 commands through a pool of 4 never see another caller's reply")
+    @Test("32 threads x 1,000 commands through a pool of 4 never see another caller's reply", .ownThread)
     func noCrossedReplies() throws {
         let client = try TestEnvironment.client(maxConnections: 4)
         defer { client.close() }
@@ -29,7 +29,7 @@ struct PoolTests {
         #expect(client.openConnections <= 4)
     }
 
-    @Test("a caller that finds the pool full waits and gets the connection once it is returned")
+    @Test("a caller that finds the pool full waits and gets the connection once it is returned", .ownThread)
     func fullPoolWaits() throws {
         var configuration = try TestEnvironment.configuration()
         configuration.pool.maxConnections = 1
@@ -52,7 +52,7 @@ struct PoolTests {
         #expect(client.openConnections == 1)
     }
 
-    @Test("a caller that finds the pool full for longer than pool.timeout gets poolExhausted")
+    @Test("a caller that finds the pool full for longer than pool.timeout gets poolExhausted", .ownThread)
     func fullPoolFailsClearly() throws {
         var configuration = try TestEnvironment.configuration()
         configuration.pool.maxConnections = 1
@@ -67,7 +67,7 @@ struct PoolTests {
         try client.ping()
     }
 
-    @Test("use after close() fails with .closed, and close() is idempotent")
+    @Test("use after close() fails with .closed, and close() is idempotent", .ownThread)
     func useAfterClose() throws {
         let client = try TestEnvironment.client()
         try client.ping()
@@ -80,7 +80,7 @@ struct PoolTests {
         #expect(pipelineError?.code == .closed)
     }
 
-    @Test("a connection in use when close() is called is closed when it comes back")
+    @Test("a connection in use when close() is called is closed when it comes back", .ownThread)
     func closeWhileInUse() throws {
         let client = try TestEnvironment.client()
         try client.withConnection { connection throws in
@@ -90,7 +90,7 @@ struct PoolTests {
         #expect(client.openConnections == 0)
     }
 
-    @Test("a connection lent by withConnection is usable only inside the body: kept and used afterwards it throws closed, and nothing reaches the server on the connection the next caller now holds")
+    @Test("a connection lent by withConnection is usable only inside the body: kept and used afterwards it throws closed, and nothing reaches the server on the connection the next caller now holds", .ownThread)
     func lentConnectionEndsWithTheBody() throws {
         let client = try TestEnvironment.client(maxConnections: 1)
         defer { client.close() }
@@ -114,7 +114,7 @@ struct PoolTests {
         try client.send("DEL", key)
     }
 
-    @Test("1,000 create/use/close cycles leave no socket open to the server")
+    @Test("1,000 create/use/close cycles leave no socket open to the server", .ownThread)
     func noDescriptorLeak() throws {
         let server = try TestRedisServer()
         defer { server.stop() }
@@ -133,7 +133,7 @@ struct PoolTests {
         #expect(try openSocketDescriptors(toPort: server.port) == 0)
     }
 
-    @Test("a client dropped without close() frees its sockets")
+    @Test("a client dropped without close() frees its sockets", .ownThread)
     func deinitClosesSockets() throws {
         let server = try TestRedisServer()
         defer { server.stop() }
@@ -145,7 +145,7 @@ struct PoolTests {
         #expect(try openSocketDescriptors(toPort: server.port) == 0)
     }
 
-    @Test("reconnect() drops pooled connections and proves the server is back with PING")
+    @Test("reconnect() drops pooled connections and proves the server is back with PING", .ownThread)
     func reconnectDropsConnections() throws {
         let client = try TestEnvironment.client()
         defer { client.close() }
@@ -159,7 +159,7 @@ struct PoolTests {
 
 @Suite("Pool health checks")
 struct PoolHealthCheckTests {
-    @Test("an idle connection older than healthCheckInterval is checked with PING before reuse; a fresh one is not")
+    @Test("an idle connection older than healthCheckInterval is checked with PING before reuse; a fresh one is not", .ownThread)
     func healthCheckBeforeReuse() throws {
         let server = try TestRedisServer()
         defer { server.stop() }

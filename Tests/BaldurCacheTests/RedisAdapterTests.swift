@@ -4,7 +4,7 @@ import Testing
 
 @Suite("RedisCacheAdapter on Redis")
 struct RedisAdapterTests {
-    @Test("each script's local SHA-1 is the one SCRIPT LOAD reports")
+    @Test("each script's local SHA-1 is the one SCRIPT LOAD reports", .ownThread)
     func scriptHashes() throws {
         let client = try TestEnvironment.client()
         defer { client.close() }
@@ -14,7 +14,7 @@ struct RedisAdapterTests {
         }
     }
 
-    @Test("after SCRIPT FLUSH or a server restart the NOSCRIPT reply is recovered in the same call")
+    @Test("after SCRIPT FLUSH or a server restart the NOSCRIPT reply is recovered in the same call", .ownThread)
     func noscriptRecovery() throws {
         let server = try TestRedisServer()
         defer { server.stop() }
@@ -40,7 +40,7 @@ struct RedisAdapterTests {
         #expect(try cache.casDictField("rec", field: "status", expected: "after-restart", newValue: ["status": "e"] as JSONValue))
     }
 
-    @Test("mset with a TTL sends many records in chunks and sets them all; one bad value fails the call before anything is written")
+    @Test("mset with a TTL sends many records in chunks and sets them all; one bad value fails the call before anything is written", .ownThread)
     func msetChunks() throws {
         let prefix = "bctest:\(UUID().uuidString):"
         let cache = try RedisCacheAdapter(url: TestEnvironment.url(), keyPrefix: prefix)
@@ -61,7 +61,7 @@ struct RedisAdapterTests {
         #expect(try cache.mget(Array(bad.keys), as: JSONValue.self).isEmpty)
     }
 
-    @Test("a value that is not JSON gives a decoding error naming the key, never a crash or a wrong value")
+    @Test("a value that is not JSON gives a decoding error naming the key, never a crash or a wrong value", .ownThread)
     func thirdPartyValues() throws {
         let prefix = "bctest:\(UUID().uuidString):"
         let cache = try RedisCacheAdapter(url: TestEnvironment.url(), keyPrefix: prefix)
@@ -91,7 +91,7 @@ struct RedisAdapterTests {
         #expect(try cache.get("counter") == 12)
     }
 
-    @Test("the default dynamic prefix writes baldur:<key>; an empty prefix writes the key itself")
+    @Test("the default dynamic prefix writes baldur:<key>; an empty prefix writes the key itself", .ownThread)
     func prefixesOnTheWire() throws {
         let name = "bctest:\(UUID().uuidString)"
         let dynamic = try RedisCacheAdapter(url: TestEnvironment.url())
@@ -109,7 +109,7 @@ struct RedisAdapterTests {
         #expect(try none.keys("bctest:*").contains(name))
     }
 
-    @Test("a lock's key is resolved when the lock is made and does not shift with synthetic mode")
+    @Test("a lock's key is resolved when the lock is made and does not shift with synthetic mode", .ownThread)
     func lockKeyResolvedOnce() throws {
         let cache = try RedisCacheAdapter(url: TestEnvironment.url())
         defer { cache.close() }
@@ -124,7 +124,7 @@ struct RedisAdapterTests {
         try lock.release()
     }
 
-    @Test("with no URL the adapter reads BALDUR_REDIS_URL")
+    @Test("with no URL the adapter reads BALDUR_REDIS_URL", .ownThread)
     func urlFromEnvironment() throws {
         #expect(try TestEnvironment.value("BALDUR_REDIS_URL") == TestEnvironment.url())
         let cache = try RedisCacheAdapter(keyPrefix: "bctest:env:")
@@ -133,7 +133,7 @@ struct RedisAdapterTests {
         #expect(try cache.rawClient.configuration.description == TestEnvironment.configuration().description)
     }
 
-    @Test("an injected client wins over the URL, and the overrides apply to a made client")
+    @Test("an injected client wins over the URL, and the overrides apply to a made client", .ownThread)
     func injectedClient() throws {
         let client = try TestEnvironment.client()
         let cache = try RedisCacheAdapter(url: "redis://127.0.0.1:1/0", client: client, keyPrefix: "bctest:")
@@ -147,7 +147,7 @@ struct RedisAdapterTests {
         client.close()
     }
 
-    @Test("failures are logged with the operation and key, never the value or the password")
+    @Test("failures are logged with the operation and key, never the value or the password", .ownThread)
     func logging() throws {
         let capture = LogCapture()
         let password = try TestEnvironment.value("BALDUR_TEST_REDIS_AUTH_PASSWORD")

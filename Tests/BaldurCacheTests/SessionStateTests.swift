@@ -12,7 +12,7 @@ struct SessionStateTests {
     /// A client with one pooled connection, so every call shares it unless it is discarded.
     static func singleConnectionClient() throws -> RedisClient { try TestEnvironment.client(maxConnections: 1) }
 
-    @Test("SUBSCRIBE through pooled send is invalidArgument naming receive(); the next caller's replies stay in step")
+    @Test("SUBSCRIBE through pooled send is invalidArgument naming receive(); the next caller's replies stay in step", .ownThread)
     func subscribeThroughThePoolIsRefused() throws {
         let client = try Self.singleConnectionClient()
         defer { client.close() }
@@ -27,7 +27,7 @@ struct SessionStateTests {
         #expect(try client.send("PING") == .status("PONG"))
     }
 
-    @Test("a SUBSCRIBE of two channels inside withConnection leaves its second confirmation unread: the connection is discarded, not reused")
+    @Test("a SUBSCRIBE of two channels inside withConnection leaves its second confirmation unread: the connection is discarded, not reused", .ownThread)
     func unreadRepliesDiscardTheConnection() throws {
         let client = try Self.singleConnectionClient()
         defer { client.close() }
@@ -39,7 +39,7 @@ struct SessionStateTests {
         #expect(try client.send("ECHO", "mine").string == "mine")
     }
 
-    @Test("MULTI left open by one caller does not turn the next caller's SET into QUEUED: the write lands")
+    @Test("MULTI left open by one caller does not turn the next caller's SET into QUEUED: the write lands", .ownThread)
     func openTransactionIsNotReused() throws {
         let client = try Self.singleConnectionClient()
         defer { client.close() }
@@ -50,7 +50,7 @@ struct SessionStateTests {
         try cache.delete("after-multi")
     }
 
-    @Test("a withConnection body that throws mid-transaction leaves nothing queued for the next caller")
+    @Test("a withConnection body that throws mid-transaction leaves nothing queued for the next caller", .ownThread)
     func throwingTransactionBody() throws {
         struct Abandon: Error {}
         let client = try Self.singleConnectionClient()
@@ -69,7 +69,7 @@ struct SessionStateTests {
         try client.send("DEL", RedisArgument(keys("next")))
     }
 
-    @Test("SELECT of another database by one caller does not move the next caller's writes there")
+    @Test("SELECT of another database by one caller does not move the next caller's writes there", .ownThread)
     func selectIsNotReused() throws {
         let client = try Self.singleConnectionClient()
         defer { client.close() }
@@ -88,7 +88,7 @@ struct SessionStateTests {
         try client.send("DEL", RedisArgument(keys("n")))
     }
 
-    @Test("CLIENT REPLY OFF and SKIP are invalidArgument on every request/reply path, never a hang")
+    @Test("CLIENT REPLY OFF and SKIP are invalidArgument on every request/reply path, never a hang", .ownThread)
     func clientReplyOffIsRefused() throws {
         let client = try Self.singleConnectionClient()
         defer { client.close() }
@@ -104,7 +104,7 @@ struct SessionStateTests {
         #expect(try client.send("ECHO", "answered").string == "answered")
     }
 
-    @Test("a connection of one's own subscribes, and receive() reads the further confirmations and the messages")
+    @Test("a connection of one's own subscribes, and receive() reads the further confirmations and the messages", .ownThread)
     func receiveServesSubscriptions() throws {
         let configuration = try TestEnvironment.configuration()
         guard case .standalone(let address) = configuration.topology else { return }
@@ -120,7 +120,7 @@ struct SessionStateTests {
         #expect(try listener.receive() == .array([.bulk(Array("message".utf8)), .bulk(Array((channel + "-b").utf8)), .bulk(Array("hello".utf8))]))
     }
 
-    @Test("the session tracker tells the commands that change a session from the rest, in any letter case")
+    @Test("the session tracker tells the commands that change a session from the rest, in any letter case", .ownThread)
     func sessionTracking() {
         var session = SessionState(configuredDatabase: 2)
         #expect(session.isClean)
@@ -187,7 +187,7 @@ struct SessionStateTests {
         _ = try? admin.send("ACL", "DELUSER", RedisArgument(name))
     }
 
-    @Test("AUTH as another user on a pooled connection does not change the next caller's user: the connection is discarded")
+    @Test("AUTH as another user on a pooled connection does not change the next caller's user: the connection is discarded", .ownThread)
     func authIsNotReusedOnTheBlockingPool() throws {
         let user = try Self.limitedUser()
         defer { Self.removeUser(user.name) }
@@ -252,7 +252,7 @@ struct SessionStateTests {
 /// a refused server is not hammered with reconnects.
 @Suite("Failure codes and reconnect backoff")
 struct FailureTests {
-    @Test("a server that stops reading gives writeTimeout, not readTimeout, with the address and the timeout in words")
+    @Test("a server that stops reading gives writeTimeout, not readTimeout, with the address and the timeout in words", .ownThread)
     func writeTimeoutIsItsOwnCode() throws {
         let server = try TestRedisServer()
         defer { server.stop() }
@@ -271,7 +271,7 @@ struct FailureTests {
         #expect(error?.isConnectionFatal == true)
     }
 
-    @Test("a reply that does not come gives readTimeout whose message says so in words, with the address")
+    @Test("a reply that does not come gives readTimeout whose message says so in words, with the address", .ownThread)
     func readTimeoutInWords() throws {
         let server = try TestRedisServer()
         defer { server.stop() }
@@ -284,7 +284,7 @@ struct FailureTests {
         #expect(error?.message == "no reply from 127.0.0.1:\(server.port) within 200 ms (commandTimeout); the connection was reset")
     }
 
-    @Test("hiredis failures are classified by what happened, in words with the address: write and read timeouts apart, a refused reply never as I/O", arguments: [
+    @Test("hiredis failures are classified by what happened, in words with the address: write and read timeouts apart, a refused reply never as I/O", .ownThread, arguments: [
         (REDIS_ERR_IO, "Resource temporarily unavailable", EAGAIN, RedisConnection.Phase.writing, "writeTimeout", "could not write the request to 127.0.0.1:6379 within 250 ms"),
         (REDIS_ERR_IO, "Resource temporarily unavailable", EAGAIN, .reading, "readTimeout", "no reply from 127.0.0.1:6379 within 250 ms"),
         (REDIS_ERR_IO, "Connection timed out", ETIMEDOUT, .connecting, "connectTimeout", "could not connect to 127.0.0.1:6379 within 2 seconds"),
@@ -307,7 +307,7 @@ struct FailureTests {
         #expect(error.isTransient == (expected != "protocolError"))
     }
 
-    @Test("a malformed array count (*-5) is a protocolError and is not retried")
+    @Test("a malformed array count (*-5) is a protocolError and is not retried", .ownThread)
     func refusedReplyIsNotRetried() throws {
         // Answers every connection's first request with "*-5".
         let peer = try ScriptedPeer(reply: "*-5\r\n", hold: .milliseconds(200))
@@ -385,7 +385,7 @@ struct FailureTests {
         for hog in hogs { hog.close() }
     }
 
-    @Test("against a server at maxclients, failed connects back off (dozens, not thousands, per second) and recover once it accepts again")
+    @Test("against a server at maxclients, failed connects back off (dozens, not thousands, per second) and recover once it accepts again", .ownThread)
     func reconnectStormBacksOff() throws {
         let server = try TestRedisServer(extraArguments: ["--maxclients", "1"])
         defer { server.stop() }

@@ -29,7 +29,7 @@ struct TLSTests {
         return try client.send("PING")
     }
 
-    @Test("a 1 MiB value, a 1,000-command pipeline and a lock round-trip over TLS on the sync path")
+    @Test("a 1 MiB value, a 1,000-command pipeline and a lock round-trip over TLS on the sync path", .ownThread)
     func syncRoundTrips() throws {
         let keys = TestKeys()
         let cache = try RedisCacheAdapter(url: TestEnvironment.tlsURL(), keyPrefix: keys.prefix)
@@ -49,7 +49,7 @@ struct TLSTests {
         #expect(try !cache.getLock("job").locked())
     }
 
-    @Test("a pooled TLS connection is reused after an idle pause, and replaced without an error after CLIENT KILL")
+    @Test("a pooled TLS connection is reused after an idle pause, and replaced without an error after CLIENT KILL", .ownThread)
     func pooledReuse() throws {
         var configuration = try RedisConfiguration(url: TestEnvironment.tlsURL())
         configuration.pool.maxConnections = 1
@@ -68,7 +68,7 @@ struct TLSTests {
         #expect(third != nil && third != first)
     }
 
-    @Test("a certificate from a CA not trusted is refused as an unknown CA, with a CA file and with the system store")
+    @Test("a certificate from a CA not trusted is refused as an unknown CA, with a CA file and with the system store", .ownThread)
     func unknownCA() throws {
         let other = try refusal(TestEnvironment.tlsURL().replacingOccurrences(of: "/ca.crt", with: "/other-ca.crt"))
         #expect(other.code == .tls)
@@ -78,7 +78,7 @@ struct TLSTests {
         #expect(system.message.contains("unknown CA") && system.message.contains("system CA store"), "\(system)")
     }
 
-    @Test("a certificate for another name is refused as a host name mismatch; ssl_check_hostname=false and ssl_cert_reqs=none accept it")
+    @Test("a certificate for another name is refused as a host name mismatch; ssl_check_hostname=false and ssl_cert_reqs=none accept it", .ownThread)
     func hostNameMismatch() throws {
         let server = try TestRedisServer(tlsCertificate: "wrong-name")
         let byName = try refusal(server.url)
@@ -93,7 +93,7 @@ struct TLSTests {
         #expect(try pong(TestEnvironment.tlsURL(host: "127.0.0.1")) == .status("PONG"))
     }
 
-    @Test("an expired certificate is refused in those words")
+    @Test("an expired certificate is refused in those words", .ownThread)
     func expiredCertificate() throws {
         let server = try TestRedisServer(tlsCertificate: "expired")
         let error = try refusal(server.url)
@@ -102,7 +102,7 @@ struct TLSTests {
         #expect(!error.isTransient)
     }
 
-    @Test("a server that requires a client certificate refuses a connection without one at connect, and accepts ours")
+    @Test("a server that requires a client certificate refuses a connection without one at connect, and accepts ours", .ownThread)
     func mutualTLS() throws {
         let missing = try refusal(TestEnvironment.mutualTLSURL())
         #expect(missing.code == .tls)
@@ -122,14 +122,14 @@ struct TLSTests {
         #expect(!error.message.contains("PRIVATE KEY"))
     }
 
-    @Test("a CA file that does not exist is a configuration error naming it")
+    @Test("a CA file that does not exist is a configuration error naming it", .ownThread)
     func missingCAFile() throws {
         let error = try refusal(TestEnvironment.tlsURL().replacingOccurrences(of: "/ca.crt", with: "/no-such-ca.crt"))
         #expect(error.code == .invalidConfiguration)
         #expect(error.message.contains("no-such-ca.crt"), "\(error)")
     }
 
-    @Test("rediss:// to a plain server fails at connectTimeout saying it may not be TLS; redis:// to a TLS server fails saying to use rediss://")
+    @Test("rediss:// to a plain server fails at connectTimeout saying it may not be TLS; redis:// to a TLS server fails saying to use rediss://", .ownThread)
     func wrongScheme() throws {
         let plain = try TestEnvironment.url().replacingOccurrences(of: "redis://", with: "rediss://")
         let started = ContinuousClock.now
@@ -145,7 +145,7 @@ struct TLSTests {
         #expect(toTLS.message.contains("rediss://"), "\(toTLS)")
     }
 
-    @Test("a handshake the server never answers ends at connectTimeout")
+    @Test("a handshake the server never answers ends at connectTimeout", .ownThread)
     func handshakeTimeout() throws {
         // A socket that listens but never accepts: TCP connects, TLS never answers.
         let (fd, port) = try boundLoopbackSocket()
@@ -158,7 +158,7 @@ struct TLSTests {
         #expect(ContinuousClock.now - started < .seconds(5))
     }
 
-    @Test("a TLS server killed and restarted: calls fail with typed errors, then succeed again on the sync path")
+    @Test("a TLS server killed and restarted: calls fail with typed errors, then succeed again on the sync path", .ownThread)
     func syncRestart() throws {
         let server = try TestRedisServer(tlsCertificate: "server")
         var configuration = try server.configuration(commandTimeout: .seconds(2))
@@ -184,7 +184,7 @@ struct TLSTests {
         #expect(recovered)
     }
 
-    @Test("Python Baldur over rediss:// and BaldurCache read each other's values and respect each other's locks on the TLS server")
+    @Test("Python Baldur over rediss:// and BaldurCache read each other's values and respect each other's locks on the TLS server", .ownThread)
     func pythonInterop() throws {
         let prefix = "bctest:\(UUID().uuidString):"
         let p = JSONValue.string(prefix)
@@ -212,7 +212,7 @@ struct TLSTests {
         }
     }
 
-    @Test("the CLI connects with --url rediss:// and the BALDUR_REDIS_SSL_* environment")
+    @Test("the CLI connects with --url rediss:// and the BALDUR_REDIS_SSL_* environment", .ownThread)
     func cli() throws {
         let port = try TestEnvironment.value("BALDUR_TEST_REDIS_TLS_PORT")
         let prefix = "bctest:\(UUID().uuidString):"

@@ -24,7 +24,7 @@ struct WireTests {
         return Array(UnsafeRawBufferPointer(start: target, count: Int(length)))
     }
 
-    @Test("RESPEncoding writes exactly the bytes hiredis' redisFormatCommandArgv does", arguments: [
+    @Test("RESPEncoding writes exactly the bytes hiredis' redisFormatCommandArgv does", .ownThread, arguments: [
         ["PING"],
         ["SET", "k", ""],
         ["GET", RedisArgument(bytes: (0...255).map { UInt8($0) })],
@@ -38,7 +38,7 @@ struct WireTests {
         #expect(RESPEncoding.encode(arguments) == hiredisFormat(arguments.map(\.bytes)))
     }
 
-    @Test("arguments are equal, and hash alike, when they put the same bytes on the wire")
+    @Test("arguments are equal, and hash alike, when they put the same bytes on the wire", .ownThread)
     func argumentEquality() {
         let spellings: [RedisArgument] = [RedisArgument("app:key"), .bytes(Array("app:key".utf8)), RedisArgument(prefix: "app:", key: "key"), RedisArgument(prefix: "", key: "app:key")]
         #expect(Set(spellings).count == 1)
@@ -51,7 +51,7 @@ struct WireTests {
         #expect(RedisArgument(42) == "42")
     }
 
-    @Test("decimals are written digit for digit", arguments: [0, 1, 9, 10, 99, 100, 12_345, 1_000_000_007, UInt64(Int64.max), UInt64.max])
+    @Test("decimals are written digit for digit", .ownThread, arguments: [0, 1, 9, 10, 99, 100, 12_345, 1_000_000_007, UInt64(Int64.max), UInt64.max])
     func decimals(value: UInt64) {
         var buffer = OutputBuffer(capacity: 1)
         buffer.appendDecimal(value)
@@ -59,7 +59,7 @@ struct WireTests {
         #expect(OutputBuffer.decimalWidth(value) == String(value).count)
     }
 
-    @Test("requests larger than the kept buffer, and pipelines, round-trip with and without spinning", arguments: [Duration.zero, .microseconds(100)])
+    @Test("requests larger than the kept buffer, and pipelines, round-trip with and without spinning", .ownThread, arguments: [Duration.zero, .microseconds(100)])
     func largeRequests(spinWait: Duration) throws {
         var configuration = try TestEnvironment.configuration()
         configuration.pool.spinWait = spinWait
@@ -77,7 +77,7 @@ struct WireTests {
         #expect(try connection.send(["DEL", RedisArgument(keys("big")), RedisArgument(keys("counter"))]) == .integer(2))
     }
 
-    @Test("a pipeline whose commands are built as it goes closes its connection when building fails after a chunk went out, not before")
+    @Test("a pipeline whose commands are built as it goes closes its connection when building fails after a chunk went out, not before", .ownThread)
     func lazyPipelineFailure() throws {
         let configuration = try TestEnvironment.configuration()
         guard case .standalone(let address) = configuration.topology else { Issue.record("standalone expected"); return }
@@ -121,7 +121,7 @@ struct WireTests {
         try body(descriptors[0], descriptors[1])
     }
 
-    @Test("spinning sees a reply that is already there, and gives up on one that never comes")
+    @Test("spinning sees a reply that is already there, and gives up on one that never comes", .ownThread)
     func spinHitAndMiss() throws {
         try withSocketPair { reading, writing in
             var spin = ReplySpin(budget: .microseconds(200))
@@ -136,7 +136,7 @@ struct WireTests {
         }
     }
 
-    @Test("after a miss a connection skips spinning for 2, then 4 calls; a hit resets the back-off")
+    @Test("after a miss a connection skips spinning for 2, then 4 calls; a hit resets the back-off", .ownThread)
     func spinBackOff() throws {
         try withSocketPair { reading, writing in
             var spin = ReplySpin(budget: .microseconds(100))
@@ -169,7 +169,7 @@ struct WireTests {
         }
     }
 
-    @Test("nothing spins with a zero budget or while more threads than maxSpinners await replies")
+    @Test("nothing spins with a zero budget or while more threads than maxSpinners await replies", .ownThread)
     func spinGates() throws {
         try withSocketPair { reading, writing in
             #expect(write(writing, "+", 1) == 1)

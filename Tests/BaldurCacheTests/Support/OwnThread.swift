@@ -1,5 +1,6 @@
 @testable import BaldurCache
 import Foundation
+import Synchronization
 import Testing
 
 /// Runs `body` (blocking calls) on a thread of its own, never a
@@ -22,16 +23,64 @@ extension Trait where Self == OwnThreadTrait {
 /// two such tests hold them all: the async tests beside them then wait for
 /// a thread, and the durations they measure are the pool's, not the
 /// library's (a 1.5 s `BLPOP` deadline measured 5.7 and 11 s in CI).
+/// Every synchronous test that talks to a server carries this trait.
+///
+/// At most ``limit`` such tests run at once (the others wait without a
+/// thread), so that tests which time something keep their share of the CPU.
 ///
 /// The test runs with a ``ThreadExecutor`` as its task executor
 /// preference, so the synchronous body runs on that executor's thread.
 /// Meant for synchronous tests: an async one's child tasks would inherit
 /// the preference and share the one thread.
 struct OwnThreadTrait: TestTrait, TestScoping {
+    /// How many tests run on threads of their own at once: most of them
+    /// wait on a server, so more than the two cores.
+    static let limit = 4
+    private static let slots = TestSlots(limit)
+
     func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
+        await Self.slots.acquire()
+        defer { Self.slots.release() }
         let executor = ThreadExecutor(name: test.name)
         defer { executor.finish() }
         try await withTaskExecutorPreference(executor) { try await function() }
+    }
+}
+
+/// A counting semaphore whose waiters suspend (they hold no thread).
+final class TestSlots: Sendable {
+    private struct State {
+        var free: Int
+        var waiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private let state: PlainMutex<State>
+
+    init(_ count: Int) { state = PlainMutex(State(free: count)) }
+
+    func acquire() async {
+        await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+            let granted = state.withLock { state -> Bool in
+                guard state.free > 0 else {
+                    state.waiters.append(waiter)
+                    return false
+                }
+                state.free -= 1
+                return true
+            }
+            if granted { waiter.resume() }
+        }
+    }
+
+    func release() {
+        let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard !state.waiters.isEmpty else {
+                state.free += 1
+                return nil
+            }
+            return state.waiters.removeFirst()
+        }
+        next?.resume()
     }
 }
 
@@ -112,6 +161,21 @@ struct OwnThreadTraitTests {
     @Test("a test marked .ownThread runs on its executor's thread", .ownThread)
     func markedTestRunsOnItsOwnThread() {
         #expect(ThreadExecutor.isCurrent)
+    }
+
+    @Test("of TestSlots(4), a fifth acquire waits until one of the four is released")
+    func slotsBoundConcurrency() async {
+        let slots = TestSlots(4)
+        for _ in 0..<4 { await slots.acquire() }
+        let fifthIn = Atomic<Bool>(false)
+        async let fifth: Void = { await slots.acquire(); fifthIn.store(true, ordering: .releasing) }()
+        try? await Task.sleep(for: .milliseconds(200))
+        let inBeforeRelease = fifthIn.load(ordering: .acquiring)
+        #expect(!inBeforeRelease)
+        slots.release()
+        await fifth
+        let inAfterRelease = fifthIn.load(ordering: .acquiring)
+        #expect(inAfterRelease)
     }
 
     @Test("an unmarked test runs where Swift Testing puts it")
