@@ -113,7 +113,7 @@ if [ ${#test_arguments[@]} -gt 0 ]; then
     swift test "${build[@]}" --skip-build "${test_arguments[@]}"
 else
     # Five phases. Synchronous tests that talk to a server run on threads
-    # of their own (`.ownThread`, four at once), so the async tests beside
+    # of their own (`.ownThread`, four at once, two under a sanitizer), so the async tests beside
     # them in phase 1 keep the cooperative pool's two threads. The suites
     # that time things still get the machine to themselves: the engine's
     # load tests (10,000 tasks), the other async suites (the contract

@@ -215,10 +215,12 @@ struct InteropTests {
         defer { _ = try? cache.flushAll(); cache.close() }
 
         // Python holds it.
-        let held = try PythonPeer.run([["op": "lock_acquire", "prefix": p, "name": "job", "timeout_ms": 10000]])[0]
+        // Held across four more peer processes and a Swift wait: a minute, so
+        // that slow process starts (ThreadSanitizer, a busy machine) cannot expire it.
+        let held = try PythonPeer.run([["op": "lock_acquire", "prefix": p, "name": "job", "timeout_ms": 60000]])[0]
         #expect(held["acquired"] == true)
         #expect(held["key"] == .string(prefix + "job"))
-        let swiftLock = cache.getLock("job", timeout: .seconds(10))
+        let swiftLock = cache.getLock("job", timeout: .seconds(60))
         #expect(try !swiftLock.acquire(blocking: false))
         #expect(try swiftLock.locked() && !swiftLock.owned())
         #expect(throws: RedisError.self) { try swiftLock.release() }

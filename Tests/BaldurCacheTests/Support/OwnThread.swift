@@ -34,8 +34,10 @@ extension Trait where Self == OwnThreadTrait {
 /// the preference and share the one thread.
 struct OwnThreadTrait: TestTrait, TestScoping {
     /// How many tests run on threads of their own at once: most of them
-    /// wait on a server, so more than the two cores.
-    static let limit = 4
+    /// wait on a server, so more than the two cores; two under
+    /// ThreadSanitizer, where each costs 5-10 times the CPU (with four, an
+    /// interop test's 10 s lock expired across its slowed Python processes).
+    static let limit = TestEnvironment.underThreadSanitizer ? 2 : 4
     private static let slots = TestSlots(limit)
 
     func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
