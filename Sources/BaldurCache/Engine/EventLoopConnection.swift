@@ -249,8 +249,8 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
 
     /// Queues a request and suspends until its replies arrive. Inlined into
     /// ``send(_:)`` and ``pipeline(_:)``: one async frame less per call.
-    @inline(__always)
     /// `timeout` is in nanoseconds (`nil`: none).
+    @inline(__always)
     private func submit(replies: Int, batch: Bool, timeout: UInt64?, _ encode: (inout OutputBuffer) -> Void) async throws -> RedisReply {
         let ticket = Ticket()  // in the task's frame: no allocation
         defer { receive() }

@@ -88,8 +88,9 @@ final class TestSlots: Sendable {
 
 /// A task executor with one thread of its own, which runs its jobs in
 /// order. After ``finish()`` the thread ends once it has run what it has;
-/// jobs that still arrive (an unstructured task the test left running
-/// inherits the preference) go to the global concurrent executor.
+/// jobs that still arrive go to the global concurrent executor. (A `Task { }`
+/// started by a blocking body did not run here: it ran while the body
+/// waited for it, so it did not inherit the preference.)
 final class ThreadExecutor: TaskExecutor {
     private struct State {
         var jobs: [UnownedJob] = []
