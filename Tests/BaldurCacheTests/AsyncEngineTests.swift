@@ -243,7 +243,7 @@ struct AsyncEngineTests {
         try await client.ping()
 
         // The mechanism: a failed shared connection takes nothing more, and says the request was not sent.
-        let pool = try await client.enginePool(for: [])
+        let pool = try await client.serverPool(for: [])
         let failed = try await pool.onShared { $0 }
         failed.closeSoon(failingCallsWith: RedisError(.readTimeout, "the old connection's timeout"))
         await #expect(throws: UnsentRequest.self) { _ = try await failed.send(["PING"]) }

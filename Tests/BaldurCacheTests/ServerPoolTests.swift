@@ -1,4 +1,7 @@
 @testable import BaldurCache
+import Dispatch
+import Foundation
+import Synchronization
 import Testing
 
 /// One pool per server, leased by both APIs.
@@ -55,5 +58,93 @@ struct ServerPoolTests {
         #expect(client.openConnections == 0)
         #expect(throws: RedisError.self) { try blockingPing(client) }
         await #expect(throws: RedisError.self) { try await client.send("PING") }
+    }
+
+    /// A client whose one server allows a single held connection, for both APIs together.
+    private func singleConnectionClient(poolTimeout: Duration) throws -> RedisClient {
+        var configuration = try TestEnvironment.configuration()
+        configuration.pool.maxConnections = 1
+        configuration.pool.timeout = poolTimeout
+        return try RedisClient(configuration: configuration)
+    }
+
+    @Test("with maxConnections 1, a connection the blocking API holds makes an async caller that needs one of its own wait for it, and the other way round")
+    func oneBudgetForBothAPIs() async throws {
+        let client = try singleConnectionClient(poolTimeout: .seconds(10))
+        defer { client.close() }
+
+        // Blocking holder, async waiter.
+        let holding = DispatchSemaphore(value: 0)
+        let blockingReleased = Atomic<Bool>(false)
+        async let holder: Void = onOwnThread {
+            _ = try? client.withConnection { connection in
+                holding.signal()
+                Thread.sleep(forTimeInterval: 0.3)
+                _ = try connection.send(["PING"])
+                blockingReleased.store(true, ordering: .sequentiallyConsistent)
+            }
+        }
+        await onOwnThread { holding.wait() }
+        let sawRelease = try await client.withConnection { connection in
+            _ = try await connection.send("PING")
+            return blockingReleased.load(ordering: .sequentiallyConsistent)
+        }
+        await holder
+        #expect(sawRelease, "the async caller got a connection of its own while the blocking API held the only one")
+
+        // Async holder, blocking waiter.
+        let asyncReleased = Atomic<Bool>(false)
+        let started = Atomic<Bool>(false)
+        async let waiter: Result<Bool, any Error> = onOwnThread {
+            while !started.load(ordering: .sequentiallyConsistent) { Thread.sleep(forTimeInterval: 0.01) }
+            return Result { try client.withConnection { _ in asyncReleased.load(ordering: .sequentiallyConsistent) } }
+        }
+        try await client.withConnection { connection in
+            started.store(true, ordering: .sequentiallyConsistent)
+            try await Task.sleep(for: .milliseconds(300))
+            _ = try await connection.send("PING")
+            asyncReleased.store(true, ordering: .sequentiallyConsistent)
+        }
+        #expect(try await waiter.get(), "the blocking caller got a connection of its own while the async API held the only one")
+        #expect(client.openConnections <= 2, "one held connection and at most one shared one")
+    }
+
+    @Test("when the budget is spent, an idle connection of the other API gives its place up instead of making the caller wait for pool.timeout")
+    func idleConnectionOfTheOtherAPIGivesWay() async throws {
+        let client = try singleConnectionClient(poolTimeout: .milliseconds(300))
+        defer { client.close() }
+        try await client.withConnection { connection in _ = try await connection.send("PING") }
+        let blocking: Result<RedisReply, any Error> = await onOwnThread { Result { try client.withConnection { try $0.send(["PING"]) } } }
+        #expect(throws: Never.self) { try blocking.get() }
+        await #expect(throws: Never.self) { try await client.withConnection { connection in try await connection.send("PING") } }
+    }
+
+    @Test("a blocking caller waiting for the budget ends with closed as soon as the client closes, not when a holder returns its connection")
+    func closeEndsWaitingThreads() async throws {
+        let client = try singleConnectionClient(poolTimeout: .seconds(30))
+        let waiterEnded = DispatchSemaphore(value: 0)
+        let holding = DispatchSemaphore(value: 0)
+        let endedWhileHeld = Atomic<Bool>(false)
+        // The holder gives its connection back once the waiter ended, or after 10 s.
+        async let holder: Void = onOwnThread {
+            _ = try? client.withConnection { _ in
+                holding.signal()
+                endedWhileHeld.store(waiterEnded.wait(timeout: .now() + 10) == .success, ordering: .sequentiallyConsistent)
+            }
+        }
+        await onOwnThread { holding.wait() }
+        async let waiter: RedisError? = onOwnThread {
+            defer { waiterEnded.signal() }
+            do { try client.ping() } catch let error as RedisError { return error } catch {}
+            return nil
+        }
+        // The waiter queues; then the client closes under it.
+        try await Task.sleep(for: .milliseconds(200))
+        client.close()
+        let error = await waiter
+        await holder
+        #expect(error?.code == .closed)
+        let ended = endedWhileHeld.load(ordering: .sequentiallyConsistent)
+        #expect(ended, "the waiter ended only when the holder returned its connection")
     }
 }

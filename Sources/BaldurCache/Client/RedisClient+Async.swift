@@ -54,12 +54,12 @@ extension RedisClient {
     @inline(__always)
     private func sendUnobserved(_ arguments: [RedisArgument]) async throws -> RedisReply {
         if let cluster { return try await clusterSend(arguments, on: cluster) }
-        let pool = try await enginePool(for: arguments)
+        let pool = try await serverPool(for: arguments)
         let reply = try await send(arguments, on: pool)
         // A demoted master refused it (the write did not run): once more on the new master.
         if reply.isReadOnlyRefusal, try await router.refusedAsReadOnly(at: pool.address) {
             logger.debug("redis command sent again to the new master after READONLY")
-            return try await send(arguments, on: try await enginePool(for: arguments))
+            return try await send(arguments, on: try await serverPool(for: arguments))
         }
         return reply
     }
@@ -67,7 +67,7 @@ extension RedisClient {
     /// Sends one command on `pool`: a dedicated connection for a blocking
     /// command, else a shared one; sent once more as ``retryPool(after:on:command:readOnly:)`` says.
     @inline(__always)
-    func send(_ arguments: [RedisArgument], on pool: EnginePool) async throws -> RedisReply {
+    func send(_ arguments: [RedisArgument], on pool: ServerPool) async throws -> RedisReply {
         if Self.isBlocking(arguments) {
             return try await reportingFailures(at: pool.address) {
                 try await pool.withDedicated { connection in try await connection.send(arguments) }
@@ -93,14 +93,14 @@ extension RedisClient {
     /// chose it (a redirect, a `SCAN` page's master) and follows redirects
     /// itself, while the router would route the command again by its key.
     private func retryPool(
-        after error: RedisError, on pool: EnginePool, command: [RedisArgument], readOnly: @autoclosure () -> Bool
-    ) async throws(RedisError) -> EnginePool? {
+        after error: RedisError, on pool: ServerPool, command: [RedisArgument], readOnly: @autoclosure () -> Bool
+    ) async throws(RedisError) -> ServerPool? {
         switch retryPolicy.decide(after: error, attempt: 1, readOnly: readOnly) {
         case .fail:
             return nil
         case .resendOnNewServer:
             guard cluster == nil else { return nil }
-            let next = try await enginePool(for: command)
+            let next = try await serverPool(for: command)
             guard next !== pool else { return nil }
             logger.debug("redis command sent to the new server: the old one's connections were closed before it was sent", metadata: [
                 "redis.address": "\(next.address)",
@@ -108,16 +108,16 @@ extension RedisClient {
             return next
         case .resendOnFreshConnection:
             logger.debug("redis read-only command retried on a fresh connection", metadata: ["error": "\(error.code)"])
-            return cluster == nil ? try await enginePool(for: command) : pool
+            return cluster == nil ? try await serverPool(for: command) : pool
         }
     }
 
-    /// The engine pool for `command`: at once when the router knows it,
+    /// The pool for `command`: at once when the router knows it,
     /// else after it is found (Sentinel discovery, off the cooperative pool).
     @inline(__always)
-    func enginePool(for command: [RedisArgument]) async throws(RedisError) -> EnginePool {
-        if let pool = try router.readyEnginePool(for: command) { return pool }
-        return try await router.enginePool(for: command)
+    func serverPool(for command: [RedisArgument]) async throws(RedisError) -> ServerPool {
+        if let pool = try router.readyPool(for: command) { return pool }
+        return try await router.pool(for: command)
     }
 
     /// Runs `body`, telling the router of a failure at `address`.
@@ -137,7 +137,7 @@ extension RedisClient {
         guard let first = commands.first else { return [] }
         let run = { () async throws -> [RedisReply] in
             if let cluster = self.cluster { return try await self.clusterPipeline(commands, on: cluster) }
-            return try await self.pipeline(commands, on: try await self.enginePool(for: first))
+            return try await self.pipeline(commands, on: try await self.serverPool(for: first))
         }
         guard telemetry.isEnabled else { return try await run() }
         return try await telemetry.command("PIPELINE", batchSize: commands.count, run)
@@ -145,7 +145,7 @@ extension RedisClient {
 
     /// Sends `commands` back to back on one of `pool`'s shared connections;
     /// retried once when every command is read-only.
-    func pipeline(_ commands: [[RedisArgument]], on pool: EnginePool) async throws -> [RedisReply] {
+    func pipeline(_ commands: [[RedisArgument]], on pool: ServerPool) async throws -> [RedisReply] {
         do {
             return try await reportingFailures(at: pool.address) {
                 try await pool.onShared { connection in try await connection.pipeline(commands) }
@@ -171,14 +171,14 @@ extension RedisClient {
     ///   - key: In a cluster, required: see the synchronous `withConnection(routedBy:_:)`.
     ///   - body: Runs with the connection, which no other caller uses meanwhile.
     public func withConnection<R>(routedBy key: String? = nil, _ body: sending (RedisDedicatedConnection) async throws -> R) async throws -> R {
-        let pool: EnginePool
+        let pool: ServerPool
         if let cluster {
             guard let key else {
                 throw Self.unroutedConnectionError
             }
-            pool = try await cluster.node(for: .slot(ClusterSlot.of(key))).enginePool
+            pool = try await cluster.node(for: .slot(ClusterSlot.of(key))).pool
         } else {
-            pool = try await enginePool(for: [])
+            pool = try await serverPool(for: [])
         }
         return try await pool.withDedicated { connection in
             try await body(RedisDedicatedConnection(connection: connection))

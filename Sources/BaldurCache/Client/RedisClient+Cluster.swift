@@ -100,7 +100,7 @@ extension RedisClient {
             // Every node's part written before any is read: the nodes work at
             // once, one round trip in all instead of one per node.
             var failures: [(group: Int, error: RedisError)] = []
-            var sent: [(group: Int, pool: ConnectionPool, pooled: ConnectionPool.PooledConnection)] = []
+            var sent: [(group: Int, pool: ServerPool, pooled: ServerPool.PooledConnection)] = []
             for (group, part) in parts.enumerated() {
                 let pool = groups[group].node.pool
                 do throws(RedisError) {
@@ -192,10 +192,10 @@ extension RedisClient {
             let reply: RedisReply
             if route.asking {
                 reply = try await reportingFailures(at: node.address) {
-                    try await node.enginePool.onShared { connection in try await connection.pipeline([["ASKING"], arguments]) }[1]
+                    try await node.pool.onShared { connection in try await connection.pipeline([["ASKING"], arguments]) }[1]
                 }
             } else {
-                reply = try await send(arguments, on: node.enginePool)
+                reply = try await send(arguments, on: node.pool)
             }
             guard case .resend(let pause) = route.next(after: reply, from: node.address, on: cluster) else { return reply }
             if pause > .zero { try await Task.sleep(for: pause) }
@@ -221,7 +221,7 @@ extension RedisClient {
         guard !segment.isEmpty else { return }
         _ = try await cluster.node(for: .anyMaster)  // the first discovery, off the cooperative pool
         let groups = try Self.groupByNode(segment, on: cluster)
-        let parts = groups.map { group in (group.node.enginePool, group.indices.map { commands[$0] }) }
+        let parts = groups.map { group in (group.node.pool, group.indices.map { commands[$0] }) }
         let partReplies = try await concurrently(parts.count) { index in try await self.pipeline(parts[index].1, on: parts[index].0) }
         for (group, part) in zip(groups, partReplies) {
             for (index, reply) in zip(group.indices, part) { replies[index] = reply }

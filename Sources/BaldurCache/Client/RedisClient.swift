@@ -203,7 +203,7 @@ public final class RedisClient: Sendable {
     )
 
     /// The pool a dedicated connection comes from (see ``withConnection(routedBy:_:)``).
-    func connectionPool(routedBy key: String?) throws(RedisError) -> ConnectionPool {
+    func connectionPool(routedBy key: String?) throws(RedisError) -> ServerPool {
         guard let cluster else { return try router.pool(for: []) }
         guard let key else {
             throw Self.unroutedConnectionError
@@ -226,7 +226,7 @@ public final class RedisClient: Sendable {
     ///
     /// - Throws: ``RedisError`` when the `PING` fails.
     public func reconnect() throws(RedisError) {
-        for server in router.servers { server.blocking.drain() }
+        for server in router.servers { server.drainBlocking() }
         logger.info("redis connections dropped for reconnect", metadata: ["redis.url": "\(configuration)"])
         try ping()
     }
@@ -256,13 +256,13 @@ public final class RedisClient: Sendable {
         _ retryable: @autoclosure () -> Bool,
         refusedAsReadOnly: (R) -> Bool = { _ in false },
         _ body: (RedisConnection) throws(RedisError) -> R,
-        pool choose: () throws(RedisError) -> ConnectionPool
+        pool choose: () throws(RedisError) -> ServerPool
     ) throws(RedisError) -> R {
         var attempt = 0
         while true {
             attempt += 1
             let pool = try choose()
-            let pooled: ConnectionPool.PooledConnection
+            let pooled: ServerPool.PooledConnection
             do { pooled = try pool.checkout() } catch {
                 // A pool a failover retired after it was chosen: nothing was sent, try the new one.
                 if retryPolicy.decide(after: error, attempt: attempt, readOnly: retryable) == .resendOnNewServer,

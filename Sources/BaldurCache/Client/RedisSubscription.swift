@@ -81,7 +81,7 @@ extension RedisClient {
             waiter?.resume(throwing: error)
             continuation.finish(throwing: error.code == .closed ? nil : error)
         }
-        let connection = try await enginePool(for: []).openSubscription(onPush: onPush, onClose: onClose)
+        let connection = try await serverPool(for: []).openSubscription(onPush: onPush, onClose: onClose)
         continuation.onTermination = { _ in connection.closeSoon() }
         do {
             try await withCheckedThrowingContinuation { (waiter: CheckedContinuation<Void, any Error>) in

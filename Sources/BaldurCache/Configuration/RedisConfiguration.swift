@@ -61,11 +61,12 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
 
     /// The connection pools' settings (one pool per server, see ``RedisClient``).
     public struct Pool: Sendable, Hashable {
-        /// The most connections a caller holds at once, per server and per
-        /// API: the blocking API's calls (each holds one), and apart from
-        /// them the async API's blocking commands and transactions (its
-        /// other calls share ``pipelinedConnections``). Default 100, allowed
-        /// 1...10,000 (`BALDUR_REDIS_MAX_CONNECTIONS`).
+        /// The most connections callers hold at once, per server, both APIs
+        /// together: each blocking call holds one, and so does each of the
+        /// async API's blocking commands and transactions (its other calls
+        /// share ``pipelinedConnections``, which are not counted). Idle ones
+        /// count until a caller of the other API needs the place. Default
+        /// 100, allowed 1...10,000 (`BALDUR_REDIS_MAX_CONNECTIONS`).
         public var maxConnections: Int = 100
         /// How many connections the async API keeps per server for
         /// pipelining: concurrent calls are written back to back over them,

@@ -7,7 +7,7 @@ import Glibc
 /// A request a shared connection refused without writing anything: the
 /// connection had failed or was closing when the request came (a caller
 /// took it from the pool just before). It belongs on another connection
-/// whatever the command is; ``EnginePool/onShared(_:)`` sends it there.
+/// whatever the command is; ``ServerPool/onShared(_:)`` sends it there.
 struct UnsentRequest: Error {
     /// Why the connection took nothing more.
     let reason: RedisError

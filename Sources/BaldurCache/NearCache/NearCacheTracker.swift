@@ -94,7 +94,7 @@ final class NearCacheTracker: Sendable {
     /// One tracking connection, from connect to drop.
     private func trackOnce() async throws {
         let (dropped, droppedContinuation) = AsyncStream<RedisError>.makeStream()
-        let connection = try await client.enginePool(for: []).openSubscription(
+        let connection = try await client.serverPool(for: []).openSubscription(
             onPush: { [store, prefixes] reply in Self.handle(reply, store: store, prefixes: prefixes) },
             onClose: { [store] error in
                 store.invalidateAll(fromServer: false, tracking: false)

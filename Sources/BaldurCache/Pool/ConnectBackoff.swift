@@ -1,9 +1,7 @@
 import Synchronization
 
-/// When a pool may try a new connection after connects failed: one rule
-/// for the blocking pool (``ConnectionPool``) and the engine's
-/// (``EnginePool``), one per server, which both share through
-/// ``SharedConnectBackoff``.
+/// When a pool may try a new connection after connects failed: one rule,
+/// one per server (``ServerPool``), for the connects of both APIs.
 ///
 /// - Only failures of the connection itself count (refused, timed out,
 ///   reset, TLS, `maxclients`: ``RedisError/isConnectionFatal``); a wrong
@@ -53,9 +51,9 @@ struct ConnectBackoff: Sendable {
     }
 }
 
-/// One server's ``ConnectBackoff``, shared by its blocking and async pools
-/// (see ``ServerPool``). Every call checks in a connection that may reset
-/// it, so the common case (no failures) is one relaxed atomic load, no lock.
+/// One server's ``ConnectBackoff``, behind a lock of its own (see
+/// ``ServerPool``). Every blocking call checks in a connection that may
+/// reset it, so the common case (no failures) is one relaxed atomic load, no lock.
 final class SharedConnectBackoff: Sendable {
     private let state = PlainMutex(ConnectBackoff())
     /// `true` while failures are counted; a stale read costs at most one

@@ -5,15 +5,12 @@ import Logging
 /// One cluster node BaldurCache talks to: its pool, kept while the client lives.
 final class ClusterNode: Sendable {
     let address: RedisServerAddress
-    let server: ServerPool
-    /// The blocking API's connections to the node.
-    var pool: ConnectionPool { server.blocking }
-    /// The async API's connections to the node.
-    var enginePool: EnginePool { server.engine }
+    /// Both APIs' connections to the node.
+    let pool: ServerPool
 
     init(address: RedisServerAddress, configuration: RedisConfiguration, logger: Logger, telemetry: Telemetry) {
         self.address = address
-        server = ServerPool(address: address, configuration: configuration, logger: logger, telemetry: telemetry)
+        pool = ServerPool(address: address, configuration: configuration, logger: logger, telemetry: telemetry)
     }
 }
 
@@ -173,18 +170,18 @@ final class ClusterRouter: ConnectionRouter {
 
     // MARK: ConnectionRouter
 
-    func pool(for command: [RedisArgument]) throws(RedisError) -> ConnectionPool {
+    func pool(for command: [RedisArgument]) throws(RedisError) -> ServerPool {
         try node(for: Self.target(of: command)).pool
     }
 
-    var servers: [ServerPool] { state.withLock { Array($0.nodes.values) }.map(\.server) }
+    var servers: [ServerPool] { state.withLock { Array($0.nodes.values) }.map(\.pool) }
 
-    func readyEnginePool(for command: [RedisArgument]) throws(RedisError) -> EnginePool? {
-        try readyNode(for: Self.target(of: command))?.enginePool
+    func readyPool(for command: [RedisArgument]) throws(RedisError) -> ServerPool? {
+        try readyNode(for: Self.target(of: command))?.pool
     }
 
-    func enginePool(for command: [RedisArgument]) async throws(RedisError) -> EnginePool {
-        try await node(for: Self.target(of: command)).enginePool
+    func pool(for command: [RedisArgument]) async throws(RedisError) -> ServerPool {
+        try await node(for: Self.target(of: command)).pool
     }
 
 

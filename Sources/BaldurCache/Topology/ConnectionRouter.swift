@@ -6,15 +6,15 @@ import Logging
 protocol ConnectionRouter: Sendable {
     /// The pool that must serve `command`; may block while the server is
     /// found (Sentinel).
-    func pool(for command: [RedisArgument]) throws(RedisError) -> ConnectionPool
+    func pool(for command: [RedisArgument]) throws(RedisError) -> ServerPool
     /// Every server's pool this router has opened.
     var servers: [ServerPool] { get }
-    /// The async API's connections for `command` (see ``EnginePool``) when
-    /// known without waiting; `nil` when the server must be found first.
-    func readyEnginePool(for command: [RedisArgument]) throws(RedisError) -> EnginePool?
-    /// The async API's connections for `command`, found first if need be
-    /// (off the cooperative pool).
-    func enginePool(for command: [RedisArgument]) async throws(RedisError) -> EnginePool
+    /// The pool for `command` when known without waiting; `nil` when the
+    /// server must be found first.
+    func readyPool(for command: [RedisArgument]) throws(RedisError) -> ServerPool?
+    /// The pool for `command`, its server found first if need be (off the
+    /// cooperative pool): for async callers.
+    func pool(for command: [RedisArgument]) async throws(RedisError) -> ServerPool
     /// A call to `address` failed with `error`: the server may have moved.
     func failed(_ error: RedisError, at address: RedisServerAddress)
     /// `address` refused a command with `READONLY`. Returns `true` when the
@@ -37,13 +37,13 @@ extension ConnectionRouter {
 struct StandaloneRouter: ConnectionRouter {
     let server: ServerPool
 
-    func pool(for command: [RedisArgument]) throws(RedisError) -> ConnectionPool { server.blocking }
+    func pool(for command: [RedisArgument]) throws(RedisError) -> ServerPool { server }
 
     var servers: [ServerPool] { [server] }
 
-    func readyEnginePool(for command: [RedisArgument]) throws(RedisError) -> EnginePool? { server.engine }
+    func readyPool(for command: [RedisArgument]) throws(RedisError) -> ServerPool? { server }
 
-    func enginePool(for command: [RedisArgument]) async throws(RedisError) -> EnginePool { server.engine }
+    func pool(for command: [RedisArgument]) async throws(RedisError) -> ServerPool { server }
 }
 
 enum ConnectionRouters {

@@ -42,8 +42,6 @@ final class SentinelRouter: ConnectionRouter {
     private struct Master {
         let address: RedisServerAddress
         let server: ServerPool
-        var pool: ConnectionPool { server.blocking }
-        var enginePool: EnginePool { server.engine }
     }
 
     private struct State {
@@ -91,24 +89,24 @@ final class SentinelRouter: ConnectionRouter {
 
     // MARK: ConnectionRouter
 
-    func pool(for command: [RedisArgument]) throws(RedisError) -> ConnectionPool {
-        try currentMaster().pool
+    func pool(for command: [RedisArgument]) throws(RedisError) -> ServerPool {
+        try currentMaster().server
     }
 
     var servers: [ServerPool] {
         state.withLock { state in (state.master.map { [$0] } ?? []) + state.retired }.map(\.server)
     }
 
-    func readyEnginePool(for command: [RedisArgument]) throws(RedisError) -> EnginePool? {
+    func readyPool(for command: [RedisArgument]) throws(RedisError) -> ServerPool? {
         try state.withLock { state throws(RedisError) in
             if state.closed { throw closedError() }
-            return state.master?.enginePool
+            return state.master?.server
         }
     }
 
-    func enginePool(for command: [RedisArgument]) async throws(RedisError) -> EnginePool {
-        if let pool = try readyEnginePool(for: command) { return pool }
-        return try await offPool(on: Self.queue, handoff: state) { () throws(RedisError) in try self.currentMaster().enginePool }
+    func pool(for command: [RedisArgument]) async throws(RedisError) -> ServerPool {
+        if let pool = try readyPool(for: command) { return pool }
+        return try await offPool(on: Self.queue, handoff: state) { () throws(RedisError) in try self.currentMaster().server }
     }
 
 
@@ -217,7 +215,7 @@ final class SentinelRouter: ConnectionRouter {
         }
         if let old {
             let reason = "the master '\(masterName)' moved from \(old.address) to \(address) (failover)"
-            old.server.retire(because: reason)
+            old.server.close(because: reason)
         }
         return master
     }
