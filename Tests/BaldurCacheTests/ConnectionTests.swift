@@ -19,6 +19,32 @@ struct ConnectionTests {
         }
     }
 
+    @Test("blocking replies of every size around the reader's 1 KiB feed slices, many to a read, arrive whole and in order, plain and over TLS", .ownThread)
+    func blockingRepliesAcrossFeedSlicesArriveWhole() throws {
+        // Lengths whose replies end just before, on and after a slice edge,
+        // and values longer than one read (16 KiB) and than many slices.
+        let lengths = Array(0...40) + Array(990...1060) + [2047, 2048, 2049, 16_383, 16_384, 16_385, 65_537, 200_003]
+        func value(_ index: Int, _ length: Int) -> [UInt8] { (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ index) } }
+        for url in [try TestEnvironment.url(), try TestEnvironment.tlsURL()] {
+            let client = try RedisClient(url: url)
+            defer { client.close() }
+            let keys = TestKeys()
+            _ = try client.pipeline(lengths.enumerated().map { index, length in
+                ["SET", RedisArgument(keys("v\(index)")), .bytes(value(index, length)), "EX", "60"]
+            })
+            // One pipeline: all the replies back to back, several to a read.
+            let replies = try client.pipeline(lengths.indices.map { ["GET", RedisArgument(keys("v\($0)"))] })
+            #expect(replies.count == lengths.count)
+            for (index, length) in lengths.enumerated() {
+                #expect(replies[index] == .bulk(value(index, length)), "value \(index) of \(length) bytes over \(url)")
+            }
+            // One at a time on the same connection: nothing left over from the pipeline's reads.
+            for (index, length) in lengths.enumerated() where index % 7 == 0 {
+                #expect(try client.send("GET", RedisArgument(keys("v\(index)"))) == .bulk(value(index, length)))
+            }
+        }
+    }
+
     @Test("an empty value round-trips and differs from a missing key", .ownThread)
     func emptyValue() throws {
         let client = try TestEnvironment.client()

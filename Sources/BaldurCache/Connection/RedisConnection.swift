@@ -38,9 +38,14 @@ final class RedisConnection: @unchecked Sendable {
     private let replies = ReplyBuilder()
     /// The reader callbacks that feed ``replies``; freed after the context.
     private let replyCallbacks = ReplyBuilder.makeCallbacks()
-    /// TLS over the context's socket (`rediss://`): requests are written and
-    /// replies read through it instead of hiredis' own `write`/`read`.
-    private var tls: TLSTransport?
+    /// The socket, or TLS over it (`rediss://`): every request is written
+    /// and every reply read through it, here and on the event loop; hiredis
+    /// connects the socket and parses the replies, and does no I/O of its own.
+    private var transport = Transport.plain(SocketTransport(descriptor: -1))
+    /// Bytes read and not yet fed to hiredis' reader: fed ``feedSlice`` at
+    /// a time, as the replies are asked for (see ``feedReplies(_:_:)``).
+    private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 16 * 1024, alignment: 8)
+    @exclusivity(unchecked) private var unfed = 0..<0
     /// Busy-polls for replies before blocking (see ``ReplySpin``).
     @exclusivity(unchecked) private(set) var spin: ReplySpin
 
@@ -129,6 +134,7 @@ final class RedisConnection: @unchecked Sendable {
             close(resetting: true)
             throw error
         }
+        transport = .plain(SocketTransport(descriptor: raw.pointee.fd))
         raw.pointee.reader.pointee.fn = replyCallbacks
         raw.pointee.reader.pointee.privdata = Unmanaged.passUnretained(replies).toOpaque()
         do throws(RedisError) {
@@ -146,7 +152,7 @@ final class RedisConnection: @unchecked Sendable {
                         descriptor: raw.pointee.fd, host: host, configuration: settings,
                         timeout: configuration.connectTimeout, address: address
                     )
-                    tls = transport
+                    self.transport = .tls(transport)
                     action = machine.tlsEstablished(clientCertificateDemanded: transport.serverAskedForMissingCertificate)
                 case .authenticate:
                     let credentials = configuration.username.map { [RedisArgument($0)] } ?? []
@@ -175,6 +181,7 @@ final class RedisConnection: @unchecked Sendable {
         // The reader may call back into `replies` (a partial reply) while it is freed.
         if let context { redisFree(context) }
         replyCallbacks.deallocate()
+        readBuffer.deallocate()
     }
 
     /// `false` once the connection was closed or broken by a fatal error.
@@ -186,11 +193,12 @@ final class RedisConnection: @unchecked Sendable {
     /// timeout, as redis-py's pool checks `can_read()` before reuse.
     var hasUnexpectedInput: Bool {
         guard let context else { return true }
-        if tls?.hasBufferedInput == true { return true }
+        if !unfed.isEmpty || transport.hasBufferedInput { return true }
         var descriptor = pollfd(fd: context.pointee.fd, events: Int16(POLLIN), revents: 0)
         guard poll(&descriptor, 1, 0) != 0 else { return false }
         // Under TLS the server may send records that carry no reply.
-        return tls?.hasInputBeyondHousekeeping() ?? true
+        guard case .tls(let tls) = transport else { return true }
+        return tls.hasInputBeyondHousekeeping()
     }
 
     /// `true` when the connection can serve another caller as it is: open,
@@ -201,7 +209,7 @@ final class RedisConnection: @unchecked Sendable {
     var isReusable: Bool {
         guard let context, session.isClean else { return false }
         let reader = context.pointee.reader.pointee
-        return reader.len == reader.pos && reader.ridx < 0 && tls?.hasBufferedInput != true
+        return reader.len == reader.pos && reader.ridx < 0 && unfed.isEmpty && !transport.hasBufferedInput
     }
 
     /// Closes the socket gracefully. Idempotent; later calls throw ``RedisError/Code/closed``.
@@ -220,7 +228,8 @@ final class RedisConnection: @unchecked Sendable {
             _ = setsockopt(context.pointee.fd, SOL_SOCKET, SO_LINGER, &reset, socklen_t(MemoryLayout<linger>.size))
         }
         abortHandle.detach()
-        tls = nil
+        transport = .plain(SocketTransport(descriptor: -1))
+        unfed = 0..<0
         redisFree(context)
         self.context = nil
         // During the setup the failure that closed the socket is reported
@@ -229,9 +238,9 @@ final class RedisConnection: @unchecked Sendable {
     }
 
     /// Sends one command and waits for its reply: the command is written in
-    /// RESP by `RESPEncoding` (the bytes `redisCommandArgv` would format),
-    /// queued with `redisAppendFormattedCommand`, and read back with
-    /// `redisGetReply`.
+    /// RESP by `RESPEncoding` (the bytes `redisCommandArgv` would format)
+    /// straight to the ``Transport``, and its reply parsed by hiredis' reader
+    /// from what is read back.
     ///
     /// - Parameter arguments: The command and its arguments, binary-safe.
     /// - Returns: The reply. A top-level error reply is thrown, not returned.
@@ -256,23 +265,23 @@ final class RedisConnection: @unchecked Sendable {
             requestBytes.removeAll(keepingCapacityUpTo: Self.retainedRequestCapacity)
             throw error
         }
-        try appendRequest(to: context)
+        try writeRequest()
         guard RedisClient.isBlocking(arguments) else {
-            return try flushAndAwait(context) { () throws(RedisError) in try readReply(from: context) }
+            return try awaitReplies(context) { () throws(RedisError) in try readReply(from: context) }
         }
         // A blocking command waits its own timeout on the server: the socket
         // allows its reply that plus blockingCommandTimeout, then goes back
         // to commandTimeout (or, failing that, the connection is closed).
         let replyTimeout = BlockingCommand.replyTimeout(for: arguments, base: commandTimeout, margin: blockingMargin)
         guard replyTimeout != commandTimeout else {
-            return try flushAndAwait(context) { () throws(RedisError) in try readReply(from: context) }
+            return try awaitReplies(context) { () throws(RedisError) in try readReply(from: context) }
         }
         guard redisSetTimeout(context, replyTimeout.map(timeval.init) ?? timeval()) == REDIS_OK else { throw contextError() }
         defer {
             // The context itself: a failed read has closed and freed it.
             if let open = self.context, redisSetTimeout(open, commandTimeout.map(timeval.init) ?? timeval()) != REDIS_OK { close(resetting: true) }
         }
-        return try flushAndAwait(context) { () throws(RedisError) in try readReply(from: context) }
+        return try awaitReplies(context) { () throws(RedisError) in try readReply(from: context) }
     }
 
     /// Waits for the next message the server sends without a request: after
@@ -316,9 +325,8 @@ final class RedisConnection: @unchecked Sendable {
     }
 
     /// Sends every command before reading any reply (pipelining): the
-    /// requests go to hiredis (`redisAppendFormattedCommand`) in chunks of
-    /// about 4 KiB, each written as soon as it is full, then one
-    /// `redisGetReply` per command.
+    /// requests are written in chunks of about 4 KiB, each as soon as it is
+    /// full, then the replies are read, in order.
     ///
     /// - Parameter commands: The commands, in order.
     /// - Returns: One reply per command, in order. Error replies are returned
@@ -364,7 +372,7 @@ final class RedisConnection: @unchecked Sendable {
     func sendPipeline(
         count: Int, pooled: Bool = false, _ command: (Int) throws(RedisError) -> [RedisArgument]
     ) throws(RedisError) {
-        let context = try liveContext()
+        _ = try liveContext()
         guard count > 0 else { return }
         requestBytes.removeAll(keepingCapacityUpTo: Self.retainedRequestCapacity)
         let sessionBefore = session
@@ -381,13 +389,11 @@ final class RedisConnection: @unchecked Sendable {
                 throw error
             }
             if requestBytes.count >= Self.pipelineChunk, index < count - 1 {
-                try appendRequest(to: context)
-                try writeQueued(context)
+                try writeRequest()
                 sentChunk = true
             }
         }
-        try appendRequest(to: context)
-        try writeQueued(context)
+        try writeRequest()
     }
 
     /// The second half of ``pipeline(count:pooled:_:)``: the replies to the
@@ -427,8 +433,12 @@ final class RedisConnection: @unchecked Sendable {
             throw error
         }
         context.pointee.flags &= ~Int32(REDIS_BLOCK)
-        if let tls { return (.tls(tls), machine) }
-        return (.plain(SocketTransport(descriptor: descriptor)), machine)
+        guard unfed.isEmpty else {
+            let error = RedisError(.protocolError, "\(address) sent more than the replies to the connection's setup")
+            close(resetting: true)
+            throw error
+        }
+        return (transport, machine)
     }
 
     /// Feeds bytes read from the socket to hiredis' reader
@@ -516,52 +526,25 @@ final class RedisConnection: @unchecked Sendable {
         return context
     }
 
-    /// Hands the request bytes in ``requestBytes`` to hiredis' output buffer
-    /// (`redisAppendFormattedCommand`) and empties it.
-    /// Under TLS the bytes go straight out through ``tls`` instead.
-    private func appendRequest(to context: UnsafeMutablePointer<redisContext>) throws(RedisError) {
-        if let tls {
-            let stopped = requestBytes.withBytes { tls.writeAll(UnsafeRawBufferPointer($0)) }
-            requestBytes.removeAll(keepingCapacityUpTo: Self.retainedRequestCapacity)
-            if let stopped { throw broken(transportError(stopped, during: .writing)) }
-            return
-        }
-        let status = requestBytes.withBytes { request in
-            redisAppendFormattedCommand(context, request.baseAddress!.assumingMemoryBound(to: CChar.self), request.count)
-        }
+    /// Writes the request bytes in ``requestBytes`` through the
+    /// ``transport`` and empties it. On the blocking socket a write that
+    /// stalls for `commandTimeout` (`SO_SNDTIMEO`) is a `writeTimeout`.
+    private func writeRequest() throws(RedisError) {
+        let stopped = requestBytes.withBytes { transport.writeAll(UnsafeRawBufferPointer($0)) }
         requestBytes.removeAll(keepingCapacityUpTo: Self.retainedRequestCapacity)
-        if status != REDIS_OK { throw fail(during: .writing) }
+        if let stopped { throw broken(transportError(stopped, during: .writing)) }
     }
 
-    /// Writes everything queued in hiredis' output buffer (`redisBufferWrite`).
-    /// Under TLS ``appendRequest(to:)`` wrote them already.
-    private func writeQueued(_ context: UnsafeMutablePointer<redisContext>) throws(RedisError) {
-        if tls != nil { return }
-        var done: Int32 = 0
-        repeat {
-            if redisBufferWrite(context, &done) != REDIS_OK { throw fail(during: .writing) }
-        } while done == 0
-    }
-
-    /// Writes the queued requests, lets ``ReplySpin`` poll briefly for the
-    /// first reply, then runs `read`, counted in ``ReplySpin/awaiting``
+    /// Lets ``ReplySpin`` poll briefly for the first reply (unless one is
+    /// read already), then runs `read`, counted in ``ReplySpin/awaiting``
     /// throughout.
-    private func flushAndAwait<R>(
-        _ context: UnsafeMutablePointer<redisContext>,
-        _ read: () throws(RedisError) -> R
-    ) throws(RedisError) -> R {
-        try writeQueued(context)
-        return try awaitReplies(context, read)
-    }
-
-    /// ``flushAndAwait(_:_:)`` after the write.
     private func awaitReplies<R>(
         _ context: UnsafeMutablePointer<redisContext>,
         _ read: () throws(RedisError) -> R
     ) throws(RedisError) -> R {
         let awaiting = ReplySpin.awaiting.wrappingAdd(1, ordering: .relaxed).newValue
         defer { ReplySpin.awaiting.wrappingSubtract(1, ordering: .relaxed) }
-        if tls?.hasBufferedInput != true {
+        if unfed.isEmpty && !transport.hasBufferedInput {
             spin.awaitReadable(context.pointee.fd, busyCallers: max(awaiting, ReplySpin.connectionsInUse.load(ordering: .relaxed)))
         }
         let replies = try read()
@@ -569,19 +552,10 @@ final class RedisConnection: @unchecked Sendable {
         return replies
     }
 
-    /// Blocks for the next reply (`redisGetReply`) and takes it from
-    /// ``replies``; a failed read closes the connection.
+    /// Blocks for the next reply and takes it from ``replies``; a failed
+    /// read closes the connection.
     private func readReply(from context: UnsafeMutablePointer<redisContext>) throws(RedisError) -> RedisReply {
-        let reply: RedisReply
-        if let tls {
-            reply = try readReply(from: context, through: tls)
-        } else {
-            var token: UnsafeMutableRawPointer?
-            guard redisGetReply(context, &token) == REDIS_OK, token != nil, let parsed = replies.take() else {
-                throw fail(during: .reading)
-            }
-            reply = parsed
-        }
+        let reply = try nextReply(from: context.pointee.reader!)
         answered = true
         if case .error(let text) = reply, text.hasPrefix(Self.tooManyClients) {
             // Redis refuses a client over maxclients by sending this in place
@@ -594,20 +568,25 @@ final class RedisConnection: @unchecked Sendable {
         return reply
     }
 
-    /// ``readReply(from:)`` under TLS: what `redisGetReply` does, reading
-    /// through ``tls`` (`redisReaderGetReply`, then `SSL_read` and
-    /// `redisReaderFeed` until a reply is complete).
-    private func readReply(from context: UnsafeMutablePointer<redisContext>, through tls: TLSTransport) throws(RedisError) -> RedisReply {
-        let reader = context.pointee.reader!
+    /// The next reply hiredis' reader completes: from what it holds, else
+    /// from the next ``feedSlice`` of ``readBuffer``, else from a read
+    /// through the ``transport``, which blocks up to `commandTimeout`
+    /// (`SO_RCVTIMEO`; then `readTimeout`).
+    private func nextReply(from reader: UnsafeMutablePointer<redisReader>) throws(RedisError) -> RedisReply {
         while true {
             var token: UnsafeMutableRawPointer?
             guard redisReaderGetReply(reader, &token) == REDIS_OK else { throw broken(readerError(reader)) }
             if token != nil, let reply = replies.take() { return reply }
-            let (progress, bytes) = tls.readIntoScratch()
-            guard case .moved = progress else { throw broken(transportError(progress, during: .reading)) }
-            if redisReaderFeed(reader, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count) != REDIS_OK {
+            if unfed.isEmpty {
+                let progress = transport.read(into: readBuffer)
+                guard case .moved(let count) = progress else { throw broken(transportError(progress, during: .reading)) }
+                unfed = 0..<count
+            }
+            let slice = min(Self.feedSlice, unfed.count)
+            guard redisReaderFeed(reader, readBuffer.baseAddress!.advanced(by: unfed.lowerBound).assumingMemoryBound(to: CChar.self), slice) == REDIS_OK else {
                 throw broken(readerError(reader))
             }
+            unfed = unfed.lowerBound + slice..<unfed.upperBound
         }
     }
 
@@ -616,14 +595,6 @@ final class RedisConnection: @unchecked Sendable {
 
     /// What the connection was doing when hiredis reported an error.
     enum Phase { case connecting, writing, reading }
-
-    /// Reads the context's error, closes the connection abortively (see
-    /// ``close(resetting:)``), and returns the error.
-    private func fail(during phase: Phase) -> RedisError {
-        let savedErrno = errno
-        guard let context else { return RedisError(.closed, "the connection to \(address) is closed") }
-        return broken(explainingEarlyClose(classify(context, savedErrno: savedErrno, during: phase)))
-    }
 
     /// Closes the connection abortively (see ``close(resetting:)``) and
     /// returns `error`, the reason, for the caller to throw.
@@ -643,7 +614,7 @@ final class RedisConnection: @unchecked Sendable {
     /// was lost to the reset); one that answers a TLS hello serves TLS (a
     /// hint to use `rediss://`); one killed or restarting gets no hint.
     private func explainingEarlyClose(_ error: RedisError) -> RedisError {
-        guard !answered, tls == nil, error.code == .connectionClosed, case .tcp = address else { return error }
+        guard !answered, case .plain = transport, error.code == .connectionClosed, case .tcp = address else { return error }
         switch Self.greeting(of: address, within: min(connectTimeout, .milliseconds(500))) {
         case .refusal(let text):
             refusedByServer = true

@@ -4,10 +4,11 @@ import Glibc
 import Darwin
 #endif
 
-/// The byte stream under an event-loop connection: a plain TCP or unix
-/// socket, non-blocking. Every `read(2)` and `send(2)` the engine makes on a
-/// plain connection goes through here; ``TLSTransport`` takes the same place
-/// with `SSL_read`/`SSL_write` (see ``Transport``).
+/// The byte stream under a plain connection: a TCP or unix socket,
+/// non-blocking on the event loop, blocking with `SO_RCVTIMEO`/`SO_SNDTIMEO`
+/// under a synchronous caller. Every `recv(2)` and `send(2)` on a plain
+/// connection goes through here; ``TLSTransport`` takes the same place with
+/// `SSL_read`/`SSL_write` (see ``Transport``).
 ///
 /// The descriptor belongs to the hiredis context that connected it (see
 /// ``RedisConnection``); the transport only moves bytes over it.
@@ -15,7 +16,8 @@ struct SocketTransport: Sendable {
     /// The socket, for epoll.
     let descriptor: Int32
 
-    /// Reads what the socket holds, up to `buffer.count` bytes, without blocking.
+    /// Reads what the socket holds, up to `buffer.count` bytes (a blocking
+    /// socket waits for some, up to its timeout: then ``TransportProgress/wouldBlock``).
     func read(into buffer: UnsafeMutableRawBufferPointer) -> TransportProgress {
         while true {
             let count = recv(descriptor, buffer.baseAddress, buffer.count, 0)
@@ -29,8 +31,9 @@ struct SocketTransport: Sendable {
         }
     }
 
-    /// Writes as much of `bytes` as the socket takes now, without blocking
-    /// and without raising `SIGPIPE` on a closed peer.
+    /// Writes as much of `bytes` as the socket takes now (a blocking socket
+    /// waits for room, up to its timeout), without raising `SIGPIPE` on a
+    /// closed peer.
     func write(_ bytes: UnsafeRawBufferPointer) -> TransportProgress {
         while true {
             let count = send(descriptor, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL))

@@ -25,9 +25,6 @@ final class TLSTransport {
     private let ssl: OpaquePointer
     /// Keeps the `SSL_CTX` alive as long as the `SSL` made from it.
     private let context: Context
-    /// Where the synchronous path reads records into before feeding
-    /// hiredis: one TLS record's worth, allocated on first use.
-    private var scratch: UnsafeMutableRawBufferPointer?
 
     /// Runs the TLS handshake on `descriptor` (connected, blocking) within
     /// `timeout`, checking the server's certificate as `configuration` says.
@@ -74,7 +71,6 @@ final class TLSTransport {
 
     deinit {
         SSL_free(ssl)
-        scratch?.deallocate()
     }
 
     /// `true` when the server asked for a client certificate during the
@@ -102,16 +98,6 @@ final class TLSTransport {
         transfer { SSL_read(ssl, buffer.baseAddress, Int32(clamping: buffer.count)) }
     }
 
-    /// ``read(into:)`` into a buffer of the transport's own, for the
-    /// synchronous path; the bytes read stay valid until the next call.
-    func readIntoScratch() -> (TransportProgress, UnsafeRawBufferPointer) {
-        let buffer = scratch ?? .allocate(byteCount: 16 * 1024, alignment: 8)
-        scratch = buffer
-        let progress = read(into: buffer)
-        guard case .moved(let count) = progress else { return (progress, UnsafeRawBufferPointer(start: nil, count: 0)) }
-        return (progress, UnsafeRawBufferPointer(rebasing: buffer[..<count]))
-    }
-
     /// Encrypts and writes as much of `bytes` as the socket takes now
     /// (`SSL_write`, partial writes on). After ``TransportProgress/wouldBlock``
     /// the caller retries with the same bytes, or more bytes that start
@@ -119,21 +105,6 @@ final class TLSTransport {
     func write(_ bytes: UnsafeRawBufferPointer) -> TransportProgress {
         guard !bytes.isEmpty else { return .moved(0) }
         return transfer { SSL_write(ssl, bytes.baseAddress, Int32(clamping: bytes.count)) }
-    }
-
-    /// Writes all of `bytes` on a blocking socket.
-    ///
-    /// - Returns: `nil` when everything went out; otherwise what stopped it
-    ///   (``TransportProgress/wouldBlock`` when `SO_SNDTIMEO` passed).
-    func writeAll(_ bytes: UnsafeRawBufferPointer) -> TransportProgress? {
-        var offset = 0
-        while offset < bytes.count {
-            switch write(UnsafeRawBufferPointer(rebasing: bytes[offset...])) {
-            case .moved(let count): offset += count
-            case let stop: return stop
-            }
-        }
-        return nil
     }
 
     // MARK: - Internals

@@ -14,8 +14,8 @@ enum TransportProgress: Equatable {
 }
 
 /// The byte stream under a connection: the plain socket or TLS over it.
-/// Every read and write of an event-loop connection, and of a synchronous
-/// TLS connection, goes through here; hiredis' reader parses what comes out.
+/// Every read and write of every connection, blocking or on the event loop,
+/// goes through here; hiredis' reader parses what comes out.
 enum Transport {
     case plain(SocketTransport)
     case tls(TLSTransport)
@@ -28,7 +28,8 @@ enum Transport {
         }
     }
 
-    /// Reads what is there, up to `buffer.count` bytes, without blocking.
+    /// Reads what is there, up to `buffer.count` bytes: without blocking on
+    /// the event loop; on a blocking socket, waiting up to its `SO_RCVTIMEO`.
     @inline(__always)
     func read(into buffer: UnsafeMutableRawBufferPointer) -> TransportProgress {
         switch self {
@@ -44,6 +45,21 @@ enum Transport {
         case .plain(let socket): return socket.write(bytes)
         case .tls(let tls): return tls.write(bytes)
         }
+    }
+
+    /// Writes all of `bytes` on a blocking socket.
+    ///
+    /// - Returns: `nil` when everything went out; otherwise what stopped it
+    ///   (``TransportProgress/wouldBlock`` when `SO_SNDTIMEO` passed).
+    func writeAll(_ bytes: UnsafeRawBufferPointer) -> TransportProgress? {
+        var offset = 0
+        while offset < bytes.count {
+            switch write(UnsafeRawBufferPointer(rebasing: bytes[offset...])) {
+            case .moved(let count): offset += count
+            case let stop: return stop
+            }
+        }
+        return nil
     }
 
     /// `true` when the transport holds input the socket no longer shows
