@@ -172,11 +172,8 @@ extension RedisClient {
     ///   - body: Runs with the connection, which no other caller uses meanwhile.
     public func withConnection<R>(routedBy key: String? = nil, _ body: sending (RedisDedicatedConnection) async throws -> R) async throws -> R {
         let pool: ServerPool
-        if let cluster {
-            guard let key else {
-                throw Self.unroutedConnectionError
-            }
-            pool = try await cluster.node(for: .slot(ClusterSlot.of(key))).pool
+        if let cluster, let slot = try dedicatedSlot(routedBy: key) {
+            pool = try await cluster.node(for: slot).pool
         } else {
             pool = try await serverPool(for: [])
         }

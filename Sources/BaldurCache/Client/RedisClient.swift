@@ -204,11 +204,17 @@ public final class RedisClient: Sendable {
 
     /// The pool a dedicated connection comes from (see ``withConnection(routedBy:_:)``).
     func connectionPool(routedBy key: String?) throws(RedisError) -> ServerPool {
-        guard let cluster else { return try router.pool(for: []) }
-        guard let key else {
-            throw Self.unroutedConnectionError
-        }
-        return try cluster.node(for: .slot(ClusterSlot.of(key))).pool
+        guard let cluster, let slot = try dedicatedSlot(routedBy: key) else { return try router.pool(for: []) }
+        return try cluster.node(for: slot).pool
+    }
+
+    /// Where a dedicated connection for `key` goes, for both APIs'
+    /// `withConnection(routedBy:)`: in a cluster the master of the key's
+    /// slot, and a key is required; `nil` elsewhere (the router's server).
+    func dedicatedSlot(routedBy key: String?) throws(RedisError) -> ClusterTarget? {
+        guard cluster != nil else { return nil }
+        guard let key else { throw Self.unroutedConnectionError }
+        return .slot(ClusterSlot.of(key))
     }
 
     /// Sends `PING` and checks for `PONG`.
