@@ -3,8 +3,9 @@
 # timeouts, killed connections and reconnects among them, then 50,000+ async
 # ones on the event-loop engine: concurrent pipelined calls, cancelled calls,
 # killed shared connections, request timeouts, transactions, a dropped
-# subscription and a graceful shutdown) under valgrind memcheck against a
-# throwaway redis-server, and fails on any definite loss. Then the same
+# subscription and a graceful shutdown; a client left open at exit) under
+# valgrind memcheck against a throwaway redis-server, and fails on any
+# definite loss. Then the same
 # workload, shorter, over TLS (rediss://) against a TLS-only server: TLS
 # connections opened, used, killed, timed out and closed. Then the cluster
 # paths against a throwaway cluster (scripts/cluster.sh): routed, split and

@@ -41,7 +41,7 @@ final class RedisConnection: @unchecked Sendable {
     /// The socket, or TLS over it (`rediss://`): every request is written
     /// and every reply read through it, here and on the event loop; hiredis
     /// connects the socket and parses the replies, and does no I/O of its own.
-    private var transport = Transport.plain(SocketTransport(descriptor: -1))
+    private var transport = Transport(descriptor: -1)
     /// Bytes read and not yet fed to hiredis' reader: fed ``feedSlice`` at
     /// a time, as the replies are asked for (see ``feedReplies(_:_:)``).
     private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 16 * 1024, alignment: 8)
@@ -134,7 +134,7 @@ final class RedisConnection: @unchecked Sendable {
             close(resetting: true)
             throw error
         }
-        transport = .plain(SocketTransport(descriptor: raw.pointee.fd))
+        transport = Transport(descriptor: raw.pointee.fd)
         raw.pointee.reader.pointee.fn = replyCallbacks
         raw.pointee.reader.pointee.privdata = Unmanaged.passUnretained(replies).toOpaque()
         do throws(RedisError) {
@@ -152,7 +152,7 @@ final class RedisConnection: @unchecked Sendable {
                         descriptor: raw.pointee.fd, host: host, configuration: settings,
                         timeout: configuration.connectTimeout, address: address
                     )
-                    self.transport = .tls(transport)
+                    self.transport = Transport(descriptor: raw.pointee.fd, tls: transport)
                     action = machine.tlsEstablished(clientCertificateDemanded: transport.serverAskedForMissingCertificate)
                 case .authenticate:
                     let credentials = configuration.username.map { [RedisArgument($0)] } ?? []
@@ -197,7 +197,7 @@ final class RedisConnection: @unchecked Sendable {
         var descriptor = pollfd(fd: context.pointee.fd, events: Int16(POLLIN), revents: 0)
         guard poll(&descriptor, 1, 0) != 0 else { return false }
         // Under TLS the server may send records that carry no reply.
-        guard case .tls(let tls) = transport else { return true }
+        guard let tls = transport.tls else { return true }
         return tls.hasInputBeyondHousekeeping()
     }
 
@@ -228,7 +228,7 @@ final class RedisConnection: @unchecked Sendable {
             _ = setsockopt(context.pointee.fd, SOL_SOCKET, SO_LINGER, &reset, socklen_t(MemoryLayout<linger>.size))
         }
         abortHandle.detach()
-        transport = .plain(SocketTransport(descriptor: -1))
+        transport = Transport(descriptor: -1)
         unfed = 0..<0
         redisFree(context)
         self.context = nil
@@ -614,7 +614,7 @@ final class RedisConnection: @unchecked Sendable {
     /// was lost to the reset); one that answers a TLS hello serves TLS (a
     /// hint to use `rediss://`); one killed or restarting gets no hint.
     private func explainingEarlyClose(_ error: RedisError) -> RedisError {
-        guard !answered, case .plain = transport, error.code == .connectionClosed, case .tcp = address else { return error }
+        guard !answered, transport.tls == nil, error.code == .connectionClosed, case .tcp = address else { return error }
         switch Self.greeting(of: address, within: min(connectTimeout, .milliseconds(500))) {
         case .refusal(let text):
             refusedByServer = true
