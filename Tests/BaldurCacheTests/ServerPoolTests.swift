@@ -147,4 +147,48 @@ struct ServerPoolTests {
         let ended = endedWhileHeld.load(ordering: .sequentiallyConsistent)
         #expect(ended, "the waiter ended only when the holder returned its connection")
     }
+
+    /// Waits up to 5 s for the server to have no connection with `id`;
+    /// `false` when it still has one then.
+    private func connectionEnds(_ id: Int64, on admin: RedisClient) async throws -> Bool {
+        let deadline = ContinuousClock.now + .seconds(5)
+        while ContinuousClock.now < deadline {
+            if try await admin.send("CLIENT", "LIST", "ID", RedisArgument(id)).string?.isEmpty ?? false { return true }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return false
+    }
+
+    /// The blocking API's `reconnect()` (in async code the async one would be picked).
+    private func blockingReconnect(_ client: RedisClient) throws {
+        try client.reconnect()
+    }
+
+    @Test("the blocking reconnect() closes the async API's shared connections too, not only the blocking API's idle ones")
+    func blockingReconnectClosesSharedConnections() async throws {
+        let client = try TestEnvironment.client()
+        defer { client.close() }
+        let admin = try TestEnvironment.client()
+        defer { admin.close() }
+        let shared = try #require(try await client.send("CLIENT", "ID").integer)
+        try blockingReconnect(client)
+        #expect(try await connectionEnds(shared, on: admin), "the shared connection outlived a reconnect")
+        _ = try await client.send("PING")
+    }
+
+    @Test("a dedicated connection in use during reconnect() is closed when it comes back, not kept for the next holder", arguments: [false, true])
+    func reconnectClosesDedicatedConnectionOnReturn(blockingReconnect reconnectsBlocking: Bool) async throws {
+        let client = try TestEnvironment.client()
+        defer { client.close() }
+        let admin = try TestEnvironment.client()
+        defer { admin.close() }
+        let dedicated = try await client.withConnection { connection in
+            let id = try await connection.send("CLIENT", "ID").integer
+            if reconnectsBlocking { try blockingReconnect(client) } else { try await client.reconnect() }
+            return id
+        }
+        #expect(try await connectionEnds(try #require(dedicated), on: admin), "a dedicated connection from before the reconnect was kept")
+        let next = try await client.withConnection { connection in try await connection.send("CLIENT", "ID").integer }
+        #expect(next != dedicated)
+    }
 }

@@ -227,12 +227,14 @@ public final class RedisClient: Sendable {
         }
     }
 
-    /// Closes every pooled connection and proves the server is back with a `PING`
-    /// on a new one. Connections in use are closed when they are returned.
+    /// Closes every pooled connection, the async API's too, and proves the
+    /// server is back with a `PING` on a new one. Connections in use are
+    /// closed when they are returned; the async API's shared connections
+    /// once their requests in flight are answered.
     ///
     /// - Throws: ``RedisError`` when the `PING` fails.
     public func reconnect() throws(RedisError) {
-        for server in router.servers { server.drainBlocking() }
+        for server in router.servers { server.drain() }
         logger.info("redis connections dropped for reconnect", metadata: ["redis.url": "\(configuration)"])
         try ping()
     }

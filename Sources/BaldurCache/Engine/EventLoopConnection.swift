@@ -318,6 +318,12 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
         }
     }
 
+    /// Closes once the requests in flight are answered, without waiting for
+    /// it (the synchronous ``RedisClient/reconnect()``).
+    func closeWhenAnswered() {
+        beginClose(graceful: true, waiter: nil)
+    }
+
     /// Closes at once without waiting (a broken or unwanted connection, or
     /// the synchronous ``RedisClient/close()``). Calls in flight fail with
     /// `reason`, or ``RedisError/Code/closed`` without one.

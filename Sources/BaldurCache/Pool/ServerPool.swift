@@ -118,7 +118,7 @@ final class ServerPool: Sendable {
         /// Connects under way, by their abort handles.
         var connecting: [ObjectIdentifier: ConnectionAbort] = [:]
         var closed = false
-        /// Bumped by ``drainBlocking()``: blocking connections from an older generation are closed on return.
+        /// Bumped by ``drain()``: connections taken before it (blocking or dedicated) are closed on return.
         var generation = 0
     }
 
@@ -401,22 +401,41 @@ final class ServerPool: Sendable {
         if let waiter = state.withLock({ Self.freePlace(&$0) }) { hand(.place, to: waiter) }
     }
 
-    /// Closes every idle blocking connection and marks those in use to be
-    /// closed when they come back: the synchronous `reconnect()`.
-    func drainBlocking() {
-        let (idle, waiters) = state.withLock { state -> ([PooledConnection], [Waiter]) in
+    /// Closes the idle connections of both APIs and the shared ones, so that
+    /// the next calls open new ones, and marks those in use to be closed
+    /// when they come back: the synchronous `reconnect()`. The shared
+    /// connections close once their requests in flight are answered; this
+    /// does not wait for it (the async `drain()` does).
+    func drain() {
+        for connection in drainWithoutWaiting() { connection.closeWhenAnswered() }
+    }
+
+    /// Closes the idle connections of both APIs and the shared ones, so that
+    /// the next calls open new ones; requests in flight finish first.
+    func drain() async {
+        for connection in drainWithoutWaiting() { await connection.close(graceful: true) }
+    }
+
+    /// ``drain()``'s bookkeeping: closes the idle blocking connections,
+    /// starts a new generation, and returns the event-loop connections
+    /// taken out of the pool for the caller to close.
+    private func drainWithoutWaiting() -> [EventLoopConnection] {
+        let (onLoop, idle, waiters) = state.withLock { state -> ([EventLoopConnection], [PooledConnection], [Waiter]) in
             state.generation += 1
             connects.reset()
-            defer { state.idleBlocking.removeAll() }
-            for pooled in state.idleBlocking { state.blockingOpen[ObjectIdentifier(pooled.connection.abortHandle)] = nil }
+            let onLoop = Self.takeIdleOnLoop(&state)
+            let idle = state.idleBlocking
+            state.idleBlocking.removeAll()
+            for pooled in idle { state.blockingOpen[ObjectIdentifier(pooled.connection.abortHandle)] = nil }
             // Their places go to waiters first.
             var waiters: [Waiter] = []
-            for _ in state.idleBlocking { if let waiter = Self.freePlace(&state) { waiters.append(waiter) } }
-            return (state.idleBlocking, waiters)
+            for _ in idle { if let waiter = Self.freePlace(&state) { waiters.append(waiter) } }
+            return (onLoop, idle, waiters)
         }
         for pooled in idle { pooled.connection.close(resetting: true) }
         for waiter in waiters { hand(.place, to: waiter) }
         reportConnections()
+        return onLoop
     }
 
     // MARK: - Shared connections
@@ -541,13 +560,16 @@ final class ServerPool: Sendable {
     /// the next holder when it comes back open, idle and with its session
     /// as configured, and closed otherwise.
     func withDedicated<R>(_ body: (EventLoopConnection) async throws -> R) async throws -> R {
+        // Read before the checkout: a drain between the two then closes the
+        // connection on return, never keeps one from before it.
+        let generation = state.withLock { $0.generation }
         let connection = try await checkoutDedicated()
         do {
             let result = try await body(connection)
-            checkinDedicated(connection)
+            checkinDedicated(connection, generation: generation)
             return result
         } catch {
-            checkinDedicated(connection)
+            checkinDedicated(connection, generation: generation)
             throw error
         }
     }
@@ -633,10 +655,10 @@ final class ServerPool: Sendable {
         continuation.resume(throwing: error ?? CancellationError())
     }
 
-    private func checkinDedicated(_ connection: EventLoopConnection) {
+    private func checkinDedicated(_ connection: EventLoopConnection, generation: Int) {
         let reusable = connection.isReusable
         let (keep, handoff) = state.withLock { state -> (Bool, (Waiter, Grant)?) in
-            guard reusable, !state.closed else { return (false, Self.freePlace(&state).map { ($0, .place) }) }
+            guard reusable, !state.closed, generation == state.generation else { return (false, Self.freePlace(&state).map { ($0, .place) }) }
             guard let first = state.waiters.popFirst() else {
                 state.idleDedicated.append(connection)
                 return (true, nil)
@@ -779,13 +801,6 @@ final class ServerPool: Sendable {
         return connections
     }
 
-    /// Closes the idle connections of both APIs and the shared ones, so that
-    /// the next calls open new ones; requests in flight finish first.
-    func drain() async {
-        let connections = state.withLock { Self.takeIdleOnLoop(&$0) }
-        drainBlocking()
-        for connection in connections { await connection.close(graceful: true) }
-    }
 
     private var closedError: RedisError {
         RedisError(.closed, "the Redis client for \(address) was closed")
