@@ -140,6 +140,44 @@ struct AsyncEngineTests {
         #expect(wrong == 0)
     }
 
+    @Test("a lone request larger than the socket takes at once goes out whole: its caller writes what the socket takes, the loop the rest")
+    func loneLargeRequestIsWrittenWhole() async throws {
+        let client = try TestEnvironment.client()
+        defer { client.close() }
+        let keys = TestKeys()
+        let key = RedisArgument(keys("large"))
+        for round in 0..<3 {
+            let value = (0..<(8 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ round) }
+            try await client.send("SET", key, .bytes(value), "EX", "60")
+            #expect(try await client.send("GET", key) == .bulk(value), "round \(round)")
+        }
+        try await client.send("DEL", key)
+    }
+
+    @Test("a lone request too large for the socket to a stalled server ends with writeTimeout at commandTimeout, and the next call succeeds")
+    func loneLargeRequestToStalledServerTimesOut() async throws {
+        let server = try TestRedisServer()
+        defer { server.stop() }
+        var configuration = try RedisConfiguration(url: server.url)
+        configuration.commandTimeout = .milliseconds(300)
+        configuration.retry.onTimeout = false
+        let client = try RedisClient(configuration: configuration)
+        defer { client.close() }
+        try await client.ping()
+        server.pause()
+        let value = [UInt8](repeating: 0x61, count: 32 << 20)
+        let code: RedisError.Code?
+        do {
+            try await client.send("SET", "large", .bytes(value))
+            code = nil
+        } catch {
+            code = (error as? RedisError)?.code
+        }
+        server.resume()
+        #expect(code == .writeTimeout)
+        try await client.ping()
+    }
+
     @Test("an error reply is thrown with the server's message")
     func errorReplyIsThrown() async throws {
         let client = try TestEnvironment.client()

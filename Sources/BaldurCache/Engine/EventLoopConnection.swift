@@ -20,7 +20,8 @@ struct UnsentRequest: Error {
 /// A caller encodes its request straight into the connection's outgoing
 /// buffer under the lock and suspends on a continuation; it holds no
 /// thread while it waits. The loop swaps the buffer out and writes all of
-/// it in one `send(2)`, feeds what it reads to hiredis' reader (in
+/// it in one `send(2)` (a lone request on an idle plain connection is
+/// written by its caller: see ``enqueue(_:_:replies:batch:timeout:_:)``), feeds what it reads to hiredis' reader (in
 /// ``RedisConnection``, the one owner of the context) and resumes the
 /// waiting continuations outside the lock.
 ///
@@ -40,7 +41,9 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     // Why @unchecked Sendable is safe: the fields under "Shared" are only
     // touched with `mutex` held; the fields under "Loop" only on the event
     // loop's thread (every EventLoopHandler method), after `init` finished
-    // and the connection was registered; `connection` (the hiredis context)
+    // and the connection was registered (`writtenBytes` also by a caller
+    // that writes its own request, under the lock, while the loop writes
+    // nothing); `connection` (the hiredis context)
     // is the loop's alone from then on.
 
     let address: RedisServerAddress
@@ -95,6 +98,9 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
 
     @exclusivity(unchecked) private var sending = OutputBuffer(capacity: 4096)
     @exclusivity(unchecked) private var sendingOffset = 0
+    /// Bytes ever written. The loop's, except that a caller adds what it
+    /// wrote itself (``writeDirectly()``), under the lock, while the loop
+    /// has nothing to write; the loop reads it under the lock.
     @exclusivity(unchecked) private var writtenBytes: UInt64 = 0
     @exclusivity(unchecked) private var waitingForWritable = false
     private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 8)
@@ -280,14 +286,36 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
         encode(&outbound)
         queuedBytes &+= UInt64(outbound.count &- before)
         pending.append(Slot(continuation: continuation, remaining: replies, collected: batch ? [] : nil, deadline: deadline, endOffset: queuedBytes))
-        let schedule = !serviceScheduled
-        serviceScheduled = true
+        // A lone request on an idle plain connection is written here, by
+        // the caller: the loop then wakes once, for the reply, not also for
+        // the write (one task: 28k calls/s instead of 16k). The loop writes
+        // nothing while `serviceScheduled` is off, and the socket stays open
+        // while the machine accepts requests, both under the lock held here.
+        // Not over TLS: the loop may be in `SSL_read` on the same `SSL`.
+        let wrote = !serviceScheduled && pending.count == 1 && transport.tls == nil && writeDirectly()
+        let schedule = !wrote && !serviceScheduled
+        if !wrote { serviceScheduled = true }
         pthread_mutex_unlock(mutex)
         // From here the loop may resume the continuation, even before this
         // closure returns (which the runtime allows).
         ticket.queued(sequence, on: self)
         if deadline != .max { loop.noteDeadline(deadline) }
         if schedule { loop.schedule(self) }
+    }
+
+    /// Writes `outbound` on the caller's thread (lock held, the loop not
+    /// writing): `true` when all of it went out. Whatever the socket did not
+    /// take stays queued for the loop, which also meets any error first.
+    private func writeDirectly() -> Bool {
+        let progress = outbound.withBytes { transport.write($0) }
+        guard case .moved(let count) = progress else { return false }
+        writtenBytes &+= UInt64(count)
+        guard count == outbound.count else {
+            outbound.removeFirst(count)
+            return false
+        }
+        outbound.removeAll(keepingCapacityUpTo: Self.retainedBufferCapacity)
+        return true
     }
 
     /// Where request `sequence` sits in `pending`, if it still waits (lock held).
@@ -498,12 +526,12 @@ final class EventLoopConnection: EventLoopHandler, @unchecked Sendable {
     }
 
     func expireOnLoop(now: UInt64) -> UInt64 {
-        let late = locked { () -> Slot? in
+        let late = locked { () -> (slot: Slot, written: UInt64)? in
             guard let first = pending.first else { return nil }
-            return first.deadline <= now ? first : nil
+            return first.deadline <= now ? (first, writtenBytes) : nil
         }
         guard let late else { return locked { pending.first?.deadline ?? .max } }
-        let error = late.endOffset > writtenBytes
+        let error = late.slot.endOffset > late.written
             ? RedisError(.writeTimeout, "could not write a request to \(address) within \(timeout?.readable ?? "the timeout") (commandTimeout): the server is not reading; the connection was reset")
             : RedisError(.readTimeout, "no reply from \(address) within \(timeout?.readable ?? "the timeout") (commandTimeout; for a blocking command, its own timeout plus blockingCommandTimeout); the connection was reset")
         fail(error, first: error)

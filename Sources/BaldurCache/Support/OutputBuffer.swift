@@ -52,6 +52,13 @@ struct OutputBuffer: ~Copyable {
         }
     }
 
+    /// Forgets the first `prefix` bytes (written out), keeping the rest in order.
+    mutating func removeFirst(_ prefix: Int) {
+        precondition(prefix >= 0 && prefix <= count, "removing more bytes than the buffer holds")
+        memmove(base, base + prefix, count - prefix)
+        count -= prefix
+    }
+
     // MARK: Writes
 
     @inline(__always)
