@@ -140,6 +140,16 @@ struct AsyncEngineTests {
         #expect(wrong == 0)
     }
 
+    /// A connected client of `server` whose requests time out after 300 ms, not sent again after a timeout.
+    private func shortTimeoutClient(of server: TestRedisServer) async throws -> RedisClient {
+        var configuration = try RedisConfiguration(url: server.url)
+        configuration.commandTimeout = .milliseconds(300)
+        configuration.retry.onTimeout = false
+        let client = try RedisClient(configuration: configuration)
+        try await client.ping()
+        return client
+    }
+
     @Test("a lone request larger than the socket takes at once goes out whole: its caller writes what the socket takes, the loop the rest")
     func loneLargeRequestIsWrittenWhole() async throws {
         let client = try TestEnvironment.client()
@@ -158,12 +168,8 @@ struct AsyncEngineTests {
     func loneLargeRequestToStalledServerTimesOut() async throws {
         let server = try TestRedisServer()
         defer { server.stop() }
-        var configuration = try RedisConfiguration(url: server.url)
-        configuration.commandTimeout = .milliseconds(300)
-        configuration.retry.onTimeout = false
-        let client = try RedisClient(configuration: configuration)
+        let client = try await shortTimeoutClient(of: server)
         defer { client.close() }
-        try await client.ping()
         server.pause()
         let value = [UInt8](repeating: 0x61, count: 32 << 20)
         let code: RedisError.Code?
@@ -237,12 +243,8 @@ struct AsyncEngineTests {
     func stalledServerTimesOutInFlightCalls() async throws {
         let server = try TestRedisServer()
         defer { server.stop() }
-        var configuration = try RedisConfiguration(url: server.url)
-        configuration.commandTimeout = .milliseconds(300)
-        configuration.retry.onTimeout = false
-        let client = try RedisClient(configuration: configuration)
+        let client = try await shortTimeoutClient(of: server)
         defer { client.close() }
-        try await client.ping()
         server.pause()
         let start = ContinuousClock.now
         let results = await withTaskGroup(of: RedisError.Code?.self) { group in
